@@ -1,0 +1,332 @@
+"""The Python API: fit a spec on data, load a run, and use the trained VAE.
+
+The backend is chosen by name (``train.backend``) and imported only when needed; this
+module speaks numpy and plain Python.
+
+Examples
+--------
+>>> import ppvae
+>>> run = ppvae.fit(latent_dim=2, epochs=1, out="runs/tiny")       # doctest: +SKIP
+>>> loc, scale = run.encode(run.heldout()[:10])                    # doctest: +SKIP
+>>> images = run.sample(16)                                        # doctest: +SKIP
+>>> run.evaluate(num_samples=100)["heldout_log_px"]                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import registry
+from .config import Config, ModelSpec, TrainSpec
+from .data import Dataset, load_dataset, load_source
+from .errors import UsageError
+from .runs import RunFolder, default_run_dir
+
+__all__ = ["fit", "load", "Run", "build_config", "SHORTCUTS"]
+
+log = logging.getLogger(__name__)
+
+#: Keyword shortcuts of :func:`fit` (and the CLI's options) -> dotted config keys.
+SHORTCUTS = {
+    **{f.name: f"model.{f.name}" for f in dataclasses.fields(ModelSpec) if not f.name.endswith("_options")},
+    **{f.name: f"train.{f.name}" for f in dataclasses.fields(TrainSpec)},
+    "data": "data.source",
+}
+
+
+def build_config(spec: str | Path | Mapping | Config | None = None,
+                 overrides: Mapping[str, Any] | None = None, **shortcuts) -> Config:
+    """Resolve a spec (file, tables or Config), then ``--set``-style overrides, then shortcuts.
+
+    Parameters
+    ----------
+    spec : path, dict or Config, optional
+        A TOML spec file, nested tables, or a Config; defaults to the built-in defaults.
+    overrides : dict, optional
+        Dotted keys, e.g. ``{"model.encoder_options.hidden": [512]}``.
+    **shortcuts
+        Any of :data:`SHORTCUTS` (``latent_dim=2``, ``epochs=5``, ``data="mnist"``, ...);
+        ``None`` values are ignored.
+    """
+    if spec is None:
+        cfg = Config()
+    elif isinstance(spec, Config):
+        cfg = spec
+    elif isinstance(spec, Mapping):
+        cfg = Config.from_dict(spec)
+    else:
+        cfg = Config.from_toml(spec)
+    if overrides:
+        cfg = cfg.with_overrides(dict(overrides))
+    unknown = sorted(set(shortcuts) - set(SHORTCUTS))
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(SHORTCUTS))}")
+    chosen = {SHORTCUTS[k]: v for k, v in shortcuts.items() if v is not None}
+    return cfg.with_overrides(chosen) if chosen else cfg
+
+
+def _backend(name: str):
+    return registry.load_backend(name)
+
+
+def _likelihood_support(cfg: Config) -> str:
+    comp = registry.get("likelihood", cfg.model.likelihood, cfg.train.backend)
+    return getattr(comp.factory, "support", "real")
+
+
+def _resolve(cfg: Config) -> Config:
+    """Fill every component setting with its default so config.toml is complete."""
+    model = dataclasses.replace(cfg.model, **{
+        f"{kind}_options": registry.resolve_options(kind, getattr(cfg.model, kind), cfg.train.backend,
+                                                    cfg.model.options(kind))
+        for kind in registry.KINDS
+    })
+    return dataclasses.replace(cfg, model=model)
+
+
+def _data_info(ds: Dataset) -> dict:
+    return {"name": ds.name, "event_shape": list(ds.event_shape), "is_image": ds.is_image,
+            "binarize": ds.binarize, "num_train": int(ds.train.shape[0]),
+            "num_heldout": int(ds.heldout.shape[0]), "has_labels": ds.heldout_labels is not None,
+            "transform": ds.transform}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("ppvae", "torch", "pyro-ppl", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | None = None,
+        resume: str | Path | None = None, force: bool = False, progress: bool = False,
+        overrides: Mapping[str, Any] | None = None, stop_after_steps: int | None = None,
+        pictures: bool = True, echo: Callable[[str], None] | None = None, **shortcuts) -> "Run":
+    """Train a VAE and write its run folder.
+
+    Parameters
+    ----------
+    spec : path, dict or Config, optional
+        The spec (defaults: mlp-400 VAE, Z = 20, Bernoulli likelihood, embedded MNIST digits).
+    out : path, optional
+        Run folder to create (default ``runs/run-<timestamp>``).
+    resume : path, optional
+        Continue the run in this folder from its last checkpoint (its config.toml is the
+        spec; ``epochs`` may be raised to train longer).
+    force : bool
+        Overwrite an existing run folder's files.
+    progress : bool
+        Show progress bars.
+    overrides : dict, optional
+        Dotted-key settings, as ``--set`` on the command line.
+    stop_after_steps : int, optional
+        Stop (with a checkpoint) after this many optimizer steps; for tests and debugging.
+    pictures : bool
+        Write samples.png, reconstructions.png and loss.png.
+    echo : callable, optional
+        Receives one-line progress messages (the CLI prints them).
+    **shortcuts
+        ``latent_dim``, ``likelihood``, ``epochs``, ``beta``, ``data``, ... (see :data:`SHORTCUTS`).
+
+    Returns
+    -------
+    Run
+        The trained, evaluated run.
+
+    Examples
+    --------
+    >>> run = ppvae.fit(epochs=2, latent_dim=2, out="runs/demo")          # doctest: +SKIP
+    >>> run.summary["evaluation"]["heldout_log_px"]                      # doctest: +SKIP
+    """
+    say = echo or (lambda msg: log.info(msg))
+    if resume is not None:
+        folder = RunFolder(resume)
+        folder.check_exists()
+        cfg = build_config(folder.read_config(), overrides, **shortcuts)
+    else:
+        cfg = build_config(spec, overrides, **shortcuts)
+        folder = RunFolder(out if out is not None else default_run_dir())
+    backend = _backend(cfg.train.backend)
+    cfg = _resolve(cfg)
+    dataset = load_dataset(cfg.data, cfg.model.likelihood, _likelihood_support(cfg))
+    # Record what "auto" resolved to, so config.toml reproduces the run exactly.
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, binarize=dataset.binarize, scale=dataset.transform.get("scale", cfg.data.scale)))
+    if resume is None:
+        folder.prepare_new(force=force)
+    folder.write_config(cfg)
+    folder.write_data_info(_data_info(dataset))
+    say(f"training on {dataset.name}: {dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out, "
+        f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}")
+    started = time.perf_counter()
+    trained, records = backend.fit(cfg, dataset, folder.path, resume=resume is not None, progress=progress,
+                                   on_epoch=folder.write_metrics, stop_after_steps=stop_after_steps)
+    folder.write_metrics(records)
+    run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
+    if stop_after_steps is not None and (not records or records[-1]["epoch"] < cfg.train.epochs):
+        return run
+    say(f"evaluating log p(x) with K = {cfg.train.eval_num_samples} importance samples "
+        f"on {dataset.heldout.shape[0]} held-out points")
+    evaluation = run.evaluate(num_samples=cfg.train.eval_num_samples)
+    summary = {
+        "backend": cfg.train.backend, "device": str(trained.device), "elbo": cfg.train.elbo,
+        "epochs": len(records), "steps": records[-1]["step"] if records else 0,
+        "train_seconds": float(sum(r["seconds"] for r in records)),
+        "wall_seconds_this_session": time.perf_counter() - started,
+        "final_epoch": records[-1] if records else None, "evaluation": evaluation,
+        "data": dataset.name, "versions": _versions(),
+    }
+    folder.write_summary(summary)
+    run.summary = summary
+    if pictures:
+        from .pictures import write_run_pictures
+
+        write_run_pictures(run, records)
+    return run
+
+
+def load(path: str | Path, device: str = "auto") -> "Run":
+    """Open a run folder written by :func:`fit`.
+
+    Examples
+    --------
+    >>> run = ppvae.load("runs/demo")                    # doctest: +SKIP
+    >>> x = run.sample(8)                                # doctest: +SKIP
+    """
+    folder = RunFolder(path)
+    folder.check_exists()
+    return Run(folder.path, device=device)
+
+
+class Run:
+    """A trained run: its config, metrics and summary, and the VAE to use.
+
+    Inputs and outputs are numpy arrays in the model's data space (prepared like the
+    training data: scaled, standardized or binarized as the run's ``data.json`` says).
+    Use :meth:`prepare` to bring raw data there.
+    """
+
+    def __init__(self, path: str | Path, *, cfg: Config | None = None, trained=None,
+                 dataset: Dataset | None = None, device: str = "auto"):
+        self.folder = RunFolder(path)
+        self.path = self.folder.path
+        self.config = cfg or self.folder.read_config()
+        self.data_info = self.folder.read_data_info()
+        self.summary = self.folder.read_summary()
+        self._trained = trained
+        self._dataset = dataset
+        self._device = device
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, backend={self.config.train.backend!r})"
+
+    # -- the trained model ---------------------------------------------------------------------
+    @property
+    def trained(self):
+        """The backend's trained-model object (loaded lazily from the checkpoint)."""
+        if self._trained is None:
+            backend = _backend(self.config.train.backend)
+            self._trained = backend.load(self.path, self.config, tuple(self.data_info["event_shape"]),
+                                         device=self._device)
+        return self._trained
+
+    @property
+    def model(self) -> Callable:
+        """The Pyro model callable ``model(x, beta=None)`` (sites ``"z"``, ``"x"``, plate ``"data"``)."""
+        return self.trained.model
+
+    @property
+    def guide(self) -> Callable:
+        """The Pyro guide callable ``guide(x, beta=None)``: the amortized encoder q(z|x)."""
+        return self.trained.guide
+
+    @property
+    def event_shape(self) -> tuple:
+        return tuple(self.data_info["event_shape"])
+
+    def metrics(self) -> list[dict]:
+        """The per-epoch records of ``metrics.jsonl``."""
+        return self.folder.read_metrics()
+
+    # -- data ----------------------------------------------------------------------------------
+    def dataset(self) -> Dataset:
+        """The run's own prepared dataset (re-read from its source)."""
+        if self._dataset is None:
+            self._dataset = load_dataset(self.config.data, self.config.model.likelihood,
+                                         _likelihood_support(self.config))
+        return self._dataset
+
+    def heldout(self) -> np.ndarray:
+        """The run's held-out split, prepared."""
+        return self.dataset().heldout
+
+    def load_data(self, source: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Data for evaluate/encode/reconstruct: the held-out split, or ``source`` prepared like it."""
+        if source is None:
+            ds = self.dataset()
+            return ds.heldout, ds.heldout_labels
+        return load_source(source, self.config.data, self.data_info["transform"])
+
+    def _check(self, x: np.ndarray, what: str = "x") -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2 and len(self.event_shape) > 1 and x.shape[1] == int(np.prod(self.event_shape)):
+            x = x.reshape(len(x), *self.event_shape)
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise UsageError(f"{what} has datapoints of shape {tuple(x.shape[1:])}, but this run expects "
+                             f"{self.event_shape}")
+        return x
+
+    # -- uses ------------------------------------------------------------------------------------
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior loc and scale of q(z|x): the compressed codes."""
+        return self.trained.encode(self._check(x))
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Mean of p(x|z) for latents of shape ``(n, latent_dim)``."""
+        z = np.asarray(z, dtype=np.float32)
+        dim = self.config.model.latent_dim
+        if z.ndim != 2 or z.shape[1] != dim:
+            raise UsageError(f"latents must have shape (n, {dim}), got {z.shape}")
+        if not np.isfinite(z).all():
+            raise UsageError("latents contain NaN or inf; give finite values")
+        return self.trained.decode(z)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Encode then decode (posterior mean): compression and recovery."""
+        return self.trained.reconstruct(self._check(x))
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` new datapoints: means of p(x|z) for z drawn from the prior."""
+        if not (isinstance(n, int) and n > 0):
+            raise UsageError(f"number of samples must be a positive integer, got {n!r}")
+        return self.trained.sample(n, seed=seed)
+
+    def evaluate(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0) -> dict:
+        """Held-out ELBO, reconstruction, KL, IWAE log p(x) with K = ``num_samples``, active units.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, optional
+            Prepared data; defaults to the run's held-out split.
+        num_samples : int
+            K of the importance-weighted bound (chunked: memory does not grow with K).
+        seed : int
+            Seed of the importance samples.
+        """
+        if not (isinstance(num_samples, int) and num_samples > 0):
+            raise UsageError(f"--num-samples must be a positive integer, got {num_samples!r}")
+        x = self.heldout() if x is None else self._check(x)
+        return self.trained.evaluate(x, num_samples=num_samples, seed=seed,
+                                     is_image=bool(self.data_info.get("is_image")))

@@ -1,0 +1,117 @@
+"""Held-out evaluation: ELBO, its terms, log p(x) by the IWAE bound, active units.
+
+Everything is computed per datapoint and in chunks: a batch of points and a chunk of
+the K importance samples at a time, so peak memory is bounded by ``max_elements``
+whatever K is. The running log-sum-exp over chunks is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from pyro.distributions.kl import kl_divergence
+
+from .model import VAE
+from .objectives import log_weights
+
+# Upper bound on the elements of the largest per-chunk tensor, (chunk, batch, features):
+# 2**20 float32 values are 4 MiB: small chunks stay in cache and beat large ones on CPU.
+MAX_ELEMENTS = 2**20
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+@torch.no_grad()
+def log_px_iwae(vae: VAE, x: torch.Tensor, num_samples: int, batch_size: int = 100,
+                max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
+    """Per-datapoint IWAE estimate of log p(x) with ``num_samples`` samples of q(z|x).
+
+    Returns a float64 tensor of shape ``(n,)``: ``log (1/K) sum_k p(x, z_k) / q(z_k|x)``.
+    """
+    saved = vae.dataset_size, vae.register_params
+    vae.dataset_size, vae.register_params = None, False
+    try:
+        features = max(1, math.prod(vae.likelihood.param_shape))
+        out = []
+        for sl in _batches(x.shape[0], batch_size):
+            xb = x[sl]
+            chunk = max(1, min(num_samples, max_elements // (features * xb.shape[0])))
+            total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+            done = 0
+            while done < num_samples:
+                k = min(chunk, num_samples - done)
+                lw = log_weights(vae.model, vae.guide, xb, beta=1.0, num_particles=k).double()
+                total = torch.logaddexp(total, torch.logsumexp(lw, 0))
+                done += k
+            out.append(total - math.log(num_samples))
+        return torch.cat(out)
+    finally:
+        vae.dataset_size, vae.register_params = saved
+
+
+@torch.no_grad()
+def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Per-datapoint reconstruction (one draw), KL (analytic where it exists) and latent stats.
+
+    Returns float64 tensors: ``reconstruction`` (n,), ``kl`` (n,), ``kl_per_dim`` (n, Z) where
+    the KL factorizes over dimensions (else NaN), and ``loc`` (n, Z), the posterior means.
+    """
+    recs, kls, kl_dims, locs = [], [], [], []
+    for sl in _batches(x.shape[0], batch_size):
+        xb = x[sl]
+        q = vae.posterior(xb)
+        p = vae.prior()
+        z = q.rsample()
+        recs.append(-vae.observation(z).log_prob(xb).double())
+        try:
+            per_dim = kl_divergence(q.base_dist, p.base_dist.expand(q.base_dist.batch_shape))
+            kl_dims.append(per_dim.double())
+            kls.append(per_dim.sum(-1).double())
+        except (NotImplementedError, AttributeError):
+            kls.append((q.log_prob(z) - p.log_prob(z)).double())
+            kl_dims.append(torch.full(z.shape, math.nan, dtype=torch.float64, device=x.device))
+        locs.append(q.base_dist.loc.double() if hasattr(q, "base_dist") else q.mean.double())
+    return {
+        "reconstruction": torch.cat(recs),
+        "kl": torch.cat(kls),
+        "kl_per_dim": torch.cat(kl_dims),
+        "loc": torch.cat(locs),
+    }
+
+
+def active_units(loc: np.ndarray, threshold: float = 0.01) -> int:
+    """Latent dimensions whose posterior mean varies across data: Cov_x(E_q[z]) > threshold.
+
+    The definition of Burda et al. (2016); a collapsed dimension has variance near 0.
+    """
+    if loc.shape[0] < 2:
+        return 0
+    return int((loc.var(axis=0, ddof=1) > threshold).sum())
+
+
+def exact_log_px(vae: VAE, x: torch.Tensor) -> torch.Tensor | None:
+    """Exact log p(x) for the linear-Gaussian model (probabilistic PCA), else ``None``.
+
+    With z ~ N(m, diag(s^2)), x | z ~ N(W z + b, diag(sigma^2)), the marginal is
+    x ~ N(W m + b, W diag(s^2) W^T + diag(sigma^2)).
+    """
+    from .components import NormalLikelihood, NormalPrior
+    from .nets import LinearDecoder
+
+    if not (isinstance(vae.decoder, LinearDecoder) and isinstance(vae.likelihood, NormalLikelihood)
+            and isinstance(vae.prior, NormalPrior)):
+        return None
+    with torch.no_grad():
+        W = vae.decoder.linear.weight.double()  # (D, Z)
+        b = vae.decoder.linear.bias.double()
+        m, s = vae.prior.loc.double(), vae.prior.scale.double()
+        d = W.shape[0]
+        sigma = vae.likelihood.scale.double().expand(vae.likelihood.event_shape).reshape(d)
+        cov = (W * s**2) @ W.T + torch.diag(sigma**2)
+        mvn = torch.distributions.MultivariateNormal(W @ m + b, covariance_matrix=cov)
+        return mvn.log_prob(x.reshape(x.shape[0], d).double())

@@ -1,0 +1,148 @@
+"""A trained VAE of the Pyro backend, spoken to in numpy: fit, load, encode, decode, evaluate."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ...config import Config
+from ...data import Dataset
+from . import checkpoint
+from .evaluation import active_units, elbo_terms, exact_log_px, log_px_iwae
+from .model import VAE, build_vae
+from .trainer import Trainer, fingerprint, resolve_device
+
+# Points per forward pass when mapping numpy arrays through the networks.
+BATCH = 1000
+
+
+class TrainedVAE:
+    """A VAE with its weights, on a device, with numpy in and out.
+
+    Attributes
+    ----------
+    vae : VAE
+        The torch module; ``vae.model`` and ``vae.guide`` are the Pyro callables.
+    device : torch.device
+    """
+
+    backend = "pyro"
+
+    def __init__(self, vae: VAE, device: torch.device):
+        self.vae = vae.eval()
+        self.device = device
+
+    # -- Pyro callables -------------------------------------------------------------------
+    @property
+    def model(self) -> Callable:
+        """The Pyro model ``model(x, beta=None)``: usable with any ``pyro.infer`` algorithm."""
+        return self.vae.model
+
+    @property
+    def guide(self) -> Callable:
+        """The Pyro guide ``guide(x, beta=None)``: the amortized q(z|x)."""
+        return self.vae.guide
+
+    # -- numpy helpers ----------------------------------------------------------------------
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    def _map(self, fn, array: np.ndarray) -> list[np.ndarray]:
+        outs: list[list[np.ndarray]] = []
+        with torch.no_grad():
+            for start in range(0, len(array), BATCH):
+                res = fn(self._tensor(array[start:start + BATCH]))
+                res = res if isinstance(res, tuple) else (res,)
+                outs.append([r.cpu().numpy() for r in res])
+        return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior loc and scale of q(z|x), each ``(n, latent_dim)``."""
+        loc, scale = self._map(self.vae.encoder, x)
+        return loc, scale
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Mean of p(x|z) for latents ``z`` of shape ``(n, latent_dim)``."""
+        return self._map(self.vae.decode, z)[0]
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Mean of p(x|z) at the posterior mean: the compression-and-recovery round trip."""
+        return self._map(self.vae.reconstruct, x)[0]
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """Means of p(x|z) for ``n`` draws from the prior (seeded)."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self.vae.sample(n).cpu().numpy()
+
+    def evaluate(self, x: np.ndarray, num_samples: int = 1000, seed: int = 0,
+                 is_image: bool = False, batch_size: int = 100) -> dict:
+        """Held-out metrics, per datapoint in nats.
+
+        Returns
+        -------
+        dict
+            ``heldout_elbo`` (analytic KL where available, one draw), ``reconstruction``,
+            ``kl``, ``heldout_log_px`` (IWAE bound with ``num_samples`` samples) and its
+            standard error over points, ``num_samples``, ``active_units``, ``kl_per_dim``,
+            ``bits_per_dim`` for images, ``exact_log_px`` for the linear-Gaussian model.
+        """
+        xt = self._tensor(x)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            t = elbo_terms(self.vae, xt)
+            log_px = log_px_iwae(self.vae, xt, num_samples, batch_size=batch_size).cpu().numpy()
+        rec = t["reconstruction"].cpu().numpy()
+        kl = t["kl"].cpu().numpy()
+        loc = t["loc"].cpu().numpy()
+        d = int(np.prod(x.shape[1:]))
+        out = {
+            "num_points": int(x.shape[0]),
+            "heldout_elbo": float(-(rec + kl).mean()),
+            "reconstruction": float(rec.mean()),
+            "kl": float(kl.mean()),
+            "heldout_log_px": float(log_px.mean()),
+            "heldout_log_px_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1 else 0.0,
+            "num_samples": int(num_samples),
+            "active_units": active_units(loc),
+            "kl_per_dim": [float(v) for v in t["kl_per_dim"].mean(0).cpu().numpy()],
+        }
+        if is_image:
+            out["bits_per_dim"] = float(-log_px.mean() / (d * math.log(2)))
+        exact = exact_log_px(self.vae, xt)
+        if exact is not None:
+            out["exact_log_px"] = float(exact.mean().item())
+        return out
+
+    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
+        """IWAE log p(x) estimate for every row of ``x`` (float64)."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return log_px_iwae(self.vae, self._tensor(x), num_samples).cpu().numpy()
+
+
+def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,
+        on_epoch: Callable[[list], None] | None = None, stop_after_steps: int | None = None):
+    """Train (or continue training) and return ``(TrainedVAE, records)``."""
+    trainer = Trainer(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
+    if resume:
+        trainer.resume()
+    state = trainer.fit(stop_after_steps=stop_after_steps)
+    trainer.vae.register_params = True
+    return TrainedVAE(trainer.vae, trainer.device), state.records
+
+
+def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> TrainedVAE:
+    """Rebuild a trained VAE from a run folder's checkpoint (no unpickling)."""
+    dev = resolve_device(device)
+    vae = build_vae(cfg.model, event_shape)
+    model_state, _, _, _ = checkpoint.load(Path(run_dir) / checkpoint.FILENAME, fingerprint(cfg, event_shape))
+    vae.load_state_dict(model_state)
+    return TrainedVAE(vae.to(dev), dev)

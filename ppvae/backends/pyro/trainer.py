@@ -1,0 +1,283 @@
+"""Stochastic variational inference for the VAE: the training loop of the Pyro backend.
+
+Each step draws a minibatch, evaluates the chosen estimator on the model/guide pair and
+takes an Adam step on the networks' parameters. The loop never waits for the device
+between logging points: terms are accumulated on the device and read back every
+``log_every`` steps and at the end of each epoch. A non-finite loss stops training at
+the next logging point, keeping the last good checkpoint; SIGINT/SIGTERM save a
+checkpoint first. Batch order depends only on (seed, epoch) and the RNG states are
+checkpointed, so an interrupted and resumed run ends with the same parameters as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyro
+import torch
+
+from ...config import Config
+from ...data import Dataset
+from ...errors import TrainingError, UsageError
+from ...schedules import beta_at
+from . import checkpoint
+from .evaluation import elbo_terms
+from .model import VAE, build_vae
+from .objectives import terms
+
+log = logging.getLogger(__name__)
+
+#: Seed of the noise used for the per-epoch held-out ELBO, so epochs are comparable.
+HELDOUT_NOISE_SEED = 12345
+
+
+class Interrupted(TrainingError):
+    """Training was stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda[:N]`` is checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {name}: CUDA is not available here (torch {torch.__version__}); use --device cpu"
+            )
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0"
+            )
+    return torch.device(name)
+
+
+def fingerprint(cfg: Config, event_shape) -> str:
+    """Identifies the parameter layout: the model spec plus the data's shape."""
+    return f"{cfg.fingerprint()}-{'x'.join(map(str, event_shape))}"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; everything a checkpoint needs besides tensors."""
+
+    epoch: int = 0           # epochs completed
+    batch: int = 0           # batches completed within the current epoch
+    step: int = 0            # optimizer steps completed
+    records: list = field(default_factory=list)
+    partial: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loss, rec, kl, count
+    partial_seconds: float = 0.0
+
+
+class _SignalCatcher:
+    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.caught: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.caught = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=not enabled, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def heldout_elbo(vae: VAE, x: torch.Tensor) -> dict[str, float]:
+    """Held-out ELBO (analytic KL where available, one draw) with fixed noise."""
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(HELDOUT_NOISE_SEED)
+        t = elbo_terms(vae, x)
+    rec, kl = t["reconstruction"].mean().item(), t["kl"].mean().item()
+    return {"heldout_elbo": -(rec + kl), "heldout_reconstruction": rec, "heldout_kl": kl}
+
+
+class Trainer:
+    """Trains one VAE on one dataset into one run folder.
+
+    Parameters
+    ----------
+    cfg : Config
+        Resolved configuration.
+    dataset : Dataset
+        Prepared data.
+    run_dir : Path
+        Where the checkpoint lives.
+    progress : bool
+        Show a progress bar.
+    on_epoch : callable, optional
+        Called with the list of records after every epoch (the run folder writes
+        ``metrics.jsonl`` from it).
+    """
+
+    def __init__(self, cfg: Config, dataset: Dataset, run_dir: Path, progress: bool = True,
+                 on_epoch: Callable[[list], None] | None = None):
+        self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
+        self.progress, self.on_epoch = progress, on_epoch
+        self.device = resolve_device(cfg.train.device)
+        t = cfg.train
+        pyro.set_rng_seed(t.seed)
+        self.vae = build_vae(cfg.model, dataset.event_shape, dataset_size=dataset.train.shape[0],
+                             register_params=False).to(self.device)
+        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr)
+        self.x_train = torch.as_tensor(dataset.train, device=self.device)
+        self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
+        self.state = TrainState()
+        self.fingerprint = fingerprint(cfg, dataset.event_shape)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / checkpoint.FILENAME
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def save(self) -> None:
+        s = self.state
+        meta = {"epoch": s.epoch, "batch": s.batch, "step": s.step, "records": s.records,
+                "partial": s.partial, "partial_seconds": s.partial_seconds,
+                "fingerprint": self.fingerprint, "backend": "pyro"}
+        checkpoint.save(self.checkpoint_path, model=self.vae, optimizer=self.optimizer, meta=meta)
+
+    def resume(self) -> None:
+        """Load the run's checkpoint: weights, optimizer, RNG states and position."""
+        model_state, optim_state, rng, meta = checkpoint.load(self.checkpoint_path, self.fingerprint)
+        try:
+            self.vae.load_state_dict(model_state)
+            self.optimizer.load_state_dict(optim_state)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise TrainingError(
+                f"checkpoint {str(self.checkpoint_path)!r} does not fit this model "
+                f"({str(exc).splitlines()[0]}); start a new run with --out"
+            ) from None
+        checkpoint.restore_rng(rng)
+        self.state = TrainState(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"],
+                                records=meta["records"], partial=meta["partial"],
+                                partial_seconds=meta.get("partial_seconds", 0.0))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        perm = np.random.default_rng([self.cfg.train.seed, epoch]).permutation(self.x_train.shape[0])
+        return torch.as_tensor(perm, device=self.device)
+
+    def _nonfinite(self, first_bad: torch.Tensor) -> None:
+        bad_step = int(first_bad.item())
+        if bad_step < 0:
+            return
+        last = self.state.records[-1] if self.state.records else None
+        kept = (f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
+                if last and self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        t = self.cfg.train
+        raise TrainingError(
+            f"training stopped: the loss became non-finite at step {bad_step} "
+            f"(epoch {self.state.epoch + 1}); {kept} in {str(self.run_dir)!r}. Try a lower learning "
+            f"rate (--lr, now {t.lr:g}), a smaller --beta, or standardized data for a normal likelihood"
+        )
+
+    def fit(self, stop_after_steps: int | None = None) -> TrainState:
+        """Train until ``train.epochs`` epochs are done (or ``stop_after_steps``, for tests).
+
+        Raises
+        ------
+        TrainingError
+            On a non-finite loss (the last good checkpoint is kept).
+        Interrupted
+            On SIGINT/SIGTERM, after a checkpoint was saved.
+        """
+        t, s = self.cfg.train, self.state
+        n = self.x_train.shape[0]
+        n_batches = math.ceil(n / t.batch_size)
+        dynamic = self.dataset.binarize == "dynamic"
+        with _SignalCatcher() as signals:
+            while s.epoch < t.epochs:
+                order = self._epoch_order(s.epoch)
+                acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
+                first_bad = torch.tensor(-1, device=self.device)
+                bar = _progress(n_batches, f"epoch {s.epoch + 1}/{t.epochs}", self.progress)
+                bar.update(s.batch)
+                started = time.perf_counter() - s.partial_seconds
+                window_start, window_images = time.perf_counter(), 0
+                while s.batch < n_batches:
+                    idx = order[s.batch * t.batch_size:(s.batch + 1) * t.batch_size]
+                    xb = self.x_train[idx]
+                    if dynamic:
+                        xb = torch.bernoulli(xb)
+                    beta = beta_at(s.step, t)
+                    tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
+                               estimator=t.elbo, num_particles=t.num_particles)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    tm.loss.backward()
+                    self.optimizer.step()
+                    b = xb.shape[0]
+                    with torch.no_grad():
+                        acc += torch.stack([tm.loss, tm.reconstruction, tm.kl,
+                                            torch.ones_like(tm.loss)]).double() * b
+                        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(tm.loss),
+                                                torch.tensor(s.step, device=self.device), first_bad)
+                    s.step += 1
+                    s.batch += 1
+                    window_images += b
+                    bar.update(1)
+                    if s.step % t.log_every == 0:
+                        # The logging point: the only place the loop waits for the device.
+                        self._nonfinite(first_bad)
+                        rate = window_images / max(time.perf_counter() - window_start, 1e-9)
+                        bar.set_postfix(loss=f"{acc[0].item() / acc[3].item():.2f}", img_s=f"{rate:.0f}")
+                        window_start, window_images = time.perf_counter(), 0
+                    if signals.caught is not None or (stop_after_steps is not None and s.step >= stop_after_steps):
+                        self._nonfinite(first_bad)
+                        s.partial = acc.tolist()
+                        s.partial_seconds = time.perf_counter() - started
+                        self.save()
+                        bar.close()
+                        if signals.caught is not None:
+                            name = signal.Signals(signals.caught).name
+                            raise Interrupted(
+                                f"{name} received: stopped at step {s.step} (epoch {s.epoch + 1}) and saved a "
+                                f"checkpoint; continue with: ppvae fit --resume {self.run_dir}"
+                            )
+                        return s
+                bar.close()
+                self._nonfinite(first_bad)
+                seconds = time.perf_counter() - started
+                loss, rec, kl, count = (acc / acc[3]).tolist()[:3] + [acc[3].item()]
+                record = {
+                    "epoch": s.epoch + 1, "step": s.step, "loss": loss, "reconstruction": rec, "kl": kl,
+                    "beta": beta_at(s.step - 1, t), "seconds": seconds, "images_per_s": count / seconds,
+                    **heldout_elbo(self.vae, self.x_heldout),
+                }
+                s.records.append(record)
+                s.epoch += 1
+                s.batch, s.partial, s.partial_seconds = 0, [0.0, 0.0, 0.0, 0.0], 0.0
+                if s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs:
+                    self.save()
+                if self.on_epoch is not None:
+                    self.on_epoch(list(s.records))
+                log.info("epoch %d: %s", s.epoch, json.dumps(record))
+        return s

@@ -1,0 +1,354 @@
+"""The ``ppvae`` command line: click commands that parse, call the API and print.
+
+User errors become one line on stderr and a non-zero exit code (2 for usage errors),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .config import BETA_SCHEDULES, ELBO_NAMES, parse_override
+from .errors import PPVAEError, UsageError
+from .io import atomic_path
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _handle_errors(fn):
+    """Turn ppvae's errors into a clean message and exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PPVAEError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool = True,
+                 title: str | None = None) -> None:
+    """Save as .npy or a picture (.png), atomically, refusing to overwrite unless forced."""
+    if path.exists() and not force:
+        raise UsageError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another --out")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array)
+    elif suffix == ".png":
+        from .pictures import save_array_picture
+
+        save_array_picture(array, path, is_image=is_image, title=title)
+    else:
+        raise UsageError(f"--out {str(path)!r}: use a .png (picture) or .npy (array) file name")
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="ppvae")
+def cli():
+    """ppvae: variational autoencoders as Pyro model/guide pairs.
+
+    \b
+    Start here:
+      ppvae fit                          train on the embedded MNIST digits (no network)
+      ppvae evaluate runs/RUN            held-out ELBO, log p(x), active units
+      ppvae sample runs/RUN -n 64 --out samples.png
+      ppvae encode runs/RUN --out latents.npz
+
+    Every command has --help with examples.
+    """
+
+
+# ---------------------------------------------------------------------------------------- fit
+@cli.command(context_settings=CONTEXT)
+@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", help="embedded (default), mnist, fashion-mnist, a folder of MNIST-format files, "
+              "or a .npy/.npz/.csv file.")
+@click.option("--backend", help="Inference backend (default pyro).")
+@click.option("--prior", help="Prior p(z) by registered name (default normal).")
+@click.option("--likelihood", help="Likelihood p(x|z): bernoulli, continuous_bernoulli, normal, ...")
+@click.option("--encoder", help="Encoder network: mlp or conv.")
+@click.option("--decoder", help="Decoder network: mlp, conv or linear.")
+@click.option("--latent-dim", type=int, help="Size of z (default 20).")
+@click.option("--epochs", type=int, help="Passes over the training split (default 30).")
+@click.option("--batch-size", type=int, help="Minibatch size (default 128).")
+@click.option("--beta", type=float, help="KL weight β > 0 (default 1: the plain ELBO).")
+@click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
+@click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
+@click.option("--elbo", type=click.Choice(ELBO_NAMES),
+              help="meanfield (analytic KL, default), trace (sampled ELBO) or iwae (importance weighted).")
+@click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae).")
+@click.option("--seed", type=int, help="Seed of every random draw in training (default 0).")
+@click.option("--device", help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder to write (default runs/run-<timestamp>).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any spec setting, e.g. --set model.encoder_options.hidden=[512,256] "
+                   "--set model.likelihood_options.scale_mode=per_dim. Repeatable.")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run in this folder from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Overwrite the files of an existing run folder given by --out.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@_handle_errors
+def fit(spec, data, backend, prior, likelihood, encoder, decoder, latent_dim, epochs, batch_size, beta,
+        beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet):
+    """Train a VAE and write a run folder.
+
+    SPEC is an optional TOML file with [model], [data] and [train] tables (see models/);
+    a run's own RUN/config.toml reproduces that run. Options override the spec, and
+    --set overrides anything. Without arguments, ppvae trains the mlp-400 VAE (Z = 20,
+    Bernoulli likelihood) on 10,000 MNIST digits that ship with ppvae.
+
+    \b
+    The run folder holds config.toml, metrics.jsonl (one record per epoch), the
+    checkpoint, summary.json and samples.png, reconstructions.png and loss.png.
+    Ctrl-C saves a checkpoint; --resume RUN continues it.
+
+    \b
+    Examples:
+      ppvae fit
+      ppvae fit --latent-dim 2 --epochs 20 --out runs/z2
+      ppvae fit --encoder conv --decoder conv --latent-dim 2 --out runs/conv
+      ppvae fit --likelihood normal --decoder linear --data table.csv \\
+                --set data.standardize=true --set data.binarize=none
+      ppvae fit --beta 4 --beta-schedule linear --set train.warmup_steps=2000
+      ppvae fit runs/z2/config.toml --out runs/z2-again
+      ppvae fit --resume runs/z2 --epochs 40
+    """
+    from . import api
+
+    if resume is not None and (spec is not None or out is not None):
+        raise UsageError("--resume RUN continues RUN with its own config.toml; drop SPEC and --out")
+    overrides = dict(parse_override(s) for s in settings)
+    shortcuts = dict(data=data, backend=backend, prior=prior, likelihood=likelihood, encoder=encoder,
+                     decoder=decoder, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, beta=beta,
+                     beta_schedule=beta_schedule, lr=lr, elbo=elbo, num_particles=num_particles, seed=seed,
+                     device=device)
+    echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    run = api.fit(spec, out=out, resume=resume, force=force, progress=not quiet, overrides=overrides,
+                  echo=echo, **shortcuts)
+    ev = run.summary["evaluation"]
+    last = run.summary["final_epoch"] or {}
+    click.echo(f"run folder: {run.path}")
+    click.echo(f"epochs {run.summary['epochs']}, {run.summary['train_seconds']:.1f} s of training, "
+               f"{_fmt(last.get('images_per_s'), 0)} images/s")
+    click.echo(f"held-out ELBO:   {_fmt(ev['heldout_elbo'])} nats per datapoint "
+               f"(reconstruction {_fmt(ev['reconstruction'])}, KL {_fmt(ev['kl'])})")
+    click.echo(f"held-out log p(x) >= {_fmt(ev['heldout_log_px'])} ± {_fmt(ev['heldout_log_px_stderr'])} "
+               f"(IWAE bound, K = {ev['num_samples']})")
+    if "exact_log_px" in ev:
+        click.echo(f"exact log p(x):  {_fmt(ev['exact_log_px'])} (linear-Gaussian model)")
+    click.echo(f"active units: {ev['active_units']} of {run.config.model.latent_dim}")
+    click.echo(f"pictures: {run.path / 'samples.png'}, {run.path / 'reconstructions.png'}, {run.path / 'loss.png'}")
+
+
+# ----------------------------------------------------------------------------------- evaluate
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", help="Evaluate on this source instead of the run's held-out split "
+              "(a file is prepared like the training data).")
+@click.option("--num-samples", "-k", type=int, default=1000, show_default=True,
+              help="K of the importance-weighted log p(x) bound (chunked: memory stays bounded).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@_handle_errors
+def evaluate(run, data, num_samples, seed, device, as_json):
+    """Held-out ELBO, reconstruction, KL, log p(x) and active units of a run.
+
+    log p(x) is the importance-weighted (IWAE) bound with K samples from q(z|x): a lower
+    bound that tightens as K grows. All numbers are nats per datapoint.
+
+    \b
+    Examples:
+      ppvae evaluate runs/z2
+      ppvae evaluate runs/z2 -k 5000 --json
+      ppvae evaluate runs/z2 --data my_digits.npy
+    """
+    from . import api
+
+    r = api.load(run, device=device)
+    x, _ = r.load_data(data)
+    ev = r.evaluate(x, num_samples=num_samples, seed=seed)
+    if as_json:
+        click.echo(json.dumps(ev, indent=2, sort_keys=True))
+        return
+    click.echo(f"{r.path}: {ev['num_points']} points")
+    click.echo(f"  held-out ELBO        {_fmt(ev['heldout_elbo'])}")
+    click.echo(f"  reconstruction       {_fmt(ev['reconstruction'])}")
+    click.echo(f"  KL                   {_fmt(ev['kl'])}")
+    click.echo(f"  log p(x) (K={ev['num_samples']}) >= {_fmt(ev['heldout_log_px'])} ± {_fmt(ev['heldout_log_px_stderr'])}")
+    if "exact_log_px" in ev:
+        click.echo(f"  exact log p(x)       {_fmt(ev['exact_log_px'])}")
+    if "bits_per_dim" in ev:
+        click.echo(f"  bits per dimension   {_fmt(ev['bits_per_dim'], 4)}")
+    click.echo(f"  active units         {ev['active_units']} of {len(ev['kl_per_dim'])}")
+
+
+# ----------------------------------------------------------------------------------- generation
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-n", "--num", type=int, default=64, show_default=True, help="How many samples.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="samples.png (a picture) or samples.npy (the array).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_handle_errors
+def sample(run, num, out, seed, device, force):
+    """Generate new data: decode z drawn from the prior.
+
+    \b
+    Examples:
+      ppvae sample runs/z2 -n 100 --out samples.png
+      ppvae sample runs/z2 -n 1000 --out samples.npy --seed 1
+    """
+    from . import api
+
+    r = api.load(run, device=device)
+    x = r.sample(num, seed=seed)
+    _write_array(out, x, force, is_image=r.data_info["is_image"], title=f"{num} samples")
+    click.echo(f"wrote {num} samples to {out}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", help="Source to reconstruct (default: the run's held-out split).")
+@click.option("-n", "--num", type=int, default=None, help="Only the first N points.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="recon.png (data beside reconstructions) or recon.npy (the reconstructions).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_handle_errors
+def reconstruct(run, data, num, out, device, force):
+    """Compress and recover: encode data to z (posterior mean) and decode it.
+
+    \b
+    Examples:
+      ppvae reconstruct runs/z2 -n 16 --out recon.png
+      ppvae reconstruct runs/z2 --data digits.npy --out recon.npy
+    """
+    from . import api
+    from . import plots
+
+    r = api.load(run, device=device)
+    x, _ = r.load_data(data)
+    if num is not None:
+        if num <= 0:
+            raise UsageError(f"-n must be positive, got {num}")
+        x = x[:num]
+    recon = r.reconstruct(x)
+    if out.suffix.lower() == ".png" and r.data_info["is_image"]:
+        if out.exists() and not force:
+            raise UsageError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another --out")
+        plots.reconstruction_grid(x[:32], recon[:32], out, title="data and reconstructions")
+    else:
+        _write_array(out, recon, force, is_image=r.data_info["is_image"])
+    click.echo(f"wrote {len(recon)} reconstructions to {out}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", help="Source to encode (default: the run's held-out split).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="latents.npz (arrays loc, scale and labels if any) or latents.npy "
+                   "(shape (n, 2, latent_dim): loc then scale).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_handle_errors
+def encode(run, data, out, device, force):
+    """Encode data to the posterior q(z|x): its loc and scale per point.
+
+    The loc is the compressed code; `ppvae decode` turns it back into data.
+
+    \b
+    Examples:
+      ppvae encode runs/z2 --out latents.npz
+      ppvae encode runs/z2 --data digits.npy --out latents.npy
+    """
+    from . import api
+
+    r = api.load(run, device=device)
+    x, labels = r.load_data(data)
+    loc, scale = r.encode(x)
+    if out.exists() and not force:
+        raise UsageError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another --out")
+    if out.suffix.lower() == ".npz":
+        arrays = {"loc": loc, "scale": scale, **({"labels": labels} if labels is not None else {})}
+        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    elif out.suffix.lower() == ".npy":
+        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.stack([loc, scale], axis=1))
+    else:
+        raise UsageError(f"--out {str(out)!r}: use a .npz or .npy file name")
+    click.echo(f"wrote loc and scale of {len(loc)} points ({loc.shape[1]} latent dimensions) to {out}")
+
+
+def _read_latents(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise UsageError(f"latents file {str(path)!r} does not exist")
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                if "loc" not in f:
+                    raise UsageError(f"{str(path)!r} has no array 'loc' (found: {', '.join(f.files)})")
+                return f["loc"]
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"cannot read latents from {str(path)!r}: {exc}") from None
+    # (n, 2, Z) as written by `ppvae encode --out X.npy`: take the loc.
+    return z[:, 0] if z.ndim == 3 and z.shape[1] == 2 else z
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--latents", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="(n, latent_dim) .npy, or the output of `ppvae encode` (.npz or .npy).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="decoded.png or decoded.npy.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_handle_errors
+def decode(run, latents, out, device, force):
+    """Decode latents into data: the mean of p(x|z).
+
+    \b
+    Examples:
+      ppvae encode runs/z2 --out codes.npz && ppvae decode runs/z2 --latents codes.npz --out recovered.png
+      python -c "import numpy as np; np.save('grid.npy', np.mgrid[-2:2:8j, -2:2:8j].reshape(2, -1).T)"
+      ppvae decode runs/z2 --latents grid.npy --out manifold.png
+    """
+    from . import api
+
+    r = api.load(run, device=device)
+    z = _read_latents(latents)
+    x = r.decode(z)
+    _write_array(out, x, force, is_image=r.data_info["is_image"], title=f"decoded from {latents.name}")
+    click.echo(f"wrote {len(x)} decoded points to {out}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ppvae")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

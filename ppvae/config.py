@@ -1,0 +1,415 @@
+"""The run configuration: frozen, validated dataclasses that read and write TOML.
+
+A spec file has three tables, ``[model]``, ``[data]`` and ``[train]``; every key is
+optional and falls back to the defaults below. ``ppvae fit`` writes the fully
+resolved configuration to ``RUN/config.toml``, so ``ppvae fit RUN/config.toml``
+reproduces the run.
+
+Examples
+--------
+>>> from ppvae.config import Config
+>>> cfg = Config().with_overrides({"model.latent_dim": 2, "train.beta": 0.5})
+>>> cfg.model.latent_dim, cfg.train.beta
+(2, 0.5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from .errors import UsageError
+
+__all__ = [
+    "ModelSpec",
+    "DataSpec",
+    "TrainSpec",
+    "Config",
+    "ELBO_NAMES",
+    "BETA_SCHEDULES",
+    "BINARIZE_MODES",
+    "SCALE_MODES",
+    "parse_override",
+]
+
+ELBO_NAMES = ("meanfield", "trace", "iwae")
+BETA_SCHEDULES = ("constant", "linear", "cyclical")
+BINARIZE_MODES = ("auto", "dynamic", "static", "none")
+SCALE_MODES = ("auto", "unit", "minmax", "none")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UsageError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _choice(section: str, key: str, value: Any, choices) -> None:
+    _check(
+        value in choices,
+        f"{section}.{key} = {value!r} is not valid; choose one of: {', '.join(choices)}",
+    )
+
+
+def _freeze_options(section: str, key: str, value: Any) -> dict:
+    _check(isinstance(value, Mapping), f"{section}.{key} must be a table of settings, got {value!r}")
+    for k in value:
+        _check(isinstance(k, str), f"{section}.{key} keys must be strings, got {k!r}")
+    # Round-trip through JSON so the options hold only plain, serializable values.
+    try:
+        return json.loads(json.dumps(dict(value)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{section}.{key} holds a value that cannot be saved: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the VAE is: component names, their settings and the latent size.
+
+    Parameters
+    ----------
+    prior, likelihood, encoder, decoder : str
+        Registered component names (``ppvae.registry`` lists them).
+    latent_dim : int
+        Size of the latent ``z``; must be positive.
+    prior_options, likelihood_options, encoder_options, decoder_options : dict
+        Settings passed to each component (hidden sizes, a likelihood's scale mode, ...).
+        Unknown settings are rejected with the list of valid ones when the model is built.
+    """
+
+    prior: str = "normal"
+    likelihood: str = "bernoulli"
+    encoder: str = "mlp"
+    decoder: str = "mlp"
+    latent_dim: int = 20
+    prior_options: dict = field(default_factory=dict)
+    likelihood_options: dict = field(default_factory=dict)
+    encoder_options: dict = field(default_factory=dict)
+    decoder_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("prior", "likelihood", "encoder", "decoder"):
+            value = getattr(self, key)
+            _check(isinstance(value, str) and value, f"model.{key} must be a component name, got {value!r}")
+            object.__setattr__(self, key, value.lower())
+        _check(
+            _is_int(self.latent_dim) and self.latent_dim > 0,
+            f"model.latent_dim must be a positive integer, got {self.latent_dim!r}; "
+            "use e.g. --latent-dim 2",
+        )
+        for key in ("prior_options", "likelihood_options", "encoder_options", "decoder_options"):
+            object.__setattr__(self, key, _freeze_options("model", key, getattr(self, key)))
+
+    def options(self, kind: str) -> dict:
+        """Return the settings table for component ``kind`` (e.g. ``"encoder"``)."""
+        return dict(getattr(self, f"{kind}_options"))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from and how it is prepared.
+
+    Parameters
+    ----------
+    source : str
+        ``"embedded"`` (MNIST test digits shipped with ppvae, no network), ``"mnist"`` or
+        ``"fashion-mnist"`` (downloaded once into the cache, checksums verified), a folder
+        holding the standard MNIST-format ``*-idx*-ubyte.gz`` files, or a ``.npy``, ``.npz``
+        or ``.csv`` file.
+    scale : {"auto", "unit", "minmax", "none"}
+        ``"unit"`` divides 0-255 grey levels by 255; ``"minmax"`` maps each feature to
+        [0, 1] using the training split; ``"auto"`` means ``"unit"`` for 8-bit images and
+        ``"none"`` otherwise.
+    binarize : {"auto", "dynamic", "static", "none"}
+        ``"dynamic"`` draws a fresh Bernoulli(pixel) for every training minibatch;
+        ``"static"`` draws once; held-out data is always binarized once with a fixed
+        seed (``split_seed + 1``) unless this is ``"none"``. ``"auto"`` is ``"dynamic"``
+        for a Bernoulli likelihood on [0, 1] data and ``"none"`` otherwise.
+    standardize : bool
+        Shift and scale every feature to mean 0, sd 1 (statistics of the training split),
+        for Gaussian likelihoods.
+    heldout_fraction : float
+        Share of the data held out for evaluation, in (0, 1). Datasets with an official
+        test set (MNIST with all four files) use it instead.
+    split_seed : int
+        Seed of the train/held-out permutation (``numpy.random.default_rng(split_seed)``).
+    cache_dir : str or None
+        Where downloads are kept; default ``$PPVAE_CACHE`` or the user cache folder.
+    mirror : str or None
+        Base URL to download the standard files from instead of the official mirror.
+    """
+
+    source: str = "embedded"
+    scale: str = "auto"
+    binarize: str = "auto"
+    standardize: bool = False
+    heldout_fraction: float = 0.2
+    split_seed: int = 0
+    cache_dir: str | None = None
+    mirror: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.source, str) and self.source, f"data.source must be a name or a path, got {self.source!r}")
+        _choice("data", "scale", self.scale, SCALE_MODES)
+        _choice("data", "binarize", self.binarize, BINARIZE_MODES)
+        _check(isinstance(self.standardize, bool), f"data.standardize must be true or false, got {self.standardize!r}")
+        _check(
+            _is_number(self.heldout_fraction) and 0.0 < self.heldout_fraction < 1.0,
+            f"data.heldout_fraction must be between 0 and 1 (exclusive), got {self.heldout_fraction!r}",
+        )
+        object.__setattr__(self, "heldout_fraction", float(self.heldout_fraction))
+        _check(_is_int(self.split_seed) and self.split_seed >= 0, f"data.split_seed must be a non-negative integer, got {self.split_seed!r}")
+        _check(
+            not (self.standardize and self.binarize in ("dynamic", "static")),
+            "data.standardize and data.binarize cannot both be on: binarized pixels are 0/1; "
+            "set binarize = \"none\" for a Gaussian likelihood on standardized data",
+        )
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How the VAE is trained.
+
+    Parameters
+    ----------
+    backend : str
+        Inference backend: ``"pyro"``.
+    elbo : {"meanfield", "trace", "iwae"}
+        ``meanfield``: ELBO with the analytic KL where one exists (sampled otherwise);
+        ``trace``: fully sampled ELBO; ``iwae``: the importance-weighted bound with
+        ``num_particles`` samples per datapoint.
+    num_particles : int
+        Samples of z per datapoint (K for ``iwae``, averaged for the ELBOs).
+    epochs, batch_size : int
+        Passes over the training split, and minibatch size.
+    lr : float
+        Adam learning rate.
+    beta : float
+        Weight of the KL term (> 0); ``1`` is the plain ELBO. Applied through
+        ``poutine.scale`` around ``"z"`` in both the model and the guide.
+    beta_schedule : {"constant", "linear", "cyclical"}
+        ``linear`` ramps β from ``beta / warmup_steps`` to ``beta`` over ``warmup_steps``;
+        ``cyclical`` repeats that ramp over the first half of every ``cycle_steps``.
+    warmup_steps, cycle_steps : int
+        Lengths for the schedules above.
+    seed : int
+        Seed of every random draw in training (initial weights, batches, noise).
+    device : str
+        ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+    log_every : int
+        Steps between progress updates; the only points where training waits for the device.
+    eval_num_samples : int
+        K of the importance-weighted log p(x) estimate computed at the end of ``fit``.
+    checkpoint_every : int
+        Epochs between checkpoints (the last epoch is always saved).
+    """
+
+    backend: str = "pyro"
+    elbo: str = "meanfield"
+    num_particles: int = 1
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    beta_schedule: str = "constant"
+    warmup_steps: int = 1000
+    cycle_steps: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 50
+    eval_num_samples: int = 1000
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.backend, str) and self.backend, f"train.backend must be a name, got {self.backend!r}")
+        object.__setattr__(self, "backend", self.backend.lower())
+        _choice("train", "elbo", self.elbo, ELBO_NAMES)
+        _choice("train", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
+        for key in ("num_particles", "epochs", "batch_size", "warmup_steps", "cycle_steps",
+                    "log_every", "eval_num_samples", "checkpoint_every"):
+            value = getattr(self, key)
+            _check(_is_int(value) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
+        _check(_is_int(self.seed) and self.seed >= 0, f"train.seed must be a non-negative integer, got {self.seed!r}")
+        _check(
+            _is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0,
+            f"train.lr must be a positive number, got {self.lr!r}",
+        )
+        _check(
+            _is_number(self.beta) and math.isfinite(self.beta) and self.beta > 0,
+            f"beta must be > 0 (got {self.beta!r}): β weights the KL and β = 0 drops the prior; "
+            "for KL annealing use --beta-schedule linear, which starts at a small positive β",
+        )
+        object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "beta", float(self.beta))
+        _check(
+            isinstance(self.device, str) and bool(_DEVICE_RE.match(self.device)),
+            f"train.device = {self.device!r} is not valid; use auto, cpu, cuda or cuda:N",
+        )
+
+
+_SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
+
+
+def _section_from_mapping(name: str, cls, table: Any):
+    _check(isinstance(table, Mapping), f"[{name}] must be a table")
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(table) - valid)
+    _check(
+        not unknown,
+        f"unknown key(s) in [{name}]: {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}",
+    )
+    try:
+        return cls(**table)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check above
+        raise UsageError(f"[{name}]: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run configuration: ``model``, ``data`` and ``train``.
+
+    Examples
+    --------
+    >>> cfg = Config.from_dict({"model": {"latent_dim": 2}})
+    >>> Config.from_toml_string(cfg.to_toml_string()) == cfg
+    True
+    """
+
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, tables: Mapping[str, Any]) -> "Config":
+        """Build from nested tables ``{"model": {...}, "data": {...}, "train": {...}}``."""
+        _check(isinstance(tables, Mapping), "a spec must be a table with [model], [data] and [train]")
+        unknown = sorted(set(tables) - set(_SECTIONS))
+        _check(
+            not unknown,
+            f"unknown table(s) {', '.join(unknown)} in the spec; valid tables: model, data, train",
+        )
+        return cls(**{name: _section_from_mapping(name, sec, tables.get(name, {}))
+                      for name, sec in _SECTIONS.items()})
+
+    @classmethod
+    def from_toml_string(cls, text: str, origin: str = "spec") -> "Config":
+        """Parse a TOML spec given as a string."""
+        try:
+            tables = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{origin} is not valid TOML ({exc}); fix the file and try again") from None
+        return cls.from_dict(tables)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        """Read a TOML spec file (for example ``RUN/config.toml`` or ``models/NAME.toml``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"spec file {str(path)!r} does not exist; check the path")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read spec file {str(path)!r}: {exc}") from None
+        cfg = cls.from_toml_string(text, origin=f"spec file {str(path)!r}")
+        return cfg._resolve_relative_source(path.parent)
+
+    def _resolve_relative_source(self, base: Path) -> "Config":
+        """A data path in a spec is relative to the spec file, like a plug-in path."""
+        src = self.data.source
+        if src in ("embedded", "mnist", "fashion-mnist") or Path(src).is_absolute():
+            return self
+        candidate = base / src
+        if candidate.exists():
+            return dataclasses.replace(self, data=dataclasses.replace(self.data, source=str(candidate.resolve())))
+        return self
+
+    # -- transformation -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Nested plain tables, with ``None`` values left out (TOML has no null)."""
+        out: dict = {}
+        for name in _SECTIONS:
+            table = dataclasses.asdict(getattr(self, name))
+            out[name] = {k: v for k, v in table.items() if v is not None}
+        return out
+
+    def to_toml_string(self) -> str:
+        """Serialize as TOML."""
+        return tomli_w.dumps(self.to_dict())
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Config":
+        """Return a copy with dotted keys replaced, e.g. ``{"train.beta": 0.5}``.
+
+        A key may also name an option inside a component table, as in
+        ``"model.encoder_options.hidden"``.
+        """
+        tables = self.to_dict()
+        for key, value in overrides.items():
+            parts = key.split(".")
+            _check(
+                len(parts) >= 2 and parts[0] in _SECTIONS,
+                f"--set key {key!r} must look like section.key with section one of model, data, train "
+                "(e.g. train.lr=3e-4 or model.encoder_options.hidden=[512,256])",
+            )
+            section = parts[0]
+            valid = {f.name for f in fields(_SECTIONS[section])}
+            _check(
+                parts[1] in valid,
+                f"unknown key {parts[1]!r} in [{section}] (from --set {key}); valid keys: {', '.join(sorted(valid))}",
+            )
+            node = tables[section]
+            if len(parts) > 2:
+                _check(parts[1].endswith("_options"), f"--set {key}: only the *_options tables have sub-keys")
+                node = node.setdefault(parts[1], {})
+                for part in parts[2:-1]:
+                    node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        return Config.from_dict(tables)
+
+    def fingerprint(self) -> str:
+        """A short hash of what fixes the parameter shapes (model spec and data source).
+
+        A checkpoint stores it; loading into a different spec is refused with a clear message.
+        """
+        payload = json.dumps(dataclasses.asdict(self.model), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one ``--set KEY=VALUE``; the value is read as TOML, else kept as a string.
+
+    Examples
+    --------
+    >>> parse_override("train.lr=3e-4")
+    ('train.lr', 0.0003)
+    >>> parse_override("model.encoder_options.hidden=[512, 256]")
+    ('model.encoder_options.hidden', [512, 256])
+    >>> parse_override("data.source=digits.npy")
+    ('data.source', 'digits.npy')
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    _check(bool(sep) and bool(key), f"--set expects KEY=VALUE (e.g. train.lr=3e-4), got {text!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value

@@ -1,0 +1,17 @@
+"""Data sources and preprocessing: everything between a data source and the arrays a backend trains on.
+
+numpy only (no torch or jax), so that every backend shares one data pipeline.
+
+Examples
+--------
+>>> from ppvae.config import DataSpec
+>>> from ppvae.data import load_dataset
+>>> ds = load_dataset(DataSpec(source="embedded"), "bernoulli", "unit_interval")  # doctest: +SKIP
+"""
+
+from .arrays import read_array_file
+from .dataset import Dataset
+from .prepare import load_dataset, load_source, prepare_new
+from .standard import STANDARD_DATASETS
+
+__all__ = ["Dataset", "load_dataset", "prepare_new", "load_source", "read_array_file", "STANDARD_DATASETS"]

@@ -1,0 +1,53 @@
+"""The prepared dataset every backend trains on: plain numpy arrays plus metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Dataset"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared train/held-out split.
+
+    Attributes
+    ----------
+    name : str
+        Human-readable origin (``"embedded MNIST test digits"``, a file path, ...).
+    train : numpy.ndarray
+        float32, shape ``(n_train, *event_shape)``. With ``binarize == "dynamic"`` it
+        holds the probabilities that every minibatch is binarized from.
+    heldout : numpy.ndarray
+        float32, shape ``(n_heldout, *event_shape)``, already in its final form (binarized
+        once with a fixed seed where binarization is on), so evaluation is repeatable.
+    event_shape : tuple of int
+        Shape of one datapoint: ``(28, 28)`` for MNIST, ``(d,)`` for a table.
+    is_image : bool
+        Whether datapoints are images (pictures are drawn, bits per dimension reported).
+    binarize : str
+        The resolved mode: ``"dynamic"``, ``"static"`` or ``"none"``.
+    train_labels, heldout_labels : numpy.ndarray or None
+        Integer labels when the source has them.
+    transform : dict
+        Plain-JSON record of the preprocessing (scale mode, standardization mean/sd,
+        min/max) so new data can be prepared the same way and outputs mapped back.
+    """
+
+    name: str
+    train: np.ndarray
+    heldout: np.ndarray
+    event_shape: tuple
+    is_image: bool
+    binarize: str
+    train_labels: np.ndarray | None = None
+    heldout_labels: np.ndarray | None = None
+    transform: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_features(self) -> int:
+        """Number of values in one datapoint."""
+        return int(np.prod(self.event_shape))

@@ -1,0 +1,192 @@
+"""Name -> component registries: priors, likelihoods, encoders and decoders.
+
+A component is registered once per backend under a lowercase name. Its settings are the
+keyword arguments of its constructor (with their defaults); a spec stores only names and
+settings, so it serializes. Backends register their built-in components when they are
+first loaded, so listing or looking up names for a backend imports that backend.
+
+Examples
+--------
+A custom prior for the Pyro backend (the module returns a distribution over z)::
+
+    import torch, pyro.distributions as dist
+    import ppvae
+
+    @ppvae.register("prior", "laplace", backend="pyro")
+    class LaplacePrior(torch.nn.Module):
+        "Laplace(0, scale) on every latent dimension."
+        def __init__(self, latent_dim, scale=1.0):
+            super().__init__()
+            self.register_buffer("loc", torch.zeros(latent_dim))
+            self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
+        def forward(self):
+            return dist.Laplace(self.loc, self.scale).to_event(1)
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .errors import BackendUnavailableError, UsageError, unknown_name
+
+__all__ = ["KINDS", "BACKENDS", "Component", "register", "get", "names", "components", "resolve_options"]
+
+KINDS = ("prior", "likelihood", "encoder", "decoder")
+
+#: backend name -> (module that registers its components, pip extra that installs it)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "pyro": ("ppvae.backends.pyro", "ppvae"),
+}
+
+# Constructor arguments that the model builder supplies; they are not user settings.
+_STRUCTURAL = {"latent_dim", "event_shape", "param_shape"}
+
+_REGISTRY: dict[tuple[str, str], dict[str, "Component"]] = {}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered component implementation.
+
+    Attributes
+    ----------
+    kind, name, backend : str
+        Where it is registered.
+    factory : callable
+        Called as ``factory(**structural, **settings)`` to build the component.
+    description : str
+        One line shown by listings.
+    defaults : dict
+        User-settable keyword arguments and their defaults.
+    """
+
+    kind: str
+    name: str
+    backend: str
+    factory: Callable[..., Any]
+    description: str
+    defaults: Mapping[str, Any]
+
+
+def _settings_of(factory: Callable) -> dict:
+    sig = inspect.signature(factory)
+    out = {}
+    for pname, param in sig.parameters.items():
+        if pname in _STRUCTURAL or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if pname == "self":
+            continue
+        out[pname] = None if param.default is inspect.Parameter.empty else param.default
+    return out
+
+
+def register(kind: str, name: str, *, backend: str, description: str | None = None):
+    """Register a component class or factory under ``name`` for ``backend``.
+
+    Parameters
+    ----------
+    kind : {"prior", "likelihood", "encoder", "decoder"}
+        What the component is.
+    name : str
+        Lowercase name used in specs and on the command line.
+    backend : str
+        The backend it is implemented for (``"pyro"``).
+    description : str, optional
+        One line for listings; defaults to the first line of the docstring.
+
+    Returns
+    -------
+    callable
+        A decorator that registers and returns its argument unchanged.
+
+    Notes
+    -----
+    The constructor receives the structural arguments it names among ``latent_dim``,
+    ``event_shape`` and ``param_shape``, plus the user's settings as keyword arguments.
+    Registering an existing name replaces it (so a plug-in can override a built-in).
+    """
+    if kind not in KINDS:
+        raise unknown_name("component kind", kind, KINDS)
+    if not name or name != name.lower():
+        raise UsageError(f"component names are lowercase, got {name!r}")
+
+    def decorator(factory):
+        doc = description or (inspect.getdoc(factory) or "").strip().splitlines()
+        text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        _REGISTRY.setdefault((kind, backend), {})[name] = Component(
+            kind=kind, name=name, backend=backend, factory=factory,
+            description=text, defaults=_settings_of(factory),
+        )
+        return factory
+
+    return decorator
+
+
+def load_backend(backend: str):
+    """Import a backend's package (which registers its built-in components).
+
+    Raises
+    ------
+    UsageError
+        For an unknown backend name (the message lists the valid ones).
+    BackendUnavailableError
+        When the backend's libraries are not installed (the message names the extra).
+    """
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
+    module, extra = BACKENDS[backend]
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the {backend} backend needs libraries that are not installed ({exc.name or exc}); "
+            f"install them with: pip install '{extra}'"
+        ) from None
+
+
+def components(kind: str, backend: str) -> dict[str, Component]:
+    """All components of ``kind`` registered for ``backend``, by name."""
+    load_backend(backend)
+    return dict(_REGISTRY.get((kind, backend), {}))
+
+
+def names(kind: str, backend: str) -> list[str]:
+    """Sorted registered names of ``kind`` for ``backend``."""
+    return sorted(components(kind, backend))
+
+
+def get(kind: str, name: str, backend: str) -> Component:
+    """Look up a component; an unknown name raises a UsageError listing the valid ones."""
+    found = components(kind, backend)
+    if name not in found:
+        raise unknown_name(kind, name, found)
+    return found[name]
+
+
+def resolve_options(kind: str, name: str, backend: str, options: Mapping[str, Any]) -> dict:
+    """Fill a component's settings with its defaults; reject unknown settings.
+
+    Returns
+    -------
+    dict
+        Every setting of the component, the user's values over the defaults; this is
+        what ``config.toml`` records so the run can be reproduced exactly.
+    """
+    comp = get(kind, name, backend)
+    unknown = sorted(set(options) - set(comp.defaults))
+    if unknown:
+        valid = ", ".join(sorted(comp.defaults)) or "(it takes none)"
+        raise UsageError(
+            f"{kind} {name!r} has no setting {', '.join(unknown)}; valid settings: {valid}"
+        )
+    resolved = {**comp.defaults, **options}
+    missing = sorted(k for k, v in resolved.items() if v is None and k not in options
+                     and inspect.signature(comp.factory).parameters[k].default is inspect.Parameter.empty)
+    if missing:
+        raise UsageError(f"{kind} {name!r} needs the setting(s) {', '.join(missing)}; "
+                         f"set them with --set model.{kind}_options.{missing[0]}=VALUE")
+    # None cannot be written to TOML; settings left at None keep their default implicitly.
+    return {k: v for k, v in resolved.items() if v is not None}
