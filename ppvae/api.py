@@ -25,7 +25,7 @@ import numpy as np
 
 from . import registry
 from .config import Config, ModelSpec, TrainSpec
-from .data import Dataset, load_dataset, load_source
+from .data import Dataset, absolute_source, load_dataset, load_source
 from .errors import UsageError
 from .runs import RunFolder, default_run_dir
 
@@ -154,25 +154,43 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     if resume is not None:
         folder = RunFolder(resume)
         folder.check_exists()
-        cfg = build_config(folder.read_config(), overrides, **shortcuts)
+        saved = folder.read_config()
+        cfg = build_config(saved, overrides, **shortcuts)
     else:
         cfg = build_config(spec, overrides, **shortcuts)
         folder = RunFolder(out if out is not None else default_run_dir())
+    # config.toml records the source; a relative path would break once used from elsewhere.
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=absolute_source(cfg.data.source)))
     backend = _backend(cfg.train.backend)
     cfg = _resolve(cfg)
+    if resume is not None:
+        changed = [f"{sec}.{f.name}" for sec in ("model", "data") for f in dataclasses.fields(getattr(cfg, sec))
+                   if getattr(getattr(cfg, sec), f.name) != getattr(getattr(_resolve(saved), sec), f.name)
+                   and f.name not in ("cache_dir", "mirror")]
+        if changed or cfg.train.backend != saved.train.backend:
+            raise UsageError(
+                f"--resume continues {str(folder.path)!r} with its own model and data; these settings differ: "
+                f"{', '.join(changed) or 'train.backend'}. Drop them, or start a new run with --out"
+            )
     dataset = load_dataset(cfg.data, cfg.model.likelihood, _likelihood_support(cfg))
     # Record what "auto" resolved to, so config.toml reproduces the run exactly.
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, binarize=dataset.binarize, scale=dataset.transform.get("scale", cfg.data.scale)))
     if resume is None:
         folder.prepare_new(force=force)
-    folder.write_config(cfg)
-    folder.write_data_info(_data_info(dataset))
+
+    def record_config() -> None:
+        # Called by the backend once the model is built and any checkpoint has loaded, so
+        # a refused resume (or an unusable device) leaves the run folder untouched.
+        folder.write_config(cfg)
+        folder.write_data_info(_data_info(dataset))
+
     say(f"training on {dataset.name}: {dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out, "
         f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}")
     started = time.perf_counter()
     trained, records = backend.fit(cfg, dataset, folder.path, resume=resume is not None, progress=progress,
-                                   on_epoch=folder.write_metrics, stop_after_steps=stop_after_steps)
+                                   on_start=record_config, on_epoch=folder.write_metrics,
+                                   stop_after_steps=stop_after_steps)
     folder.write_metrics(records)
     run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
     if stop_after_steps is not None and (not records or records[-1]["epoch"] < cfg.train.epochs):

@@ -10,12 +10,13 @@ import functools
 import json
 import math
 import sys
+import zipfile
 from pathlib import Path
 
 import click
 import numpy as np
 
-from .config import BETA_SCHEDULES, ELBO_NAMES, parse_override
+from .config import BETA_SCHEDULES, ELBO_NAMES, parse_override, validate_device
 from .errors import PPVAEError, UsageError
 from .io import atomic_path
 
@@ -54,6 +55,15 @@ def _write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool =
         save_array_picture(array, path, is_image=is_image, title=title)
     else:
         raise UsageError(f"--out {str(path)!r}: use a .png (picture) or .npy (array) file name")
+
+
+def _check_out(path: Path, force: bool, suffixes: tuple[str, ...]) -> None:
+    """Reject a bad --out before any work is done (the writers check again)."""
+    if path.suffix.lower() not in suffixes:
+        names = " or ".join(suffixes)
+        raise UsageError(f"--out {str(path)!r}: use a {names} file name")
+    if path.exists() and not force:
+        raise UsageError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another --out")
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -182,13 +192,16 @@ def evaluate(run, data, num_samples, seed, device, as_json):
       ppvae evaluate runs/z2 -k 5000 --json
       ppvae evaluate runs/z2 --data my_digits.npy
     """
+    validate_device(device)
     from . import api
 
     r = api.load(run, device=device)
     x, _ = r.load_data(data)
     ev = r.evaluate(x, num_samples=num_samples, seed=seed)
     if as_json:
-        click.echo(json.dumps(ev, indent=2, sort_keys=True))
+        # NaN is not JSON: a metric that could not be computed is printed as null.
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ev.items()}
+        click.echo(json.dumps(clean, indent=2, sort_keys=True))
         return
     click.echo(f"{r.path}: {ev['num_points']} points")
     click.echo(f"  held-out ELBO        {_fmt(ev['heldout_elbo'])}")
@@ -220,6 +233,8 @@ def sample(run, num, out, seed, device, force):
       ppvae sample runs/z2 -n 100 --out samples.png
       ppvae sample runs/z2 -n 1000 --out samples.npy --seed 1
     """
+    validate_device(device)
+    _check_out(out, force, (".png", ".npy"))
     from . import api
 
     r = api.load(run, device=device)
@@ -245,6 +260,8 @@ def reconstruct(run, data, num, out, device, force):
       ppvae reconstruct runs/z2 -n 16 --out recon.png
       ppvae reconstruct runs/z2 --data digits.npy --out recon.npy
     """
+    validate_device(device)
+    _check_out(out, force, (".png", ".npy"))
     from . import api
     from . import plots
 
@@ -283,6 +300,8 @@ def encode(run, data, out, device, force):
       ppvae encode runs/z2 --out latents.npz
       ppvae encode runs/z2 --data digits.npy --out latents.npy
     """
+    validate_device(device)
+    _check_out(out, force, (".npz", ".npy"))
     from . import api
 
     r = api.load(run, device=device)
@@ -312,8 +331,10 @@ def _read_latents(path: Path) -> np.ndarray:
                     raise UsageError(f"{str(path)!r} has no array 'loc' (found: {', '.join(f.files)})")
                 return f["loc"]
         z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"cannot read latents from {str(path)!r}: {exc}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"cannot read latents from {str(path)!r} ({reason}); give the .npz or .npy "
+                         "that `ppvae encode` wrote, or an (n, latent_dim) array saved with numpy.save") from None
     # (n, 2, Z) as written by `ppvae encode --out X.npy`: take the loc.
     return z[:, 0] if z.ndim == 3 and z.shape[1] == 2 else z
 
@@ -336,6 +357,8 @@ def decode(run, latents, out, device, force):
       python -c "import numpy as np; np.save('grid.npy', np.mgrid[-2:2:8j, -2:2:8j].reshape(2, -1).T)"
       ppvae decode runs/z2 --latents grid.npy --out manifold.png
     """
+    validate_device(device)
+    _check_out(out, force, (".png", ".npy"))
     from . import api
 
     r = api.load(run, device=device)

@@ -39,6 +39,7 @@ __all__ = [
     "BINARIZE_MODES",
     "SCALE_MODES",
     "parse_override",
+    "validate_device",
 ]
 
 ELBO_NAMES = ("meanfield", "trace", "iwae")
@@ -258,10 +259,7 @@ class TrainSpec:
         )
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "beta", float(self.beta))
-        _check(
-            isinstance(self.device, str) and bool(_DEVICE_RE.match(self.device)),
-            f"train.device = {self.device!r} is not valid; use auto, cpu, cuda or cuda:N",
-        )
+        validate_device(self.device, "train.device")
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
@@ -390,6 +388,14 @@ class Config:
         """
         payload = json.dumps(dataclasses.asdict(self.model), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def validate_device(device: Any, what: str = "--device") -> None:
+    """Accept ``auto``, ``cpu``, ``cuda`` and ``cuda:N``; anything else is a UsageError."""
+    _check(
+        isinstance(device, str) and bool(_DEVICE_RE.match(device)),
+        f"{what}{' ' if what.startswith('--') else ' = '}{device!r} is not valid; use auto, cpu, cuda or cuda:N",
+    )
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -11,7 +11,7 @@ Examples
 
 from .arrays import read_array_file
 from .dataset import Dataset
-from .prepare import load_dataset, load_source, prepare_new
+from .prepare import absolute_source, load_dataset, load_source, prepare_new
 from .standard import STANDARD_DATASETS
 
-__all__ = ["Dataset", "load_dataset", "prepare_new", "load_source", "read_array_file", "STANDARD_DATASETS"]
+__all__ = ["Dataset", "absolute_source", "load_dataset", "prepare_new", "load_source", "read_array_file", "STANDARD_DATASETS"]

@@ -400,3 +400,15 @@ def load_source(source: str, spec: DataSpec, transform: dict) -> tuple[np.ndarra
         load_idx_folder(path)  # raises the "holds no MNIST-format files" error
     x, labels = read_array_file(path, mmap_mode="r")
     return prepare_new(x, transform, spec.split_seed, name=str(path)), labels
+
+
+def absolute_source(source: str) -> str:
+    """A data file or folder as an absolute path; standard names are kept as given.
+
+    The run's config.toml records the source, and a path relative to the current folder
+    would stop working as soon as the run is used from another folder.
+    """
+    path = Path(source).expanduser()
+    if _standard_name(source) is not None or not path.exists():
+        return source
+    return str(path.resolve())

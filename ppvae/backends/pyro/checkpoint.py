@@ -109,9 +109,9 @@ def load(path: str | Path, fingerprint: str | None = None) -> tuple[dict, dict, 
         raise CheckpointError(f"{str(path)!r} has a damaged header; it was not loaded") from None
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
         raise CheckpointError(
-            f"checkpoint {str(path)!r} was written for a different model spec than the one "
-            "given (components, settings or latent size differ); use the run's own config.toml, "
-            "or start a new run with --out"
+            f"checkpoint {str(path)!r} was written for a different model (components, settings, "
+            "latent size or data shape) than the config it is loaded with; restore the run's "
+            "original config.toml, or train a new run with --out"
         )
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
@@ -125,3 +125,10 @@ def restore_rng(rng: dict[str, torch.Tensor]) -> None:
     cuda = [rng[k] for k in sorted(rng) if k.startswith("cuda.")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def describe_mismatch(exc: Exception) -> str:
+    """The first concrete line of torch's load_state_dict error, e.g. a size mismatch."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = [line for line in lines[1:] if line]
+    return (detail[0] if detail else lines[0] if lines else type(exc).__name__).rstrip(".")

@@ -153,6 +153,10 @@ class VAEObjective(ELBO):
             raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
         self.estimator = estimator
 
+    def _get_trace(self, model, guide, args, kwargs):
+        # Required by ELBO's interface; the traces are built inside `terms`.
+        return _traces(model, guide, args, kwargs, self.num_particles)
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         t = terms(model, guide, *args, estimator=self.estimator, num_particles=self.num_particles, **kwargs)
         return t.loss * t.batch * t.data_scale

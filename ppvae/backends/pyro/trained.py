@@ -11,6 +11,7 @@ import torch
 
 from ...config import Config
 from ...data import Dataset
+from ...errors import CheckpointError
 from . import checkpoint
 from .evaluation import active_units, elbo_terms, exact_log_px, log_px_iwae
 from .model import VAE, build_vae
@@ -129,11 +130,18 @@ class TrainedVAE:
 
 
 def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,
-        on_epoch: Callable[[list], None] | None = None, stop_after_steps: int | None = None):
-    """Train (or continue training) and return ``(TrainedVAE, records)``."""
+        on_start: Callable[[], None] | None = None, on_epoch: Callable[[list], None] | None = None,
+        stop_after_steps: int | None = None):
+    """Train (or continue training) and return ``(TrainedVAE, records)``.
+
+    ``on_start`` is called once the model is built and any checkpoint has loaded, just
+    before the first step; ``on_epoch`` after every epoch with the records so far.
+    """
     trainer = Trainer(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
     if resume:
         trainer.resume()
+    if on_start is not None:
+        on_start()
     state = trainer.fit(stop_after_steps=stop_after_steps)
     trainer.vae.register_params = True
     return TrainedVAE(trainer.vae, trainer.device), state.records
@@ -143,6 +151,13 @@ def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> Train
     """Rebuild a trained VAE from a run folder's checkpoint (no unpickling)."""
     dev = resolve_device(device)
     vae = build_vae(cfg.model, event_shape)
-    model_state, _, _, _ = checkpoint.load(Path(run_dir) / checkpoint.FILENAME, fingerprint(cfg, event_shape))
-    vae.load_state_dict(model_state)
+    path = Path(run_dir) / checkpoint.FILENAME
+    model_state, _, _, _ = checkpoint.load(path, fingerprint(cfg, event_shape))
+    try:
+        vae.load_state_dict(model_state)
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit the model in its config.toml (parameter names or "
+            f"shapes differ: {checkpoint.describe_mismatch(exc)}); restore the original files or train a new run"
+        ) from None
     return TrainedVAE(vae.to(dev), dev)

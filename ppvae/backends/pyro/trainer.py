@@ -174,8 +174,11 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainingError(
                 f"checkpoint {str(self.checkpoint_path)!r} does not fit this model "
-                f"({str(exc).splitlines()[0]}); start a new run with --out"
+                f"({checkpoint.describe_mismatch(exc)}); start a new run with --out"
             ) from None
+        # The optimizer state brings back the old learning rate; the config's is the one asked for.
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.train.lr
         checkpoint.restore_rng(rng)
         self.state = TrainState(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"],
                                 records=meta["records"], partial=meta["partial"],
@@ -186,18 +189,25 @@ class Trainer:
         perm = np.random.default_rng([self.cfg.train.seed, epoch]).permutation(self.x_train.shape[0])
         return torch.as_tensor(perm, device=self.device)
 
-    def _nonfinite(self, first_bad: torch.Tensor) -> None:
+    def _nonfinite(self, first_bad: torch.Tensor, failure: str | None = None) -> None:
+        """Raise the non-finite-loss error if a bad step was marked (or ``failure`` is given)."""
         bad_step = int(first_bad.item())
-        if bad_step < 0:
+        if bad_step < 0 and failure is None:
             return
         last = self.state.records[-1] if self.state.records else None
         kept = (f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
                 if last and self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        # Steps are counted from 1 for people: "step 17" is the 17th optimizer step.
+        if bad_step >= 0:
+            what = f"the loss became non-finite at step {bad_step + 1}"
+        else:
+            short = failure if len(failure) <= 100 else failure[:97] + "..."
+            what = f"the model's values became non-finite at step {self.state.step + 1} ({short})"
         t = self.cfg.train
         raise TrainingError(
-            f"training stopped: the loss became non-finite at step {bad_step} "
-            f"(epoch {self.state.epoch + 1}); {kept} in {str(self.run_dir)!r}. Try a lower learning "
-            f"rate (--lr, now {t.lr:g}), a smaller --beta, or standardized data for a normal likelihood"
+            f"training stopped: {what} (epoch {self.state.epoch + 1}); {kept} in {str(self.run_dir)!r}. "
+            f"Try a lower learning rate (--lr, now {t.lr:g}), a smaller --beta, or standardized data "
+            "for a normal likelihood, then --resume"
         )
 
     def fit(self, stop_after_steps: int | None = None) -> TrainState:
@@ -219,6 +229,8 @@ class Trainer:
                 order = self._epoch_order(s.epoch)
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
                 first_bad = torch.tensor(-1, device=self.device)
+                # The step counter lives on the device too, so marking a bad step costs no transfer.
+                step_t = torch.tensor(s.step, device=self.device)
                 bar = _progress(n_batches, f"epoch {s.epoch + 1}/{t.epochs}", self.progress)
                 bar.update(s.batch)
                 started = time.perf_counter() - s.partial_seconds
@@ -229,17 +241,24 @@ class Trainer:
                     if dynamic:
                         xb = torch.bernoulli(xb)
                     beta = beta_at(s.step, t)
-                    tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
-                               estimator=t.elbo, num_particles=t.num_particles)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    tm.loss.backward()
-                    self.optimizer.step()
+                    try:
+                        tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
+                                   estimator=t.elbo, num_particles=t.num_particles)
+                        self.optimizer.zero_grad(set_to_none=True)
+                        tm.loss.backward()
+                        self.optimizer.step()
+                    except ValueError as exc:
+                        # Non-finite weights from an earlier diverged step make Pyro's
+                        # distribution checks fail here, before the next logging point.
+                        bar.close()
+                        self._nonfinite(first_bad, failure=str(exc).strip().splitlines()[0])
+                        raise
                     b = xb.shape[0]
                     with torch.no_grad():
                         acc += torch.stack([tm.loss, tm.reconstruction, tm.kl,
                                             torch.ones_like(tm.loss)]).double() * b
-                        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(tm.loss),
-                                                torch.tensor(s.step, device=self.device), first_bad)
+                        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(tm.loss), step_t, first_bad)
+                        step_t += 1
                     s.step += 1
                     s.batch += 1
                     window_images += b
