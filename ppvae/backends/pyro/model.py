@@ -149,11 +149,3 @@ def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
     return VAE(prior, likelihood, encoder, decoder, event_shape, spec.latent_dim,
                dataset_size=dataset_size, register_params=register_params)
 
-
-def resolved_model_spec(spec: ModelSpec) -> ModelSpec:
-    """The spec with every component's settings filled with its defaults (for config.toml)."""
-    import dataclasses
-
-    filled = {f"{kind}_options": registry.resolve_options(kind, getattr(spec, kind), BACKEND, spec.options(kind))
-              for kind in registry.KINDS}
-    return dataclasses.replace(spec, **filled)
