@@ -547,7 +547,7 @@ def test_resume_uses_a_new_learning_rate(tiny_run):
     assert_ok(invoke("fit", "--resume", tiny_run, "--epochs", 3, "--lr", 0.05, "-q"))
     assert "lr = 0.05" in (tiny_run / "config.toml").read_text()
     with safe_open(str(tiny_run / "checkpoint.safetensors"), framework="pt") as fh:
-        groups = json.loads(fh.metadata()["param_groups"])
+        groups = json.loads(fh.metadata()["meta"])["param_groups"]
     assert groups[0]["lr"] == 0.05
 
 

@@ -1,0 +1,78 @@
+"""The checkpoint file format shared by every backend: safetensors with a JSON header.
+
+A checkpoint is named numpy arrays (weights, optimizer state, RNG state) plus a JSON
+``meta`` record (step, epoch, fingerprint of the model, metrics so far). safetensors
+holds only arrays and a string-to-string header, so loading a checkpoint never unpickles
+anything: a hostile file can fail to load but cannot run code. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError
+from .io import atomic_path
+
+__all__ = ["FILENAME", "FORMAT", "save_arrays", "load_arrays"]
+
+FORMAT = "ppvae-checkpoint"
+VERSION = "1"
+FILENAME = "checkpoint.safetensors"
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write named arrays and a JSON-serializable ``meta`` record atomically."""
+    from safetensors.numpy import save_file
+
+    header = {"format": FORMAT, "version": VERSION, "meta": json.dumps(meta, allow_nan=True)}
+    clean = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=header)
+
+
+def load_arrays(path: str | Path, fingerprint: str | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a checkpoint without unpickling anything.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file.
+    fingerprint : str, optional
+        When given, the checkpoint must have been written for this model layout.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt or foreign file, or one written for a different model.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}; is this a ppvae run folder?")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            header = fh.metadata() or {}
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable ppvae checkpoint ({str(exc).splitlines()[0]}); "
+            "it was not loaded. Restore it from a backup or re-run ppvae fit"
+        ) from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is a safetensors file but not a ppvae checkpoint; it was not loaded")
+    try:
+        meta = json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{str(path)!r} has a damaged header; it was not loaded") from None
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was written for a different model (components, settings, "
+            "latent size or data shape) than the config it is loaded with; restore the run's "
+            "original config.toml, or train a new run with --out"
+        )
+    return arrays, meta
