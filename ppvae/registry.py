@@ -39,10 +39,12 @@ KINDS = ("prior", "likelihood", "encoder", "decoder")
 #: backend name -> (module that registers its components, pip extra that installs it)
 BACKENDS: dict[str, tuple[str, str]] = {
     "pyro": ("ppvae.backends.pyro", "ppvae"),
+    "numpyro": ("ppvae.backends.numpyro", "ppvae[numpyro]"),
 }
 
-# Constructor arguments that the model builder supplies; they are not user settings.
-_STRUCTURAL = {"latent_dim", "event_shape", "param_shape"}
+# Constructor arguments that the model builder supplies (``key``: a JAX PRNG key for
+# backends that need one); they are not user settings.
+_STRUCTURAL = {"latent_dim", "event_shape", "param_shape", "key"}
 
 _REGISTRY: dict[tuple[str, str], dict[str, "Component"]] = {}
 

@@ -15,7 +15,8 @@ from ...errors import CheckpointError
 from . import checkpoint
 from .evaluation import active_units, elbo_terms, exact_log_px, log_px_iwae
 from .model import VAE, build_vae
-from .trainer import Trainer, fingerprint, resolve_device
+from ...training import fingerprint
+from .trainer import Trainer, resolve_device
 
 # Points per forward pass when mapping numpy arrays through the networks.
 BATCH = 1000

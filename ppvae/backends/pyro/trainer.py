@@ -15,10 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,22 +27,14 @@ from ...config import Config
 from ...data import Dataset
 from ...errors import TrainingError, UsageError
 from ...schedules import beta_at
+from ...training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
+                         interrupted_message, progress_bar)
 from . import checkpoint
 from .evaluation import elbo_terms
 from .model import VAE, build_vae
 from .objectives import terms
 
 log = logging.getLogger(__name__)
-
-#: Seed of the noise used for the per-epoch held-out ELBO, so epochs are comparable.
-HELDOUT_NOISE_SEED = 12345
-
-
-class Interrupted(TrainingError):
-    """Training was stopped by SIGINT/SIGTERM after saving a checkpoint."""
-
-    exit_code = 130
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda[:N]`` is checked to exist."""
@@ -62,51 +51,6 @@ def resolve_device(name: str) -> torch.device:
                 f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible; use cuda:0"
             )
     return torch.device(name)
-
-
-def fingerprint(cfg: Config, event_shape) -> str:
-    """Identifies the parameter layout: the model spec plus the data's shape."""
-    return f"{cfg.fingerprint()}-{'x'.join(map(str, event_shape))}"
-
-
-@dataclass
-class TrainState:
-    """Where training stands; everything a checkpoint needs besides tensors."""
-
-    epoch: int = 0           # epochs completed
-    batch: int = 0           # batches completed within the current epoch
-    step: int = 0            # optimizer steps completed
-    records: list = field(default_factory=list)
-    partial: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loss, rec, kl, count
-    partial_seconds: float = 0.0
-
-
-class _SignalCatcher:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.caught: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.caught = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-        return False
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", leave=False, disable=not enabled, dynamic_ncols=True)
 
 
 @torch.no_grad()
@@ -159,10 +103,7 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
-        s = self.state
-        meta = {"epoch": s.epoch, "batch": s.batch, "step": s.step, "records": s.records,
-                "partial": s.partial, "partial_seconds": s.partial_seconds,
-                "fingerprint": self.fingerprint, "backend": "pyro"}
+        meta = {**self.state.meta(), "fingerprint": self.fingerprint, "backend": "pyro"}
         checkpoint.save(self.checkpoint_path, model=self.vae, optimizer=self.optimizer, meta=meta)
 
     def resume(self) -> None:
@@ -180,9 +121,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr
         checkpoint.restore_rng(rng)
-        self.state = TrainState(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"],
-                                records=meta["records"], partial=meta["partial"],
-                                partial_seconds=meta.get("partial_seconds", 0.0))
+        self.state = TrainState.from_meta(meta)
 
     # -- the loop ------------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> torch.Tensor:
@@ -224,14 +163,14 @@ class Trainer:
         n = self.x_train.shape[0]
         n_batches = math.ceil(n / t.batch_size)
         dynamic = self.dataset.binarize == "dynamic"
-        with _SignalCatcher() as signals:
+        with SignalCatcher() as signals:
             while s.epoch < t.epochs:
                 order = self._epoch_order(s.epoch)
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
                 first_bad = torch.tensor(-1, device=self.device)
                 # The step counter lives on the device too, so marking a bad step costs no transfer.
                 step_t = torch.tensor(s.step, device=self.device)
-                bar = _progress(n_batches, f"epoch {s.epoch + 1}/{t.epochs}", self.progress)
+                bar = progress_bar(n_batches, f"epoch {s.epoch + 1}/{t.epochs}", self.progress)
                 bar.update(s.batch)
                 started = time.perf_counter() - s.partial_seconds
                 window_start, window_images = time.perf_counter(), 0
@@ -276,11 +215,7 @@ class Trainer:
                         self.save()
                         bar.close()
                         if signals.caught is not None:
-                            name = signal.Signals(signals.caught).name
-                            raise Interrupted(
-                                f"{name} received: stopped at step {s.step} (epoch {s.epoch + 1}) and saved a "
-                                f"checkpoint; continue with: ppvae fit --resume {self.run_dir}"
-                            )
+                            raise Interrupted(interrupted_message(signals.caught, s.step, s.epoch + 1, self.run_dir))
                         return s
                 bar.close()
                 self._nonfinite(first_bad)

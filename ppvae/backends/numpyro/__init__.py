@@ -1,0 +1,15 @@
+"""The NumPyro (JAX) backend: the same specs, sites, estimators and run folders as Pyro's.
+
+Networks are Equinox modules registered with ``numpyro.contrib.module.eqx_module``;
+optimization is optax's Adam; the whole epoch is one jit-compiled ``lax.scan``.
+Importing it registers the built-in components under the ``"numpyro"`` backend.
+"""
+
+from . import components, nets  # noqa: F401  (registration)
+from .convert import params_from_torch
+from .model import VAE, build_vae, initial_params
+from .objectives import VAEObjective, log_weights, terms
+from .trained import TrainedVAE, fit, load
+
+__all__ = ["VAE", "build_vae", "initial_params", "VAEObjective", "terms", "log_weights", "TrainedVAE",
+           "fit", "load", "params_from_torch"]

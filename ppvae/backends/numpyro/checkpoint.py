@@ -1,0 +1,63 @@
+"""NumPyro-backend checkpoints: params, optax state and the PRNG key as safetensors arrays.
+
+Pytrees are stored leaf by leaf (``params.<i>``, ``optim.<i>``) with their key paths in the
+meta record; loading fills a freshly built pytree of the same structure, so shapes are
+checked and nothing is unpickled. See :mod:`ppvae.checkpoints` for the file format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ...checkpoints import FILENAME, load_arrays, save_arrays
+from ...errors import CheckpointError
+
+__all__ = ["FILENAME", "save", "load"]
+
+
+def _leaves(tree) -> tuple[list, list[str]]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [np.asarray(v) for _, v in flat], [jax.tree_util.keystr(p) for p, _ in flat]
+
+
+def save(path: str | Path, *, params, opt_state, key, meta: dict) -> None:
+    """Write params, optimizer state, key and ``meta`` atomically."""
+    p_leaves, p_paths = _leaves(params)
+    o_leaves, _ = _leaves(opt_state)
+    arrays = {f"params.{i}": v for i, v in enumerate(p_leaves)}
+    arrays.update({f"optim.{i}": v for i, v in enumerate(o_leaves)})
+    arrays["rng.key"] = np.asarray(key)
+    save_arrays(path, arrays, {**meta, "param_paths": p_paths})
+
+
+def _fill(template, arrays: dict, prefix: str, path: Path):
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    loaded = [arrays.get(f"{prefix}.{i}") for i in range(len(leaves))]
+    extra = [k for k in arrays if k.startswith(prefix + ".") and int(k.split(".")[1]) >= len(leaves)]
+    for i, (want, got) in enumerate(zip(leaves, loaded)):
+        if got is None or tuple(np.shape(want)) != tuple(got.shape) or extra:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit the model in its config.toml ({prefix} array {i}: "
+                f"expected shape {tuple(np.shape(want))}, got {None if got is None else tuple(got.shape)}); "
+                "restore the original files or train a new run"
+            )
+    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(v) for v in loaded])
+
+
+def load(path: str | Path, params_template, opt_state_template, fingerprint: str | None = None):
+    """Read a checkpoint into pytrees shaped like the templates.
+
+    Returns
+    -------
+    params, opt_state, key, meta
+    """
+    path = Path(path)
+    arrays, meta = load_arrays(path, fingerprint)
+    params = _fill(params_template, arrays, "params", path)
+    opt_state = _fill(opt_state_template, arrays, "optim", path) if opt_state_template is not None else None
+    if "rng.key" not in arrays:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no PRNG key; it was not written by the numpyro backend")
+    return params, opt_state, jax.numpy.asarray(arrays["rng.key"]), meta

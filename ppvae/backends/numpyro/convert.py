@@ -1,0 +1,60 @@
+"""Weights from the Pyro backend into the NumPyro backend's Equinox modules.
+
+The Equinox networks mirror the PyTorch ones name for name, so a Pyro state dict maps
+onto the JAX params mechanically; two layouts differ and are converted: a convolution's
+bias is ``(C, 1, 1)`` in Equinox, and a transposed convolution's kernel is stored
+``(out, in, kh, kw)`` and flipped in space relative to PyTorch's ``(in, out, kh, kw)``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...errors import CheckpointError
+from .model import VAE, initial_params
+
+
+def _torch_name(part: str, path) -> str:
+    names = [part]
+    for entry in path:
+        if isinstance(entry, jax.tree_util.GetAttrKey):
+            if entry.name != "layers":  # eqx.nn.Sequential keeps its layers in .layers
+                names.append(entry.name)
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            names.append(str(entry.idx))
+        else:
+            names.append(str(getattr(entry, "key", entry)))
+    return ".".join(names)
+
+
+def _owner(module, path):
+    obj = module
+    for entry in path[:-1]:
+        obj = getattr(obj, entry.name) if isinstance(entry, jax.tree_util.GetAttrKey) else obj[entry.idx]
+    return obj
+
+
+def params_from_torch(vae: VAE, state: dict[str, np.ndarray]) -> dict:
+    """Build NumPyro params for ``vae`` from a Pyro-backend state dict (name -> array)."""
+    params = initial_params(vae)
+    out = {}
+    for site, tree in params.items():
+        part = site.split("$")[0]
+        module = vae.modules[part]
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        leaves = []
+        for path, leaf in flat:
+            name = _torch_name(part, path)
+            if name not in state:
+                raise CheckpointError(f"the Pyro weights have no {name!r}; were they written for the same spec?")
+            value = np.asarray(state[name])
+            owner = _owner(module, path)
+            if isinstance(owner, eqx.nn.ConvTranspose2d) and path[-1].name == "weight":
+                value = np.flip(np.transpose(value, (1, 0, 2, 3)), axis=(2, 3))
+            value = value.reshape(np.shape(leaf))
+            leaves.append(jnp.asarray(value, dtype=leaf.dtype))
+        out[site] = jax.tree_util.tree_unflatten(treedef, leaves)
+    return out

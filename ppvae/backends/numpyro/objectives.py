@@ -1,0 +1,125 @@
+"""The estimators for the NumPyro backend: analytic-KL ELBO, sampled ELBO, per-datapoint IWAE.
+
+The same mathematics as :mod:`ppvae.backends.pyro.objectives`: one guide trace, the model
+replayed on it, every term formed per datapoint (``(K, B)``) before the dataset scale is
+applied, β read off the ``"z"`` site's scale relative to the ``"x"`` site's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpyro
+from numpyro import handlers
+from numpyro.distributions.kl import kl_divergence
+from numpyro.infer.elbo import ELBO
+
+from ...errors import UsageError
+
+OBJECTIVES = ("meanfield", "trace", "iwae")
+
+
+class Terms(NamedTuple):
+    """Per-datapoint means over the batch (nats); see the Pyro backend's ``Terms``."""
+
+    loss: jax.Array
+    reconstruction: jax.Array
+    kl: jax.Array
+    beta: jax.Array
+    data_scale: float
+    batch: int
+
+
+def _with_particles(fn, num_particles: int):
+    if num_particles == 1:
+        return fn
+
+    def wrapped(*args, **kwargs):
+        with numpyro.plate("particles", num_particles, dim=-2):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def _traces(model, guide, rng_key, args, kwargs, num_particles: int):
+    guide_key, model_key = jax.random.split(rng_key)
+    guide = _with_particles(guide, num_particles)
+    model = _with_particles(model, num_particles)
+    guide_tr = handlers.trace(handlers.seed(guide, guide_key)).get_trace(*args, **kwargs)
+    model_tr = handlers.trace(handlers.replay(handlers.seed(model, model_key), guide_tr)).get_trace(*args, **kwargs)
+    return model_tr, guide_tr
+
+
+def _parts(model_tr, guide_tr, analytic_kl: bool):
+    try:
+        x_site, zm, zg = model_tr["x"], model_tr["z"], guide_tr["z"]
+    except KeyError as exc:
+        raise UsageError(f"the model/guide pair has no sample site {exc}; ppvae needs sites 'z' and 'x'") from None
+    data_scale = 1.0 if x_site["scale"] is None else x_site["scale"]
+    z_scale = 1.0 if zg["scale"] is None else zg["scale"]
+    zm_scale = 1.0 if zm["scale"] is None else zm["scale"]
+    if isinstance(z_scale, float) and isinstance(zm_scale, float) and z_scale != zm_scale:
+        raise UsageError(f"the 'z' site has scale {zm_scale} in the model but {z_scale} in the guide: "
+                         "wrap it in handlers.scale(scale=beta) in both")
+    beta = z_scale / data_scale
+    log_px = x_site["fn"].log_prob(x_site["value"])
+    log_pz = zm["fn"].log_prob(zm["value"])
+    log_qz = zg["fn"].log_prob(zg["value"])
+    sampled_kl = log_qz - log_pz
+    kl = sampled_kl
+    if analytic_kl:
+        try:
+            kl = jnp.broadcast_to(kl_divergence(zg["fn"], zm["fn"]), log_px.shape)
+        except NotImplementedError:
+            kl = sampled_kl  # no closed form: the sampled estimate
+    return log_px, kl, -sampled_kl, beta, data_scale
+
+
+def terms(model, guide, rng_key, *args, estimator: str = "meanfield", num_particles: int = 1, **kwargs) -> Terms:
+    """The objective's terms for one minibatch (see :func:`ppvae.backends.pyro.terms`)."""
+    if estimator not in OBJECTIVES:
+        raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
+    model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
+    log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, estimator == "meanfield")
+    if log_px.ndim == 1:
+        log_px, kl, log_ratio = log_px[None], kl[None], log_ratio[None]
+    reconstruction = -log_px.mean(0)
+    kl_mean = kl.mean(0)
+    if estimator == "iwae":
+        log_w = log_px + beta * log_ratio
+        loss = -(jax.scipy.special.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
+    else:
+        loss = reconstruction + beta * kl_mean
+    return Terms(loss.mean(), reconstruction.mean(), kl_mean.mean(), jnp.asarray(beta, loss.dtype),
+                 data_scale, loss.shape[0])
+
+
+def log_weights(model, guide, rng_key, *args, num_particles: int, **kwargs) -> jax.Array:
+    """``log p(x, z_k) - log q(z_k|x)`` per particle and datapoint, shape ``(K, B)``."""
+    model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
+    log_px, _, log_ratio, beta, _ = _parts(model_tr, guide_tr, analytic_kl=False)
+    log_w = log_px + beta * log_ratio
+    return log_w if log_w.ndim == 2 else log_w[None]
+
+
+class VAEObjective(ELBO):
+    """A ppvae estimator as a ``numpyro.infer.ELBO``, usable with ``numpyro.infer.SVI``.
+
+    Its loss is the dataset-scaled negative bound, like NumPyro's own ELBOs.
+    """
+
+    def __init__(self, estimator: str = "meanfield", num_particles: int = 1):
+        if estimator not in OBJECTIVES:
+            raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
+        super().__init__(num_particles=num_particles)
+        self.estimator = estimator
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        model = handlers.substitute(model, data=param_map)
+        guide = handlers.substitute(guide, data=param_map)
+        t = terms(model, guide, rng_key, *args, estimator=self.estimator, num_particles=self.num_particles,
+                  **kwargs)
+        return {"loss": t.loss * t.batch * t.data_scale, "mutable_state": None}

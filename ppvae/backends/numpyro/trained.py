@@ -1,0 +1,136 @@
+"""A trained VAE of the NumPyro backend, spoken to in numpy (same interface as the Pyro one)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+
+from ...config import Config
+from ...data import Dataset
+from ...training import fingerprint
+from . import checkpoint
+from .evaluation import Evaluator, exact_log_px
+from .model import VAE, build_vae, initial_params
+from .trainer import Trainer, resolve_device
+
+BATCH = 1000
+
+
+def _active_units(loc: np.ndarray, threshold: float = 0.01) -> int:
+    return 0 if loc.shape[0] < 2 else int((loc.var(axis=0, ddof=1) > threshold).sum())
+
+
+class TrainedVAE:
+    """A NumPyro-backend VAE with its params, with numpy in and out."""
+
+    backend = "numpyro"
+
+    def __init__(self, vae: VAE, params: dict, device):
+        self.vae, self.params, self.device = vae, params, device
+        self.evaluator = Evaluator(vae)
+        self._encode = jax.jit(lambda p, x: vae.with_params(p)["encoder"](x))
+        self._decode = jax.jit(self._decode_fn)
+        self._sample = jax.jit(self._sample_fn, static_argnums=(2,))
+
+    def _decode_fn(self, params, z):
+        m = self.vae.with_params(params)
+        return m["likelihood"].mean(m["decoder"](z))
+
+    def _sample_fn(self, params, key, n):
+        z = self.vae.with_params(params)["prior"]().sample(key, (n,))
+        return self._decode_fn(params, z)
+
+    # -- NumPyro callables ------------------------------------------------------------------
+    @property
+    def model(self) -> Callable:
+        """The NumPyro model ``model(x, beta=1.0)`` with the trained params substituted."""
+        return handlers.substitute(self.vae.model, data=self.params)
+
+    @property
+    def guide(self) -> Callable:
+        """The NumPyro guide ``guide(x, beta=1.0)`` with the trained params substituted."""
+        return handlers.substitute(self.vae.guide, data=self.params)
+
+    # -- numpy helpers -----------------------------------------------------------------------
+    def _put(self, array) -> jax.Array:
+        return jax.device_put(jnp.asarray(np.asarray(array, dtype=np.float32)), self.device)
+
+    def _map(self, fn, array) -> list[np.ndarray]:
+        outs = []
+        for start in range(0, len(array), BATCH):
+            res = fn(self.params, self._put(array[start:start + BATCH]))
+            res = res if isinstance(res, tuple) else (res,)
+            outs.append([np.asarray(r) for r in res])
+        return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
+
+    def encode(self, x):
+        loc, scale = self._map(self._encode, x)
+        return loc, scale
+
+    def decode(self, z):
+        return self._map(self._decode, z)[0]
+
+    def reconstruct(self, x):
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        return np.asarray(self._sample(self.params, jax.random.PRNGKey(seed), n))
+
+    def evaluate(self, x: np.ndarray, num_samples: int = 1000, seed: int = 0, is_image: bool = False,
+                 batch_size: int = 100) -> dict:
+        """The same metrics, with the same keys, as the Pyro backend's ``evaluate``."""
+        xj = self._put(x)
+        key = jax.random.PRNGKey(seed)
+        t = self.evaluator.elbo_terms(self.params, xj, jax.random.fold_in(key, 0))
+        log_px = self.evaluator.log_px(self.params, xj, num_samples, jax.random.fold_in(key, 1),
+                                       batch_size=batch_size)
+        rec, kl = t["reconstruction"], t["kl"]
+        d = int(np.prod(x.shape[1:]))
+        out = {
+            "num_points": int(x.shape[0]),
+            "heldout_elbo": float(-(rec + kl).mean()),
+            "reconstruction": float(rec.mean()),
+            "kl": float(kl.mean()),
+            "heldout_log_px": float(log_px.mean()),
+            "heldout_log_px_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1 else 0.0,
+            "num_samples": int(num_samples),
+            "active_units": _active_units(t["loc"]),
+            "kl_per_dim": [float(v) for v in t["kl_per_dim"].mean(0)],
+        }
+        if is_image:
+            out["bits_per_dim"] = float(-log_px.mean() / (d * math.log(2)))
+        exact = exact_log_px(self.vae, self.params, x)
+        if exact is not None:
+            out["exact_log_px"] = float(exact.mean())
+        return out
+
+    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
+        return self.evaluator.log_px(self.params, self._put(x), num_samples, jax.random.PRNGKey(seed))
+
+
+def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,
+        on_start: Callable[[], None] | None = None, on_epoch: Callable[[list], None] | None = None,
+        stop_after_steps: int | None = None):
+    """Train (or continue training) and return ``(TrainedVAE, records)``."""
+    trainer = Trainer(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
+    if resume:
+        trainer.resume()
+    if on_start is not None:
+        on_start()
+    state = trainer.fit(stop_after_steps=stop_after_steps)
+    return TrainedVAE(trainer.vae, trainer.params, trainer.device), state.records
+
+
+def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> TrainedVAE:
+    """Rebuild a trained VAE from a run folder's checkpoint (no unpickling)."""
+    dev = resolve_device(device)
+    vae = build_vae(cfg.model, event_shape, jax.random.PRNGKey(0))
+    params, _, _, _ = checkpoint.load(Path(run_dir) / checkpoint.FILENAME, initial_params(vae), None,
+                                      fingerprint(cfg, event_shape))
+    return TrainedVAE(vae, jax.device_put(params, dev), dev)

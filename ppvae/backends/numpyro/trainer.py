@@ -1,0 +1,221 @@
+"""SVI for the VAE with JAX: the NumPyro backend's training loop.
+
+The whole epoch is one jit-compiled call: ``lax.scan`` over the full minibatches, with
+the training data on the device and the batch order and β values passed in as arrays, so
+every epoch reuses the same compiled program (no recompilation between epochs; the
+``compilations`` counter proves it). A last, smaller minibatch, if any, goes through a
+separately compiled single step. Optimization is optax's Adam on the params that the
+model and guide register through ``eqx_module``.
+
+Checks happen between epochs: a non-finite loss stops training with the step named and
+the last good checkpoint kept; SIGINT/SIGTERM finish the running epoch (one compiled
+call), save a checkpoint and stop. Batch order depends only on (seed, epoch) and the
+noise only on (seed, epoch, step), so a resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro import handlers
+
+from ...config import Config
+from ...data import Dataset
+from ...errors import TrainingError, UsageError
+from ...schedules import beta_at
+from ...training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
+                         interrupted_message, progress_bar)
+from . import checkpoint
+from .evaluation import Evaluator
+from .model import build_vae, initial_params
+from .objectives import terms
+
+
+def resolve_device(name: str):
+    """``auto`` -> JAX's default device (a GPU when JAX sees one); ``cpu``; ``cuda[:N]``."""
+    if name == "auto":
+        return jax.devices()[0]
+    if name == "cpu":
+        return jax.devices("cpu")[0]
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        raise UsageError(f"--device {name}: JAX sees no GPU here (jax {jax.__version__}); use --device cpu "
+                         "or install a CUDA build of jaxlib") from None
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= len(gpus):
+        raise UsageError(f"--device {name}: only {len(gpus)} GPU(s) are visible to JAX; use cuda:0")
+    return gpus[index]
+
+
+class Trainer:
+    """Trains one VAE on one dataset into one run folder (NumPyro backend)."""
+
+    def __init__(self, cfg: Config, dataset: Dataset, run_dir: Path, progress: bool = True,
+                 on_epoch: Callable[[list], None] | None = None):
+        self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
+        self.progress, self.on_epoch = progress, on_epoch
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        init_key, self.train_key = jax.random.split(jax.random.PRNGKey(t.seed))
+        self.vae = build_vae(cfg.model, dataset.event_shape, init_key, dataset_size=dataset.train.shape[0])
+        self.optimizer = optax.adam(t.lr)
+        self.params = jax.device_put(initial_params(self.vae), self.device)
+        self.opt_state = self.optimizer.init(self.params)
+        self.x_train = jax.device_put(jnp.asarray(dataset.train), self.device)
+        self.x_heldout = jax.device_put(jnp.asarray(dataset.heldout), self.device)
+        self.evaluator = Evaluator(self.vae)
+        self.state = TrainState()
+        self.fingerprint = fingerprint(cfg, dataset.event_shape)
+        #: How many times the epoch function was traced (= compiled); stays 1 across epochs.
+        self.compilations = 0
+        self._epoch_fn = jax.jit(self._epoch)
+        self._programs: dict = {}
+        self.compile_seconds = 0.0
+        self._step_fn = jax.jit(self._step)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / checkpoint.FILENAME
+
+    # -- one step, one epoch -----------------------------------------------------------------
+    def _loss(self, params, key, xb, beta):
+        model = handlers.substitute(self.vae.model, data=params)
+        guide = handlers.substitute(self.vae.guide, data=params)
+        t = terms(model, guide, key, xb, beta, estimator=self.cfg.train.elbo,
+                  num_particles=self.cfg.train.num_particles)
+        return t.loss, jnp.stack([t.loss, t.reconstruction, t.kl])
+
+    def _step(self, params, opt_state, key, xb, beta):
+        binarize_key, loss_key = jax.random.split(key)
+        if self.dataset.binarize == "dynamic":
+            xb = jax.random.bernoulli(binarize_key, xb).astype(xb.dtype)
+        (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, values
+
+    def _epoch(self, params, opt_state, key, x_train, batches, betas):
+        self.compilations += 1  # runs only while JAX traces (compiles) this function
+        keys = jax.random.split(key, batches.shape[0])
+
+        def body(carry, inputs):
+            params, opt_state = carry
+            idx, beta, k = inputs
+            params, opt_state, values = self._step(params, opt_state, k, x_train[idx], beta)
+            return (params, opt_state), values
+
+        (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (batches, betas, keys))
+        return params, opt_state, values
+
+    def _program(self, name: str, fn, *args):
+        """``fn`` compiled ahead of time for these argument shapes, once (shapes never change)."""
+        if name not in self._programs:
+            started = time.perf_counter()
+            self._programs[name] = fn.lower(*args).compile()
+            self.compile_seconds += time.perf_counter() - started
+        return self._programs[name]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> None:
+        checkpoint.save(self.checkpoint_path, params=self.params, opt_state=self.opt_state,
+                        key=self.train_key,
+                        meta={**self.state.meta(), "fingerprint": self.fingerprint, "backend": "numpyro"})
+
+    def resume(self) -> None:
+        """Load the run's checkpoint: params, optimizer state, key and position."""
+        params, opt_state, key, meta = checkpoint.load(self.checkpoint_path, self.params, self.opt_state,
+                                                       self.fingerprint)
+        self.params = jax.device_put(params, self.device)
+        # A new learning rate on --resume takes effect: optax's Adam keeps no lr in its state.
+        self.opt_state = jax.device_put(opt_state, self.device)
+        self.train_key = key
+        self.state = TrainState.from_meta(meta)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _heldout_elbo(self) -> dict[str, float]:
+        t = self.evaluator.elbo_terms(self.params, self.x_heldout, jax.random.PRNGKey(HELDOUT_NOISE_SEED))
+        rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
+        return {"heldout_elbo": -(rec + kl), "heldout_reconstruction": rec, "heldout_kl": kl}
+
+    def _check_finite(self, values: np.ndarray) -> None:
+        bad = ~np.isfinite(values[:, 0])
+        if not bad.any():
+            return
+        step = self.state.step + int(np.argmax(bad)) + 1
+        last = self.state.records[-1] if self.state.records else None
+        kept = (f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
+                if last and self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        raise TrainingError(
+            f"training stopped: the loss became non-finite at step {step} (epoch {self.state.epoch + 1}); "
+            f"{kept} in {str(self.run_dir)!r}. Try a lower learning rate (--lr, now {self.cfg.train.lr:g}), "
+            "a smaller --beta, or standardized data for a normal likelihood, then --resume"
+        )
+
+    def fit(self, stop_after_steps: int | None = None) -> TrainState:
+        """Train until ``train.epochs`` epochs are done.
+
+        ``stop_after_steps`` stops (with a checkpoint) at the first epoch end at or after that
+        many steps: this backend's unit of work is the compiled epoch.
+        """
+        t, s = self.cfg.train, self.state
+        n = self.x_train.shape[0]
+        n_full, rest = divmod(n, t.batch_size)
+        bar = progress_bar(t.epochs, "training", self.progress, unit="epoch")
+        bar.update(s.epoch)
+        with SignalCatcher() as signals:
+            while s.epoch < t.epochs:
+                perm = np.random.default_rng([t.seed, s.epoch]).permutation(n)
+                batches = jnp.asarray(perm[: n_full * t.batch_size].reshape(n_full, t.batch_size))
+                betas = jnp.asarray([beta_at(s.step + i, t) for i in range(n_full)], dtype=jnp.float32)
+                epoch_key = jax.random.fold_in(self.train_key, s.epoch)
+                params, opt_state = self.params, self.opt_state
+                rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
+                rest_beta = jnp.float32(beta_at(s.step + n_full, t))
+                rest_key = jax.random.fold_in(epoch_key, n_full + 1)
+                # Compile before the clock starts: compilation is not training time.
+                epoch_fn = self._program("epoch", self._epoch_fn, params, opt_state, epoch_key, self.x_train,
+                                         batches, betas) if n_full else None
+                step_fn = self._program("step", self._step_fn, params, opt_state, rest_key,
+                                        self.x_train[rest_idx], rest_beta) if rest else None
+                started = time.perf_counter()
+                parts = []
+                if n_full:
+                    params, opt_state, values = epoch_fn(params, opt_state, epoch_key, self.x_train, batches, betas)
+                    parts.append((np.asarray(values, dtype=np.float64), t.batch_size))
+                if rest:
+                    params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx],
+                                                        rest_beta)
+                    parts.append((np.asarray(values, dtype=np.float64)[None], rest))
+                seconds = time.perf_counter() - started  # np.asarray above waited for the device
+                values = np.concatenate([v for v, _ in parts])
+                self._check_finite(values)
+                weights = np.concatenate([np.full(len(v), b) for v, b in parts])
+                loss, rec, kl = (values * weights[:, None]).sum(0) / weights.sum()
+                self.params, self.opt_state = params, opt_state
+                s.step += len(values)
+                record = {"epoch": s.epoch + 1, "step": s.step, "loss": float(loss), "reconstruction": float(rec),
+                          "kl": float(kl), "beta": beta_at(s.step - 1, t), "seconds": seconds,
+                          "images_per_s": n / seconds, **self._heldout_elbo()}
+                s.records.append(record)
+                s.epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.2f}", img_s=f"{n / seconds:.0f}")
+                stop = signals.caught is not None or (stop_after_steps is not None and s.step >= stop_after_steps)
+                if stop or s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs:
+                    self.save()
+                if self.on_epoch is not None:
+                    self.on_epoch(list(s.records))
+                if signals.caught is not None:
+                    bar.close()
+                    raise Interrupted(interrupted_message(signals.caught, s.step, s.epoch, self.run_dir))
+                if stop:
+                    break
+        bar.close()
+        return s
+
