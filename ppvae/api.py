@@ -199,9 +199,10 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         f"on {dataset.heldout.shape[0]} held-out points")
     evaluation = run.evaluate(num_samples=cfg.train.eval_num_samples)
     summary = {
-        "backend": cfg.train.backend, "device": str(trained.device), "elbo": cfg.train.elbo,
+        "backend": cfg.train.backend, "device": trained.device_name, "elbo": cfg.train.elbo,
         "epochs": len(records), "steps": records[-1]["step"] if records else 0,
         "train_seconds": float(sum(r["seconds"] for r in records)),
+        "compile_seconds": float(getattr(trained, "compile_seconds", 0.0)),
         "wall_seconds_this_session": time.perf_counter() - started,
         "final_epoch": records[-1] if records else None, "evaluation": evaluation,
         "data": dataset.name, "versions": _versions(),

@@ -48,6 +48,7 @@ __all__ = [
     "reconstruction_grid",
     "table_grid",
     "loss_curves",
+    "elbo_vs_time",
     "save_figure",
 ]
 
@@ -694,6 +695,140 @@ def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
         axes[-1].set_xlim(first - 0.5, last + 0.5)
         if np.all(finite_epochs == np.round(finite_epochs)):
             axes[-1].set_xticks(np.arange(first, last + 1.0))
+    if title is not None:
+        fig.suptitle(_wrap(title, 8.0 - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+_SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _series_column(value: Any, label: str, key: str) -> np.ndarray:
+    """One 1-D float column of a series (``None`` -> NaN); DataError when not numeric."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        raise DataError(f"elbo_vs_time: series {label!r}: {key!r} must be a sequence of numbers, "
+                        f"got {type(value).__name__}")
+    out = []
+    for i, v in enumerate(value):
+        if v is None:
+            out.append(math.nan)
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            raise DataError(f"elbo_vs_time: series {label!r}: {key}[{i}] is {v!r}, not a number")
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise DataError(f"elbo_vs_time: series {label!r}: {key}[{i}] = {v!r} is not a number") from None
+    return np.asarray(out, dtype=np.float64)
+
+
+def _as_series(series: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Validate ``series``; return ``(label, seconds, elbo, spread or None)`` per line."""
+    if not isinstance(series, Mapping):
+        raise DataError(
+            "elbo_vs_time: expected a mapping of label -> {'seconds': [...], 'elbo': [...]}, "
+            f"got {type(series).__name__}"
+        )
+    if not series:
+        raise DataError("elbo_vs_time: no series to draw (the mapping is empty)")
+    out = []
+    for label, value in series.items():
+        label = str(label)
+        if isinstance(value, Mapping):
+            missing = [k for k in ("seconds", "elbo") if k not in value]
+            if missing:
+                raise DataError(f"elbo_vs_time: series {label!r} has no {' or '.join(map(repr, missing))}; "
+                                "give cumulative seconds and held-out ELBO per point")
+            seconds, elbo, spread = value["seconds"], value["elbo"], value.get("spread")
+        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2:
+            (seconds, elbo), spread = value, None
+        else:
+            raise DataError(f"elbo_vs_time: series {label!r} must be a mapping with 'seconds' and 'elbo' "
+                            f"(or a (seconds, elbo) pair), got {type(value).__name__}")
+        x = _series_column(seconds, label, "seconds")
+        y = _series_column(elbo, label, "elbo")
+        s = None if spread is None else _series_column(spread, label, "spread")
+        if len(x) != len(y) or (s is not None and len(s) != len(y)):
+            lengths = f"{len(x)} seconds and {len(y)} ELBO values" + ("" if s is None else f" and {len(s)} spreads")
+            raise DataError(f"elbo_vs_time: series {label!r} has {lengths}; give one of each per point")
+        if np.any(np.isinf(x)) or np.any(np.isinf(y)):
+            raise DataError(f"elbo_vs_time: series {label!r} holds infinite values; use None or NaN for a "
+                            "missing point")
+        if np.any(x[np.isfinite(x)] < 0):
+            raise DataError(f"elbo_vs_time: series {label!r} has negative seconds; give cumulative wall time")
+        out.append((label, x, y, s))
+    if not any(np.any(np.isfinite(x) & np.isfinite(y)) for _, x, y, _ in out):
+        raise DataError("elbo_vs_time: no series has a finite (seconds, elbo) point to draw")
+    return out
+
+
+def elbo_vs_time(series: Mapping[str, Any], path: str | os.PathLike, *,
+                 title: str | None = None) -> Path:
+    """Draw held-out ELBO against cumulative training time, one line per series, as a PNG.
+
+    Meant for comparing backends and estimators (``ppvae compare``): a line that rises
+    faster reaches a better model sooner. Missing points (``None``, NaN) are skipped and
+    the rest joined; points carry markers when there are few of them, so a one-epoch run
+    still shows up. Each series has its own colour and marker shape.
+
+    Parameters
+    ----------
+    series : mapping
+        ``label -> {"seconds": [...], "elbo": [...], "spread": [...]}``: cumulative
+        training seconds and held-out ELBO (nats per datapoint) at each point, e.g. at the
+        end of each epoch; the optional ``spread`` (same length) is drawn as a shaded band
+        ``elbo ± spread``. A ``(seconds, elbo)`` pair may stand for the mapping.
+    path : str or path-like
+        Destination PNG.
+    title : str, optional
+        Title above the plot.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ppvae.errors.DataError
+        If ``series`` is empty or not a mapping, a series lacks ``seconds`` or ``elbo``,
+        lengths differ, values are not numbers, infinite or negative seconds, or no
+        series has a single finite point.
+    """
+    lines = _as_series(series)
+
+    fig_h = 5.0 + (0.4 if title else 0.0)
+    fig = _new_figure(8.0, fig_h, layout="constrained")
+    ax = fig.add_subplot()
+    for i, (label, x, y, s) in enumerate(lines):
+        color = f"C{i % 10}"
+        marker = _SERIES_MARKERS[i % len(_SERIES_MARKERS)]
+        ok = np.isfinite(x) & np.isfinite(y)
+        if not ok.any():
+            ax.plot([], [], color=color, marker=marker, linestyle="none", label=f"{label} (not recorded)")
+            continue
+        xs, ys = x[ok], y[ok]
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], ys[order]
+        # clip_on=False: a point at (almost) zero seconds still shows its whole marker.
+        ax.plot(xs, ys, color=color, marker=marker if len(xs) <= 40 else None, markersize=5,
+                linewidth=1.6, label=label, clip_on=False, zorder=3)
+        if s is not None:
+            ss = s[ok][order]
+            band = np.isfinite(ss) & (ss > 0)
+            if band.any():
+                ax.fill_between(xs, np.where(band, ys - ss, ys), np.where(band, ys + ss, ys),
+                                color=color, alpha=0.15, linewidth=0)
+    ax.set_xlim(left=0.0)
+    ax.margins(y=0.08)
+    ax.ticklabel_format(axis="both", useOffset=False, style="plain")  # -510.4, not 0.4 + -5.1e2
+    ax.set_xlabel("cumulative training time (s)")
+    ax.set_ylabel("held-out ELBO (nats per datapoint, higher is better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best", frameon=False)
     if title is not None:
         fig.suptitle(_wrap(title, 8.0 - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
     return save_figure(fig, path)

@@ -60,7 +60,7 @@ def test_registry_lists_valid_names_and_settings():
         registry.get("likelihood", "gaussian", "pyro")
     with pytest.raises(UsageError, match="valid settings: activation, hidden"):
         registry.resolve_options("encoder", "mlp", "pyro", {"hiden": [3]})
-    with pytest.raises(UsageError, match="valid backend names: pyro"):
+    with pytest.raises(UsageError, match="valid backend names: numpyro, pyro"):
         registry.load_backend("stan")
     assert registry.resolve_options("likelihood", "normal", "pyro", {}) == {"scale_mode": "shared", "scale": 1.0}
 

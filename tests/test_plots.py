@@ -386,3 +386,71 @@ def test_save_figure_with_foreign_figure_and_suffix(tmp_path):
     assert out == tmp_path / "figure.dat"
     assert read_png(out).shape[:2] == (2 * plots.DPI, 2 * plots.DPI)
     assert only_files(tmp_path) == {"figure.dat"}
+
+
+# --------------------------------------------------------------------------- elbo_vs_time
+
+
+def fake_series(rng, rows: int = 3, points: int = 6) -> dict:
+    out = {}
+    for i in range(rows):
+        seconds = np.cumsum(rng.uniform(0.5, 1.5, points)) * (i + 1)
+        elbo = -100 - 80 * np.exp(-np.arange(1, points + 1) / 2) - 3 * i
+        out[f"pyro · row {i}"] = {"seconds": seconds.tolist(), "elbo": elbo.tolist(),
+                                  "spread": [0.0] * points if i == 0 else [1.0 + i] * points}
+    return out
+
+
+def test_elbo_vs_time_one_line_per_series_with_bands(tmp_path, rng, monkeypatch):
+    seen = capture_figure(monkeypatch)
+    out = plots.elbo_vs_time(fake_series(rng), tmp_path / "cmp.png", title="held-out ELBO against time")
+    pixels = read_png(out)
+    assert pixels.shape[1] == 8 * plots.DPI
+    (fig,) = seen
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["pyro · row 0", "pyro · row 1", "pyro · row 2"]
+    assert len(ax.lines) == 3 and len({line.get_marker() for line in ax.lines}) == 3
+    assert len(ax.collections) == 2  # bands only where the spread is positive
+    assert ax.get_xlim()[0] == 0.0
+    assert "held-out ELBO" in ax.get_ylabel() and "time" in ax.get_xlabel()
+
+
+def test_elbo_vs_time_single_points_missing_values_and_pairs(tmp_path, monkeypatch):
+    seen = capture_figure(monkeypatch)
+    series = {
+        "one epoch": {"seconds": [0.01], "elbo": [-510.4]},
+        "gaps": ([1.0, 2.0, None, 4.0], [-200.0, None, -150.0, -140.0]),
+        "never evaluated": {"seconds": [1.0, 2.0], "elbo": [None, math.nan]},
+    }
+    read_png(plots.elbo_vs_time(series, tmp_path / "p.png"))
+    (ax,) = seen[0].axes
+    one, gaps = ax.lines[0], ax.lines[1]
+    assert one.get_marker() == "o" and list(one.get_xdata()) == [0.01]
+    assert list(gaps.get_xdata()) == [1.0, 4.0]  # only points with both values
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[2] == "never evaluated (not recorded)"
+    assert ax.yaxis.get_major_formatter().get_useOffset() is False
+
+
+@pytest.mark.parametrize("bad, words", [
+    ([], "mapping"),
+    ({}, "empty"),
+    ({"a": {"seconds": [1.0]}}, "'elbo'"),
+    ({"a": {"seconds": [1.0, 2.0], "elbo": [-1.0]}}, "one of each"),
+    ({"a": {"seconds": [1.0], "elbo": [-1.0], "spread": [1.0, 2.0]}}, "one of each"),
+    ({"a": {"seconds": [1.0], "elbo": ["high"]}}, "not a number"),
+    ({"a": {"seconds": "1, 2", "elbo": [-1.0, -2.0]}}, "sequence of numbers"),
+    ({"a": {"seconds": [1.0], "elbo": [math.inf]}}, "infinite"),
+    ({"a": {"seconds": [-1.0], "elbo": [-1.0]}}, "negative seconds"),
+    ({"a": {"seconds": [1.0], "elbo": [None]}}, "no series has a finite"),
+    ({"a": 3}, "mapping with 'seconds'"),
+])
+def test_elbo_vs_time_bad_input_leaves_file_untouched(tmp_path, bad, words):
+    target = tmp_path / "picture.png"
+    target.write_bytes(b"old bytes")
+    with pytest.raises(DataError, match="elbo_vs_time") as info:
+        plots.elbo_vs_time(bad, target)
+    assert words in str(info.value)
+    assert target.read_bytes() == b"old bytes"
+    assert only_files(tmp_path) == {"picture.png"}

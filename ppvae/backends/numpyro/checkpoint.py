@@ -36,15 +36,19 @@ def save(path: str | Path, *, params, opt_state, key, meta: dict) -> None:
 def _fill(template, arrays: dict, prefix: str, path: Path):
     leaves, treedef = jax.tree_util.tree_flatten(template)
     loaded = [arrays.get(f"{prefix}.{i}") for i in range(len(leaves))]
-    extra = [k for k in arrays if k.startswith(prefix + ".") and int(k.split(".")[1]) >= len(leaves)]
+    count = sum(1 for k in arrays if k.startswith(prefix + "."))
     for i, (want, got) in enumerate(zip(leaves, loaded)):
-        if got is None or tuple(np.shape(want)) != tuple(got.shape) or extra:
+        # safetensors stores a 0-d array as shape (1,): compare sizes for scalars.
+        fits = got is not None and (tuple(np.shape(want)) == tuple(got.shape)
+                                    or (np.ndim(want) == 0 and got.size == 1))
+        if not fits or count != len(leaves):
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the model in its config.toml ({prefix} array {i}: "
                 f"expected shape {tuple(np.shape(want))}, got {None if got is None else tuple(got.shape)}); "
                 "restore the original files or train a new run"
             )
-    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(v) for v in loaded])
+    values = [jax.numpy.asarray(v).reshape(np.shape(w)) for v, w in zip(loaded, leaves)]
+    return jax.tree_util.tree_unflatten(treedef, values)
 
 
 def load(path: str | Path, params_template, opt_state_template, fingerprint: str | None = None):

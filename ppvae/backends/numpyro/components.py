@@ -135,7 +135,9 @@ class _ContinuousBernoulli(dist.Distribution):
         super().__init__(batch_shape=jnp.shape(logits), validate_args=validate_args)
 
     def _probs(self):
-        return jax.nn.sigmoid(self.logits)
+        # Clamped away from 0 and 1 as torch does, so the normalizer stays finite.
+        eps = jnp.finfo(jnp.result_type(self.logits)).eps
+        return jnp.clip(jax.nn.sigmoid(self.logits), eps, 1 - eps)
 
     def _outside(self, probs):
         return (probs < self.lims[0]) | (probs > self.lims[1])

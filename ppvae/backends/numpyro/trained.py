@@ -30,6 +30,8 @@ class TrainedVAE:
     """A NumPyro-backend VAE with its params, with numpy in and out."""
 
     backend = "numpyro"
+    #: Seconds spent compiling the training programs (not part of the epochs' ``seconds``).
+    compile_seconds = 0.0
 
     def __init__(self, vae: VAE, params: dict, device):
         self.vae, self.params, self.device = vae, params, device
@@ -45,6 +47,11 @@ class TrainedVAE:
     def _sample_fn(self, params, key, n):
         z = self.vae.with_params(params)["prior"]().sample(key, (n,))
         return self._decode_fn(params, z)
+
+    @property
+    def device_name(self) -> str:
+        """``cpu`` or ``cuda:N``, spelled as the Pyro backend spells it."""
+        return "cpu" if self.device.platform == "cpu" else f"cuda:{self.device.id}"
 
     # -- NumPyro callables ------------------------------------------------------------------
     @property
@@ -124,7 +131,9 @@ def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, p
     if on_start is not None:
         on_start()
     state = trainer.fit(stop_after_steps=stop_after_steps)
-    return TrainedVAE(trainer.vae, trainer.params, trainer.device), state.records
+    trained = TrainedVAE(trainer.vae, trainer.params, trainer.device)
+    trained.compile_seconds = trainer.compile_seconds
+    return trained, state.records
 
 
 def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> TrainedVAE:

@@ -38,6 +38,11 @@ class TrainedVAE:
         self.vae = vae.eval()
         self.device = device
 
+    @property
+    def device_name(self) -> str:
+        """``cpu`` or ``cuda:N``."""
+        return "cpu" if self.device.type == "cpu" else f"cuda:{self.device.index or 0}"
+
     # -- Pyro callables -------------------------------------------------------------------
     @property
     def model(self) -> Callable:
