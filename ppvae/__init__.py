@@ -6,7 +6,8 @@ encoder in the guide) trained by stochastic variational inference. The public AP
 - :func:`fit` trains a spec on data and writes a run folder; :func:`load` opens one.
 - :class:`Run` encodes, decodes, samples, reconstructs and evaluates, and exposes the
   Pyro ``model`` and ``guide`` callables for any ``pyro.infer`` algorithm.
-- :func:`register` adds a custom prior, likelihood, encoder or decoder.
+- :func:`register` adds a custom prior, likelihood, encoder or decoder; a
+  :class:`Portable` prior or likelihood is written once and runs on every backend.
 - :class:`Config` (with :class:`ModelSpec`, :class:`DataSpec`, :class:`TrainSpec`) is a
   validated, TOML-serializable spec.
 
@@ -16,8 +17,9 @@ Importing ppvae does not import torch; the backend loads when first needed.
 from .api import Run, build_config, fit, load
 from .config import Config, DataSpec, ModelSpec, TrainSpec
 from .errors import PPVAEError
+from .portable import Portable
 from .registry import register
 
 __all__ = ["fit", "load", "Run", "build_config", "register", "Config", "ModelSpec", "DataSpec", "TrainSpec",
-           "PPVAEError"]
+           "PPVAEError", "Portable"]
 __version__ = "0.1.0"

@@ -32,7 +32,8 @@ from typing import Any, Callable, Mapping
 
 from .errors import BackendUnavailableError, UsageError, unknown_name
 
-__all__ = ["KINDS", "BACKENDS", "Component", "register", "get", "names", "components", "resolve_options"]
+__all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
+           "resolve_options", "load_backend"]
 
 KINDS = ("prior", "likelihood", "encoder", "decoder")
 
@@ -47,6 +48,9 @@ BACKENDS: dict[str, tuple[str, str]] = {
 _STRUCTURAL = {"latent_dim", "event_shape", "param_shape", "key"}
 
 _REGISTRY: dict[tuple[str, str], dict[str, "Component"]] = {}
+#: Backend key under which portable components (one definition, every backend) are kept.
+PORTABLE = "*"
+_ORDER = [0]  # registration counter: a later registration of a name wins
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Component:
     factory: Callable[..., Any]
     description: str
     defaults: Mapping[str, Any]
+    order: int = 0
 
 
 def _settings_of(factory: Callable) -> dict:
@@ -85,7 +90,7 @@ def _settings_of(factory: Callable) -> dict:
     return out
 
 
-def register(kind: str, name: str, *, backend: str, description: str | None = None):
+def register(kind: str, name: str, *, backend: str | None = None, description: str | None = None):
     """Register a component class or factory under ``name`` for ``backend``.
 
     Parameters
@@ -94,8 +99,9 @@ def register(kind: str, name: str, *, backend: str, description: str | None = No
         What the component is.
     name : str
         Lowercase name used in specs and on the command line.
-    backend : str
-        The backend it is implemented for (``"pyro"``).
+    backend : str, optional
+        The backend it is implemented for (``"pyro"``, ``"numpyro"``). Leave it out for a
+        :class:`ppvae.Portable` prior or likelihood, which then runs on every backend.
     description : str, optional
         One line for listings; defaults to the first line of the docstring.
 
@@ -116,11 +122,19 @@ def register(kind: str, name: str, *, backend: str, description: str | None = No
         raise UsageError(f"component names are lowercase, got {name!r}")
 
     def decorator(factory):
+        from .portable import is_portable
+
+        if backend is None and not (is_portable(factory) and kind in ("prior", "likelihood")):
+            raise UsageError(
+                f"registering {kind} {name!r} without backend= needs a ppvae.Portable prior or likelihood; "
+                "for a backend-specific component pass backend='pyro' or backend='numpyro'"
+            )
         doc = description or (inspect.getdoc(factory) or "").strip().splitlines()
         text = doc if isinstance(doc, str) else (doc[0] if doc else "")
-        _REGISTRY.setdefault((kind, backend), {})[name] = Component(
-            kind=kind, name=name, backend=backend, factory=factory,
-            description=text, defaults=_settings_of(factory),
+        _ORDER[0] += 1
+        _REGISTRY.setdefault((kind, backend or PORTABLE), {})[name] = Component(
+            kind=kind, name=name, backend=backend or PORTABLE, factory=factory,
+            description=text, defaults=_settings_of(factory), order=_ORDER[0],
         )
         return factory
 
@@ -150,9 +164,15 @@ def load_backend(backend: str):
 
 
 def components(kind: str, backend: str) -> dict[str, Component]:
-    """All components of ``kind`` registered for ``backend``, by name."""
-    load_backend(backend)
-    return dict(_REGISTRY.get((kind, backend), {}))
+    """All components of ``kind`` usable with ``backend``, by name (portable ones included)."""
+    module = load_backend(backend)
+    found = dict(_REGISTRY.get((kind, backend), {}))
+    for name, comp in _REGISTRY.get((kind, PORTABLE), {}).items():
+        if name not in found or found[name].order < comp.order:
+            found[name] = Component(kind=kind, name=name, backend=backend,
+                                    factory=module.adapt_portable(kind, comp.factory),
+                                    description=comp.description, defaults=comp.defaults, order=comp.order)
+    return found
 
 
 def names(kind: str, backend: str) -> list[str]:

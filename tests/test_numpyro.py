@@ -237,3 +237,24 @@ def test_numpyro_svi_takes_the_model_and_guide():
         state, loss = update(state, x)
         losses.append(float(loss))
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_a_missing_numpyro_install_gets_an_install_hint(monkeypatch):
+    import builtins
+    import sys
+
+    from ppvae.errors import BackendUnavailableError
+
+    monkeypatch.delitem(sys.modules, "ppvae.backends.numpyro", raising=False)
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "ppvae.backends.numpyro" or name.startswith("numpyro"):
+            raise ModuleNotFoundError("No module named 'numpyro'", name="numpyro")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.setattr("importlib.import_module",
+                        lambda name, package=None: fake_import(name) if "numpyro" in name else real_import(name))
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'ppvae\[numpyro\]'"):
+        registry.load_backend("numpyro")

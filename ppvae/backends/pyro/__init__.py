@@ -4,9 +4,10 @@ Importing it registers the built-in components under the ``"pyro"`` backend.
 """
 
 from . import components, nets  # noqa: F401  (registration)
+from .portable import adapt_portable
 from .model import VAE, build_vae
 from .objectives import VAEObjective, log_weights, terms
 from .trained import TrainedVAE, fit, load
 
-__all__ = ["VAE", "build_vae", "VAEObjective", "terms", "log_weights",
+__all__ = ["adapt_portable", "VAE", "build_vae", "VAEObjective", "terms", "log_weights",
            "TrainedVAE", "fit", "load"]
