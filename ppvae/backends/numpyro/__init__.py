@@ -6,11 +6,11 @@ Importing it registers the built-in components under the ``"numpyro"`` backend.
 """
 
 from . import components, nets  # noqa: F401  (registration)
-from .convert import params_from_torch
+from .convert import jax_view, params_from_torch
 from .portable import adapt_portable
 from .model import VAE, build_vae, initial_params
 from .objectives import VAEObjective, log_weights, terms
 from .trained import TrainedVAE, fit, load
 
 __all__ = ["adapt_portable", "VAE", "build_vae", "initial_params", "VAEObjective", "terms", "log_weights", "TrainedVAE",
-           "fit", "load", "params_from_torch"]
+           "fit", "load", "params_from_torch", "jax_view"]

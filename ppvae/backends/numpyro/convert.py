@@ -58,3 +58,17 @@ def params_from_torch(vae: VAE, state: dict[str, np.ndarray]) -> dict:
             leaves.append(jnp.asarray(value, dtype=leaf.dtype))
         out[site] = jax.tree_util.tree_unflatten(treedef, leaves)
     return out
+
+
+def jax_view(cfg, event_shape, trained) -> tuple[VAE, dict]:
+    """A trained run of either backend as a NumPyro VAE and its params.
+
+    NumPyro runs are returned as they are; Pyro runs are rebuilt from the same spec and
+    their weights converted with :func:`params_from_torch`.
+    """
+    if getattr(trained, "backend", None) == "numpyro":
+        return trained.vae, trained.params
+    from .model import build_vae
+
+    vae = build_vae(cfg.model, tuple(event_shape), jax.random.PRNGKey(0))
+    return vae, params_from_torch(vae, trained.state_arrays())

@@ -9,6 +9,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro.distributions as dist
 from numpyro import handlers
 
 from ...config import Config
@@ -116,6 +117,35 @@ class TrainedVAE:
         if exact is not None:
             out["exact_log_px"] = float(exact.mean())
         return out
+
+    def _draws_fn(self, params, key, x, k):
+        m = self.vae.with_params(params)
+        loc, scale = m["encoder"](x)
+        q = dist.Normal(loc, scale).to_event(1)
+        z = q.sample(key, (k,))
+        out = m["decoder"](z)
+        return (z, m["likelihood"](out).log_prob(x), m["prior"]().log_prob(z), q.log_prob(z),
+                m["likelihood"].mean(out))
+
+    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0) -> dict:
+        """Draws z_s ~ q(z|x) with log p(x|z), log p(z), log q(z|x); see the Pyro backend's ``draws``."""
+        xj = self._put(x)
+        per_chunk = max(1, (2**20) // max(1, int(np.prod(x.shape))))
+        fn = jax.jit(self._draws_fn, static_argnums=(3,))
+        names = ("z", "log_lik", "log_prior", "log_q", "x_mean")
+        outs: dict[str, list] = {k: [] for k in names}
+        key = jax.random.PRNGKey(seed)
+        for i, start in enumerate(range(0, num_draws, per_chunk)):
+            parts = fn(self.params, jax.random.fold_in(key, i), xj, per_chunk)
+            take = min(per_chunk, num_draws - start)
+            for name, part in zip(names, parts):
+                if name != "x_mean":
+                    outs[name].append(np.asarray(part[:take]))
+                elif start < predictive_draws:
+                    outs[name].append(np.asarray(part[: min(take, predictive_draws - start)]))
+        result = {k: np.concatenate(v) for k, v in outs.items() if v}
+        result.setdefault("x_mean", np.zeros((0, *x.shape), np.float32))
+        return result
 
     def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
         return self.evaluator.log_px(self.params, self._put(x), num_samples, jax.random.PRNGKey(seed))

@@ -127,6 +127,38 @@ class TrainedVAE:
             out["exact_log_px"] = float(exact.mean().item())
         return out
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The weights as numpy arrays by PyTorch name (for converting to another backend)."""
+        return {k: v.detach().cpu().numpy() for k, v in self.vae.state_dict().items()}
+
+    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0) -> dict:
+        """Draws z_s ~ q(z|x) for every point, with the log densities the diagnostics need.
+
+        Returns numpy arrays: ``z`` (S, n, Z), ``log_lik`` = log p(x|z), ``log_prior`` =
+        log p(z), ``log_q`` = log q(z|x), each (S, n), and ``x_mean`` (S', n, *event): the
+        mean of p(x|z) for the first ``predictive_draws`` draws.
+        """
+        xt = self._tensor(x)
+        devices = [self.device] if self.device.type == "cuda" else []
+        outs: dict[str, list] = {"z": [], "log_lik": [], "log_prior": [], "log_q": [], "x_mean": []}
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            q = self.vae.posterior(xt)
+            prior = self.vae.prior()
+            per_chunk = max(1, (2**20) // max(1, xt[0].numel() * len(xt)))
+            for start in range(0, num_draws, per_chunk):
+                z = q.sample((min(per_chunk, num_draws - start),))
+                out = self.vae.decoder(z)
+                outs["z"].append(z)
+                outs["log_lik"].append(self.vae.likelihood(out).log_prob(xt))
+                outs["log_prior"].append(prior.log_prob(z))
+                outs["log_q"].append(q.log_prob(z))
+                if start < predictive_draws:
+                    outs["x_mean"].append(self.vae.likelihood.mean(out)[: predictive_draws - start])
+        result = {k: torch.cat(v).cpu().numpy() for k, v in outs.items() if v}
+        result.setdefault("x_mean", np.zeros((0, *x.shape), np.float32))
+        return result
+
     def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
         """IWAE log p(x) estimate for every row of ``x`` (float64)."""
         devices = [self.device] if self.device.type == "cuda" else []
