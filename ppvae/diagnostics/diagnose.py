@@ -47,6 +47,15 @@ class Diagnostics:
     files: dict[str, str] = field(default_factory=dict)
 
 
+def _plain(value):
+    """JSON-ready: dicts recursively, arrays as lists, scalars as floats."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if np.ndim(value):
+        return np.asarray(value, dtype=float).tolist()
+    return float(value)
+
+
 def _logmeanexp(a: np.ndarray, axis: int) -> np.ndarray:
     m = a.max(axis=axis, keepdims=True)
     return (m + np.log(np.exp(a - m).mean(axis=axis, keepdims=True))).squeeze(axis)
@@ -173,8 +182,8 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
         say(f"inference gaps for {m} points (a q optimized for each point alone)")
         vae, params = npb.jax_view(run.config, run.event_shape, run.trained)
         g = npb.local_gaps(vae, params, x[:m], seed=seed)
-        numbers["gaps"] = {k: (np.asarray(v).tolist() if np.ndim(v) else float(v)) for k, v in g.items()
-                           if k not in ("local_loc", "local_scale")}
+        numbers["gaps"] = {k: _plain(v) for k, v in g.items()
+                           if k not in ("loc", "scale", "local_loc", "local_scale", "elbo_trace")}
         figures.gaps_plot(np.asarray(g["approximation_gap"]), np.asarray(g["amortization_gap"]), out / "gaps.png")
         files["gaps_plot"] = "gaps.png"
 
@@ -189,7 +198,7 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
             "draws": int(ref["z"].shape[1]), "max_rhat": float(np.max(ref["rhat"])),
             "min_ess_bulk": float(np.min(ref["ess_bulk"])), "min_ess_tail": float(np.min(ref["ess_tail"])),
             "divergences": int(ref["divergences"]), "seconds": float(ref["seconds"]),
-            "q_vs_nuts": {k: (np.asarray(v).tolist() if np.ndim(v) else float(v)) for k, v in cmp.items()},
+            "q_vs_nuts": {k: _plain(v) for k, v in cmp.items()},
         }
         z_ref = np.asarray(ref["z"])                             # (chains, draws, m, Z)
         flat = [z_ref[:, :, k].reshape(-1, z_ref.shape[-1]) for k in range(m)]

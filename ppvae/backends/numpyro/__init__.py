@@ -7,10 +7,13 @@ Importing it registers the built-in components under the ``"numpyro"`` backend.
 
 from . import components, nets  # noqa: F401  (registration)
 from .convert import jax_view, params_from_torch
+from .gaps import local_gaps
+from .reference import compare_to_q, nuts_reference
 from .portable import adapt_portable
 from .model import VAE, build_vae, initial_params
 from .objectives import VAEObjective, log_weights, terms
 from .trained import TrainedVAE, fit, load
 
 __all__ = ["adapt_portable", "VAE", "build_vae", "initial_params", "VAEObjective", "terms", "log_weights", "TrainedVAE",
-           "fit", "load", "params_from_torch", "jax_view"]
+           "fit", "load", "params_from_torch", "jax_view",
+           "local_gaps", "nuts_reference", "compare_to_q"]
