@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ..plots import _new_figure, save_figure
 
@@ -23,6 +24,7 @@ def khat_plot(khat: np.ndarray, path: str | Path, *, title: str | None = None) -
     for level in (0.5, 0.7):
         ax.axhline(level, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("evaluated point")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("PSIS k̂ of p(x, z) / q(z|x)")
     ax.set_title(title or "Pareto k̂ per datapoint")
     ax.legend(fontsize=8, loc="upper left")
@@ -55,6 +57,7 @@ def gaps_plot(approximation: np.ndarray, amortization: np.ndarray, path: str | P
     ax.bar(x, amortization[order], bottom=approximation[order], color="tab:orange",
            label="amortization gap: ELBO(q*) − ELBO(q)")
     ax.set_xlabel("evaluated point (sorted by total gap)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("nats")
     ax.set_title(title or "inference gaps per point")
     ax.legend(fontsize=8)

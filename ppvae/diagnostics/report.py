@@ -118,8 +118,17 @@ def write_report(path: str | Path, numbers: dict, files: dict[str, str]) -> Path
             "| --- | ---: |",
         ]
         for key, value in r["q_vs_nuts"].items():
-            if not isinstance(value, list):
+            if not isinstance(value, (list, dict)):
                 lines.append(f"| {key.replace('_', ' ')} | {_fmt(value)} |")
+        ratio = r["q_vs_nuts"].get("median_sd_ratio")
+        err = r["q_vs_nuts"].get("mean_abs_standardized_error")
+        if ratio is not None:
+            shape = ("too narrow" if ratio < 0.9 else "too wide" if ratio > 1.1 else "about as wide as")
+            lines += ["", f"q(z|x) is {shape}{' the posterior' if shape.startswith('about') else ''}: its sd is "
+                      f"{ratio:.2f} times the NUTS sd (median over points and dimensions)"
+                      + (", the under-dispersion that fitting KL(q || p) favours and the reason importance "
+                         "weights are heavy-tailed (high k̂)" if ratio < 0.9 else "")
+                      + (f"; its means are off by {err:.2f} posterior sd on average." if err is not None else ".")]
         lines += ["", f"![q vs NUTS]({files.get('pair_plot', 'q_vs_nuts.png')})", ""]
     lines += [f"_Computed in {numbers['seconds']:.0f} s._", ""]
     atomic_write_text(path, "\n".join(lines))

@@ -1,0 +1,634 @@
+"""NumPyro backend overhead: ppvae's compiled epoch against a hand-written JAX epoch (issue 3).
+
+Protocol MNIST-10k v1, reference network mlp-400 (784-400-(20, 20), 20-400-784, ReLU,
+Bernoulli likelihood, standard Normal prior, Adam 1e-3, batch 128, Z = 20), 8,000
+training images with dynamic binarization.
+
+Both sides train the same network on the same data in the same process, the same way:
+
+* **ppvae** -- the NumPyro backend's :class:`~ppvae.backends.numpyro.trainer.Trainer`
+  (built from ``models/mlp-400.toml`` with ``train.backend = "numpyro"``). Its epoch is
+  timed exactly as ``Trainer.fit`` times it: the ahead-of-time compiled epoch program
+  (``lax.scan`` over the 62 full batches of 128) and then the compiled single step for
+  the last 64 images, until their outputs are on the host. Compilation is excluded.
+* **hand-written** -- plain JAX + optax, no NumPyro, no Equinox: pure functions on a
+  params pytree (weights initialized uniform in +-1/sqrt(fan_in) like Equinox/torch),
+  loss = batch mean of [BCE-with-logits summed over pixels + KL] with one
+  reparameterized sample, ``jax.random.bernoulli`` binarization per batch, the whole epoch
+  one ``jax.jit`` with ``lax.scan`` over the same 62 batches, plus one jitted step for the
+  same 64-image rest. The KL is analytic (baseline of ``elbo = "meanfield"``) or sampled,
+  log q(z|x) - log p(z) (baseline of ``elbo = "trace"``).
+
+Both sides visit the batches in the same order (``default_rng([seed, epoch])``, as
+ppvae does) and return the same per-step values (loss, reconstruction, KL). The four
+programs are timed interleaved, round by round (hand-written meanfield, ppvae
+meanfield, hand-written trace, ppvae trace), after warm-up rounds.
+
+Usage::
+
+    python bench/numpyro_overhead.py                 # writes bench/results/numpyro_overhead.json
+    python bench/numpyro_overhead.py --rounds 30 --hlo
+
+``--hlo`` also counts the operations in the optimized HLO of one training step of each
+program (what XLA actually runs), to show where any difference comes from.
+
+This is a measurement, not a test: a busy machine changes the times. Run it on an idle
+machine; the load average is recorded with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PROTOCOL = "MNIST-10k v1"
+SPEC = HERE.parent / "models" / "mlp-400.toml"
+MIN_SCALE = 1e-5  # smallest posterior scale, as in ppvae's networks
+
+
+# -- environment -----------------------------------------------------------------------------------
+def machine() -> dict:
+    import equinox
+    import jax
+    import jaxlib
+    import numpyro
+    import optax
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "device": str(jax.devices()[0]),
+            "python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "numpyro": numpyro.__version__, "equinox": equinox.__version__, "optax": optax.__version__,
+            "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def others_cpu_seconds() -> float:
+    """CPU seconds used so far by every process but this one (Linux /proc; 0 elsewhere)."""
+    me, ticks, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / ticks
+
+
+def wait_until_quiet(max_share: float, max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until other processes use less than ``max_share`` of one core
+    over half a second; returns the seconds waited."""
+    waited = 0.0
+    while waited < max_wait:
+        before = others_cpu_seconds()
+        time.sleep(0.5)
+        waited += 0.5
+        if others_cpu_seconds() - before < 0.5 * max_share:
+            break
+    return waited
+
+
+# -- the hand-written JAX VAE ------------------------------------------------------------------------
+def hand_init(key, x_dim: int = 784, hidden: int = 400, z_dim: int = 20) -> dict:
+    """Params pytree of mlp-400; weights and biases uniform in +-1/sqrt(fan_in)."""
+    import jax
+
+    def linear(k, n_in, n_out):
+        kw, kb = jax.random.split(k)
+        bound = 1.0 / math.sqrt(n_in)
+        return {"w": jax.random.uniform(kw, (n_in, n_out), minval=-bound, maxval=bound),
+                "b": jax.random.uniform(kb, (n_out,), minval=-bound, maxval=bound)}
+
+    k = jax.random.split(key, 5)
+    return {"enc": linear(k[0], x_dim, hidden), "loc": linear(k[1], hidden, z_dim),
+            "raw_scale": linear(k[2], hidden, z_dim), "dec": linear(k[3], z_dim, hidden),
+            "out": linear(k[4], hidden, x_dim)}
+
+
+def hand_loss(params, eps, x, analytic_kl: bool):
+    """Batch mean of -ELBO; ``eps`` is the standard Normal noise of the one sample."""
+    import jax
+    import jax.numpy as jnp
+
+    def dense(p, v):
+        return v @ p["w"] + p["b"]
+
+    h = jax.nn.relu(dense(params["enc"], x))
+    loc = dense(params["loc"], h)
+    scale = jax.nn.softplus(dense(params["raw_scale"], h)) + MIN_SCALE
+    z = loc + scale * eps
+    logits = dense(params["out"], jax.nn.relu(dense(params["dec"], z)))
+    rec = jnp.sum(jax.nn.softplus(logits) - x * logits, axis=-1)  # BCE with logits
+    if analytic_kl:
+        kl = jnp.sum(0.5 * (scale**2 + loc**2 - 1.0) - jnp.log(scale), axis=-1)
+    else:  # log q(z|x) - log p(z); the 0.5 log(2 pi) terms cancel
+        kl = jnp.sum(-0.5 * eps**2 - jnp.log(scale) + 0.5 * z**2, axis=-1)
+    loss = jnp.mean(rec + kl)
+    return loss, jnp.stack([loss, rec.mean(), kl.mean()])
+
+
+def hand_programs(optimizer, analytic_kl: bool):
+    """(epoch, step), both jitted: the plain training loop a JAX user writes."""
+    import jax
+    import optax
+
+    def step(params, opt_state, key, xb):
+        binarize_key, noise_key = jax.random.split(key)
+        xb = jax.random.bernoulli(binarize_key, xb).astype(xb.dtype)
+        eps = jax.random.normal(noise_key, (xb.shape[0], params["loc"]["b"].shape[0]))
+        (_, values), grads = jax.value_and_grad(hand_loss, has_aux=True)(params, eps, xb, analytic_kl)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, values
+
+    def epoch(params, opt_state, key, x_train, batches):
+        keys = jax.random.split(key, batches.shape[0])
+
+        def body(carry, inputs):
+            idx, k = inputs
+            params, opt_state, values = step(*carry, k, x_train[idx])
+            return (params, opt_state), values
+
+        (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (batches, keys))
+        return params, opt_state, values
+
+    return jax.jit(epoch), jax.jit(step)
+
+
+class Hand:
+    """The hand-written side: params, optimizer state, compiled programs, one timed epoch."""
+
+    def __init__(self, x_train, seed: int, batch_size: int, analytic_kl: bool, lr: float):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        self.name = "hand-written " + ("analytic KL" if analytic_kl else "sampled KL")
+        self.seed, self.batch_size, self.epoch = seed, batch_size, 0
+        self.x_train = jnp.asarray(x_train.reshape(x_train.shape[0], -1))  # flattened once
+        self.optimizer = optax.adam(lr)
+        init_key, self.train_key = jax.random.split(jax.random.PRNGKey(seed))
+        self.params = hand_init(init_key)
+        self.opt_state = self.optimizer.init(self.params)
+        self._epoch_fn, self._step_fn = hand_programs(self.optimizer, analytic_kl)
+        self.programs = None
+        self.compile_seconds = 0.0
+
+    def _inputs(self):
+        import jax
+        import jax.numpy as jnp
+
+        n = self.x_train.shape[0]
+        n_full, rest = divmod(n, self.batch_size)
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        batches = jnp.asarray(perm[: n_full * self.batch_size].reshape(n_full, self.batch_size))
+        rest_idx = jnp.asarray(perm[n_full * self.batch_size:])
+        epoch_key = jax.random.fold_in(self.train_key, self.epoch)
+        return batches, rest_idx, epoch_key, jax.random.fold_in(epoch_key, n_full + 1), rest
+
+    def run_epoch(self) -> float:
+        import jax
+
+        batches, rest_idx, epoch_key, rest_key, rest = self._inputs()
+        if self.programs is None:  # compile ahead of time, like ppvae's Trainer
+            started = time.perf_counter()
+            self.programs = (
+                self._epoch_fn.lower(self.params, self.opt_state, epoch_key, self.x_train, batches).compile(),
+                self._step_fn.lower(self.params, self.opt_state, rest_key, self.x_train[rest_idx]).compile()
+                if rest else None)
+            self.compile_seconds = time.perf_counter() - started
+        epoch_fn, step_fn = self.programs
+        started = time.perf_counter()
+        params, opt_state, values = epoch_fn(self.params, self.opt_state, epoch_key, self.x_train, batches)
+        parts = [np.asarray(values, dtype=np.float64)]
+        if rest:
+            params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx])
+            parts.append(np.asarray(values, dtype=np.float64)[None])
+        jax.block_until_ready((params, opt_state))
+        seconds = time.perf_counter() - started
+        self.params, self.opt_state = params, opt_state
+        self.epoch += 1
+        self.last_loss = float(np.concatenate(parts)[:, 0].mean())
+        return seconds
+
+
+# -- the ppvae side -----------------------------------------------------------------------------------
+def ppvae_config(elbo: str):
+    from ppvae import registry
+    from ppvae.api import _resolve, build_config
+
+    registry.load_backend("numpyro")
+    return _resolve(build_config(SPEC, {"train.backend": "numpyro", "train.device": "cpu", "train.elbo": elbo}))
+
+
+class PPVAE:
+    """The ppvae side: a NumPyro-backend Trainer whose epoch is run and timed as ``Trainer.fit`` does."""
+
+    def __init__(self, dataset, elbo: str, run_dir: Path, variant: tuple[str, ...] = ()):
+        from ppvae.backends.numpyro.trainer import Trainer
+
+        self.name = f"ppvae numpyro {elbo}" + (f" + {', '.join(variant)}" if variant else "")
+        self.cfg = ppvae_config(elbo)
+        self.variant = variant
+        with patched(variant):
+            self.trainer = Trainer(self.cfg, dataset, run_dir, progress=False)
+        self.epoch = 0
+
+    def run_epoch(self) -> float:
+        """One epoch, the statements of ``Trainer.fit`` between its two clock readings."""
+        import jax
+        import jax.numpy as jnp
+
+        from ppvae.schedules import beta_at
+
+        tr, t = self.trainer, self.cfg.train
+        n = tr.x_train.shape[0]
+        n_full, rest = divmod(n, t.batch_size)
+        step0 = self.epoch * (n_full + (1 if rest else 0))
+        perm = np.random.default_rng([t.seed, self.epoch]).permutation(n)
+        batches = jnp.asarray(perm[: n_full * t.batch_size].reshape(n_full, t.batch_size))
+        betas = jnp.asarray([beta_at(step0 + i, t) for i in range(n_full)], dtype=jnp.float32)
+        epoch_key = jax.random.fold_in(tr.train_key, self.epoch)
+        params, opt_state = tr.params, tr.opt_state
+        rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
+        rest_beta = jnp.float32(beta_at(step0 + n_full, t))
+        rest_key = jax.random.fold_in(epoch_key, n_full + 1)
+        with patched(self.variant):  # a variant's patches act while the programs are traced
+            epoch_fn = tr._program("epoch", tr._epoch_fn, params, opt_state, epoch_key, tr.x_train, batches, betas)
+            step_fn = tr._program("step", tr._step_fn, params, opt_state, rest_key, tr.x_train[rest_idx],
+                                  rest_beta) if rest else None
+        started = time.perf_counter()
+        params, opt_state, values = epoch_fn(params, opt_state, epoch_key, tr.x_train, batches, betas)
+        parts = [np.asarray(values, dtype=np.float64)]
+        if rest:
+            params, opt_state, values = step_fn(params, opt_state, rest_key, tr.x_train[rest_idx], rest_beta)
+            parts.append(np.asarray(values, dtype=np.float64)[None])
+        jax.block_until_ready((params, opt_state))
+        seconds = time.perf_counter() - started
+        tr.params, tr.opt_state = params, opt_state
+        self.epoch += 1
+        self.last_loss = float(np.concatenate(parts)[:, 0].mean())
+        return seconds
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.trainer.compile_seconds
+
+
+# -- candidate changes to ppvae, applied by monkeypatching (bench only; ppvae is unchanged) -------
+#: name -> what it changes; see :func:`patched`.
+VARIANTS = {
+    "prior-constant": "the prior's loc/scale are not registered as params (ppvae.backends.numpyro.model."
+                      "_has_params is False for NormalPrior): no zero-gradient Adam updates of 2x20 "
+                      "constants, fewer loop-carried arrays",
+    "lazy-model-key": "objectives._traces seeds the guide with rng_key itself and the model with "
+                      "fold_in(rng_key, tag) instead of split(rng_key): a model with no free latent "
+                      "sites never uses its key, so XLA drops that threefry loop",
+    "site-key": "the 'z' site gets the key directly (numpyro.sample(..., rng_key=...)), skipping the "
+                "seed handler's split for it (a further threefry loop per step)",
+}
+_MODEL_KEY_TAG = 0x6D6F6465  # "mode": any constant that split() does not produce
+
+
+@contextlib.contextmanager
+def patched(variant: tuple[str, ...]):
+    """Monkeypatch ppvae's NumPyro backend with the named candidate changes (see :data:`VARIANTS`)."""
+    import jax
+    from numpyro import handlers
+    from numpyro.primitives import Messenger
+
+    from ppvae.backends.numpyro import components, model, objectives
+
+    unknown = set(variant) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; valid: {sorted(VARIANTS)}")
+    with contextlib.ExitStack() as stack:
+        if "prior-constant" in variant:
+            original = model._has_params
+            stack.enter_context(mock.patch.object(
+                model, "_has_params", lambda m: not isinstance(m, components.NormalPrior) and original(m)))
+        if "lazy-model-key" in variant or "site-key" in variant:
+            lazy, site = "lazy-model-key" in variant, "site-key" in variant
+
+            class SiteKey(Messenger):
+                def __init__(self, fn, key):
+                    self.key = key
+                    super().__init__(fn)
+
+                def process_message(self, msg):
+                    if msg["type"] == "sample" and not msg["is_observed"] and msg["kwargs"].get("rng_key") is None:
+                        msg["kwargs"]["rng_key"] = self.key
+
+            def _traces(model_fn, guide, rng_key, args, kwargs, num_particles):
+                if lazy:
+                    guide_key, model_key = rng_key, jax.random.fold_in(rng_key, _MODEL_KEY_TAG)
+                else:
+                    guide_key, model_key = jax.random.split(rng_key)
+                guide = objectives._with_particles(guide, num_particles)
+                model_fn = objectives._with_particles(model_fn, num_particles)
+                seeded = SiteKey(guide, guide_key) if site else handlers.seed(guide, guide_key)
+                guide_tr = handlers.trace(seeded).get_trace(*args, **kwargs)
+                model_tr = handlers.trace(handlers.replay(handlers.seed(model_fn, model_key), guide_tr)).get_trace(
+                    *args, **kwargs)
+                return model_tr, guide_tr
+
+            stack.enter_context(mock.patch.object(objectives, "_traces", _traces))
+        yield
+
+
+# -- checks --------------------------------------------------------------------------------------------
+def same_function_check(dataset) -> dict:
+    """Both sides compute the same loss: ppvae's initial weights in the hand-written loss,
+    the same binarized batch and the same noise as NumPyro draws it."""
+    import jax
+    import jax.numpy as jnp
+
+    from ppvae.backends.numpyro.trainer import Trainer
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for elbo, analytic in (("meanfield", True), ("trace", False)):
+            tr = Trainer(ppvae_config(elbo), dataset, Path(tmp), progress=False)
+            enc, dec = tr.params["encoder$params"], tr.params["decoder$params"]
+
+            def lin(layer):
+                return {"w": layer.weight.T, "b": layer.bias}
+
+            params = {"enc": lin(enc.body.layers[0]), "loc": lin(enc.head.loc),
+                      "raw_scale": lin(enc.head.raw_scale), "dec": lin(dec.net.layers[0]),
+                      "out": lin(dec.net.layers[2])}
+            key = jax.random.PRNGKey(123)
+            xb = tr.x_train[:128]
+            binarize_key, loss_key = jax.random.split(key)
+            xbin = jax.random.bernoulli(binarize_key, xb).astype(xb.dtype)
+            _, values = tr._loss(tr.params, loss_key, xbin, jnp.float32(1.0))
+            # NumPyro's seed handler: guide key = split(loss_key)[0], first sample site gets split(.)[1].
+            guide_key = jax.random.split(loss_key)[0]
+            eps = jax.random.normal(jax.random.split(guide_key)[1], (128, 20))
+            _, hand_values = hand_loss(params, eps, xbin.reshape(128, -1), analytic)
+            out[elbo] = {"ppvae": np.asarray(values).tolist(), "hand_written": np.asarray(hand_values).tolist(),
+                         "max_abs_diff": float(np.max(np.abs(np.asarray(values) - np.asarray(hand_values))))}
+    return out
+
+
+_SKIP = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
+
+
+def hlo_thunks(text: str) -> dict:
+    """What an optimized HLO module executes: the instructions of the entry computation and
+    of the while/conditional/call computations reachable from it (a fusion counts once, as
+    one kernel), by opcode, without parameter/tuple/get-tuple-element/constant/bitcast;
+    plus fusion kinds."""
+    comps: dict[str, list[tuple[str, str]]] = {}
+    entry, current = None, None
+    for line in text.splitlines():
+        head = re.match(r"^(ENTRY )?%([^\s(]+) .*\{\s*$", line)
+        if head:
+            current = head.group(2)
+            comps[current] = []
+            if head.group(1):
+                entry = current
+            continue
+        if line.startswith("}"):
+            current = None
+            continue
+        if current is None or " = " not in line:
+            continue
+        rhs = line.split(" = ", 1)[1]
+        if rhs.startswith("("):  # tuple type: skip to the matching parenthesis
+            depth, i = 0, 0
+            for i, ch in enumerate(rhs):
+                depth += ch == "("
+                depth -= ch == ")"
+                if depth == 0:
+                    break
+            rest = rhs[i + 1:]
+        else:
+            rest = rhs.split(" ", 1)[1] if " " in rhs else ""
+        op = re.match(r"\s*([\w\-]+)", rest)
+        if op:
+            comps[current].append((op.group(1), line))
+    executed, todo = set(), [entry]
+    while todo:
+        name = todo.pop()
+        if name in executed or name not in comps:
+            continue
+        executed.add(name)
+        for op, line in comps[name]:
+            if op in ("while", "conditional", "call"):
+                todo += re.findall(r"(?:body|condition|to_apply|true_computation|false_computation)=%([\w.\-]+)", line)
+                for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
+                    todo += [g.strip().lstrip("%") for g in group.split(",")]
+    ops, kinds = collections.Counter(), collections.Counter()
+    for name in executed:
+        for op, line in comps[name]:
+            if op in _SKIP:
+                continue
+            ops[op] += 1
+            kind = re.search(r"kind=(k\w+)", line)
+            if op == "fusion" and kind:
+                kinds[kind.group(1)] += 1
+    return {"executed_ops": sum(ops.values()), "by_opcode": dict(ops.most_common()),
+            "fusion_kinds": dict(kinds.most_common()), "computations": len(comps),
+            "lines": len(text.splitlines())}
+
+
+def hlo_report(sides: list) -> dict:
+    """Executed ops of the optimized (compiled) epoch program and rest-step program of each side."""
+    out = {}
+    for side in sides:
+        if isinstance(side, PPVAE):
+            progs = {"epoch": side.trainer._programs["epoch"], "step": side.trainer._programs.get("step")}
+        else:
+            progs = dict(zip(("epoch", "step"), side.programs))
+        out[side.name] = {label: hlo_thunks(prog.as_text()) for label, prog in progs.items() if prog is not None}
+    return out
+
+
+# -- the measurement -------------------------------------------------------------------------------------
+def summarize(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "mean": statistics.fmean(times), "n": len(times)}
+
+
+#: A round counts only if other processes used less than this share of one core during it.
+MAX_OTHERS_SHARE = 0.10
+
+
+def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float = 600.0) -> dict:
+    """Interleaved timing: per round one epoch of every program, the order reversed every other
+    round (A B C D, D C B A, ...); ``warmup`` rounds untimed.
+
+    The machine is shared: before each round it waits for other processes to go quiet, and a
+    round during which other processes used more than ``MAX_OTHERS_SHARE`` of a core is
+    recorded as contended and repeated (at most ``3 * rounds`` attempts in all).
+    """
+    times: dict[str, list[float]] = {s.name: [] for s in sides}
+    warm: dict[str, list[float]] = {s.name: [] for s in sides}
+    contended: list[dict] = []
+    loads, shares, before = [], [], load_average()
+    done, attempts = 0, 0
+    while done < warmup + rounds and attempts < warmup + 3 * rounds:
+        attempts += 1
+        waited = wait_until_quiet(MAX_OTHERS_SHARE, max_wait) if done >= warmup else 0.0
+        order = sides if done % 2 == 0 else sides[::-1]  # A B C D, D C B A, ...: no program always goes first
+        cpu0, t0 = others_cpu_seconds(), time.perf_counter()
+        got = {side.name: side.run_epoch() for side in order}
+        got = {side.name: got[side.name] for side in sides}
+        share = (others_cpu_seconds() - cpu0) / (time.perf_counter() - t0)
+        load = load_average()[0]
+        clean = done < warmup or share < MAX_OTHERS_SHARE
+        if clean:
+            into = warm if done < warmup else times
+            for name, seconds in got.items():
+                into[name].append(seconds)
+            loads.append(load)
+            shares.append(round(share, 3))
+            done += 1
+        else:
+            contended.append({"others_cpu_share": round(share, 3), "load": load, "epoch_seconds": got})
+        print(f"{label} round {done}/{warmup + rounds}{'' if clean else ' (contended, repeated)'}: "
+              + ", ".join(f"{name} {s:.3f} s" for name, s in got.items())
+              + f"  (load {load}, others {share:.0%} of a core, waited {waited:.0f} s)", file=sys.stderr)
+    return {"epoch_seconds": times, "warmup_epoch_seconds": warm,
+            "stats": {name: summarize(ts) for name, ts in times.items() if ts},
+            "load_average": {"before": before, "after": load_average(), "one_minute_per_round": loads},
+            "others_cpu_share_per_round": shares, "contended_rounds_discarded": contended,
+            "final_epoch_loss": {s.name: s.last_loss for s in sides},
+            "compile_seconds": {s.name: s.compile_seconds for s in sides},
+            "ppvae_compilations": {s.name: s.trainer.compilations for s in sides if isinstance(s, PPVAE)}}
+
+
+def ratio(phase: dict, num: str, den: str) -> dict:
+    times = phase["epoch_seconds"]
+    return {"ppvae": num, "hand_written": den,
+            "ratio_of_medians": phase["stats"][num]["median"] / phase["stats"][den]["median"],
+            "per_round_ratio": summarize([a / b for a, b in zip(times[num], times[den])])}
+
+
+def print_tables(phase: dict, ratios: dict, n_train: int) -> None:
+    la, shares = phase["load_average"], phase["others_cpu_share_per_round"]
+    print(f"Load average (1, 5, 15 min): before {la['before']}, after {la['after']}; "
+          f"1-min load per round {min(la['one_minute_per_round'])}-{max(la['one_minute_per_round'])} "
+          f"(this process included); other processes {min(shares):.0%}-{max(shares):.0%} of a core per round; "
+          f"{len(phase['contended_rounds_discarded'])} contended round(s) repeated")
+    print()
+    print("| program | median s/epoch | min | max | images/s (median) |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, s in phase["stats"].items():
+        print(f"| {name} | {s['median']:.3f} | {s['min']:.3f} | {s['max']:.3f} | {n_train / s['median']:,.0f} |")
+    print()
+    print("| comparison | ratio of medians | per-round ratio: median | min | max |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, r in ratios.items():
+        pr = r["per_round_ratio"]
+        print(f"| {label} | {r['ratio_of_medians']:.3f} | {pr['median']:.3f} | {pr['min']:.3f} | {pr['max']:.3f} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40, help="timed epochs per program (default 40)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs per program (default 2)")
+    parser.add_argument("--hlo", action="store_true", help="count the ops of the compiled programs too")
+    parser.add_argument("--variant-rounds", type=int, default=None,
+                        help="timed epochs per program in the --variants phase (default: --rounds)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time ppvae with the candidate changes of VARIANTS (monkeypatched)")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "numpyro_overhead.json")
+    args = parser.parse_args()
+
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
+    from ppvae.config import DataSpec
+    from ppvae.data import load_dataset
+
+    dataset = load_dataset(DataSpec(source="embedded"), "bernoulli", "unit_interval")
+    assert dataset.train.shape[0] == 8000 and dataset.heldout.shape[0] == 2000 and dataset.binarize == "dynamic"
+    n_train = dataset.train.shape[0]
+    check = same_function_check(dataset)
+    print(f"same function: max |ppvae - hand-written| on one batch: "
+          f"meanfield {check['meanfield']['max_abs_diff']:.2e}, trace {check['trace']['max_abs_diff']:.2e}",
+          file=sys.stderr)
+    cfg = ppvae_config("meanfield").train
+    results = {"protocol": PROTOCOL, "model": "mlp-400 (models/mlp-400.toml), Z = 20, Bernoulli",
+               "batch_size": cfg.batch_size, "train_images": n_train, "date": time.strftime("%Y-%m-%d"),
+               "machine": machine(), "warmup_epochs": args.warmup, "timed_epochs": args.rounds,
+               "timing": "seconds per epoch: compiled scan over 62 batches of 128 + compiled step on the last 64 "
+                         "images, until the outputs are on the host; compilation excluded",
+               "same_function_check": check}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hand_mf = Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr)
+        hand_tr = Hand(dataset.train, cfg.seed, cfg.batch_size, False, cfg.lr)
+        ppvae_mf = PPVAE(dataset, "meanfield", Path(tmp, "meanfield"))
+        ppvae_tr = PPVAE(dataset, "trace", Path(tmp, "trace"))
+        sides = [hand_mf, ppvae_mf, hand_tr, ppvae_tr]
+        phase = measure(sides, args.rounds, args.warmup, "main")
+        ratios = {"meanfield (vs analytic-KL hand-written)": ratio(phase, ppvae_mf.name, hand_mf.name),
+                  "trace (vs sampled-KL hand-written)": ratio(phase, ppvae_tr.name, hand_tr.name),
+                  "trace (vs analytic-KL hand-written)": ratio(phase, ppvae_tr.name, hand_mf.name),
+                  "A/A control: hand-written sampled KL / analytic KL (same op count)":
+                      ratio(phase, hand_tr.name, hand_mf.name)}
+        results["main"] = {**phase, "ratios": ratios}
+        if args.hlo:
+            results["hlo"] = hlo_report(sides)
+        print_tables(phase, ratios, n_train)
+        if args.hlo:
+            print("| program | executed HLO ops, epoch program | of which fusions | while loops (scan + threefry) "
+                  "| executed HLO ops, rest step |")
+            print("| --- | --- | --- | --- | --- |")
+            for name, entry in results["hlo"].items():
+                e, s = entry.get("epoch", {}), entry.get("step", {})
+                print(f"| {name} | {e.get('executed_ops')} | {e['by_opcode'].get('fusion')} | "
+                      f"{e['by_opcode'].get('while', 0)} | {s.get('executed_ops')} |")
+            print()
+
+        if args.variants:
+            variant_sides = [Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr),
+                             PPVAE(dataset, "meanfield", Path(tmp, "v0"))]
+            for i, variant in enumerate([("prior-constant",), ("lazy-model-key",), ("lazy-model-key", "site-key"),
+                                         ("prior-constant", "lazy-model-key", "site-key")]):
+                variant_sides.append(PPVAE(dataset, "meanfield", Path(tmp, f"v{i + 1}"), variant))
+            variant_sides.append(PPVAE(dataset, "trace", Path(tmp, "vt"),
+                                       ("prior-constant", "lazy-model-key", "site-key")))
+            variant_sides.append(Hand(dataset.train, cfg.seed, cfg.batch_size, False, cfg.lr))
+            vphase = measure(variant_sides, args.variant_rounds or args.rounds, args.warmup, "variants")
+            base = variant_sides[0].name
+            vratios = {s.name: ratio(vphase, s.name, base) for s in variant_sides[1:-2]}
+            vratios[variant_sides[-2].name + " (vs sampled-KL)"] = ratio(vphase, variant_sides[-2].name,
+                                                                         variant_sides[-1].name)
+            results["variants"] = {**vphase, "ratios": vratios, "descriptions": VARIANTS}
+            if args.hlo:
+                results["variants"]["hlo"] = hlo_report(variant_sides)
+            print("Candidate changes (monkeypatched), interleaved with the hand-written epoch:")
+            print_tables(vphase, vratios, n_train)
+
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
