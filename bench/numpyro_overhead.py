@@ -477,8 +477,12 @@ MAX_OTHERS_SHARE = 0.10
 
 
 def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float = 600.0) -> dict:
-    """Interleaved timing: per round one epoch of every program, the order reversed every other
-    round (A B C D, D C B A, ...); ``warmup`` rounds untimed.
+    """Interleaved timing: per round one epoch of every program, the order rotated every round
+    (A B C D, B C D A, ...); ``warmup`` rounds untimed.
+
+    Each round starts with an untimed epoch of the round's last program: without it the first
+    program of a round, which starts right after the quiet check's sleep, measured ~7 % slower
+    on the 2-core VM (CPU idle states), which biased a fixed order.
 
     The machine is shared: before each round it waits for other processes to go quiet, and a
     round during which other processes used more than ``MAX_OTHERS_SHARE`` of a core is
@@ -487,12 +491,14 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
     times: dict[str, list[float]] = {s.name: [] for s in sides}
     warm: dict[str, list[float]] = {s.name: [] for s in sides}
     contended: list[dict] = []
-    loads, shares, before = [], [], load_average()
+    loads, shares, orders, before = [], [], [], load_average()
     done, attempts = 0, 0
     while done < warmup + rounds and attempts < warmup + 3 * rounds:
         attempts += 1
         waited = wait_until_quiet(MAX_OTHERS_SHARE, max_wait) if done >= warmup else 0.0
-        order = sides if done % 2 == 0 else sides[::-1]  # A B C D, D C B A, ...: no program always goes first
+        shift = done % len(sides)
+        order = sides[shift:] + sides[:shift]  # rotated: every program takes every position equally often
+        order[-1].run_epoch()  # untimed primer: the first timed epoch does not start from an idle machine
         cpu0, t0 = others_cpu_seconds(), time.perf_counter()
         got = {side.name: side.run_epoch() for side in order}
         got = {side.name: got[side.name] for side in sides}
@@ -505,6 +511,7 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
                 into[name].append(seconds)
             loads.append(load)
             shares.append(round(share, 3))
+            orders.append(shift)
             done += 1
         else:
             contended.append({"others_cpu_share": round(share, 3), "load": load, "epoch_seconds": got})
@@ -514,7 +521,8 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
     return {"epoch_seconds": times, "warmup_epoch_seconds": warm,
             "stats": {name: summarize(ts) for name, ts in times.items() if ts},
             "load_average": {"before": before, "after": load_average(), "one_minute_per_round": loads},
-            "others_cpu_share_per_round": shares, "contended_rounds_discarded": contended,
+            "others_cpu_share_per_round": shares, "rotation_per_round": orders,
+            "contended_rounds_discarded": contended,
             "final_epoch_loss": {s.name: s.last_loss for s in sides},
             "compile_seconds": {s.name: s.compile_seconds for s in sides},
             "ppvae_compilations": {s.name: s.trainer.compilations for s in sides if isinstance(s, PPVAE)}}
