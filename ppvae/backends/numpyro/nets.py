@@ -15,8 +15,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ...errors import UsageError, unknown_name
+from ...errors import unknown_name
 from ...registry import register
+from ..shapes import hidden_list, image_shape
 
 BACKEND = "numpyro"
 
@@ -39,14 +40,6 @@ def make_activation(name: str) -> eqx.nn.Lambda:
     if name not in _ACTIVATIONS:
         raise unknown_name("activation", name, _ACTIVATIONS)
     return eqx.nn.Lambda(_ACTIVATIONS[name])
-
-
-def _hidden_list(kind: str, hidden) -> list[int]:
-    if isinstance(hidden, int):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)) or not all(isinstance(h, int) and h > 0 for h in hidden):
-        raise UsageError(f"{kind} hidden sizes must be a list of positive integers, got {hidden!r}")
-    return list(hidden)
 
 
 def _keys(key, n):
@@ -74,18 +67,6 @@ def batched(fn, x: jax.Array, event_dims: int):
     return out.reshape((*lead, *out.shape[1:]))
 
 
-def _image_shape(kind: str, name: str, shape) -> tuple[int, int, int]:
-    shape = tuple(shape)
-    if len(shape) == 2:
-        return (1, *shape)
-    if len(shape) == 3:
-        return shape
-    raise UsageError(
-        f"the {name} {kind} needs image data (H, W) or (C, H, W), got datapoints of shape "
-        f"{shape}; use the mlp {kind} for tabular data"
-    )
-
-
 class _Gaussian(eqx.Module):
     loc: eqx.nn.Linear
     raw_scale: eqx.nn.Linear
@@ -109,7 +90,7 @@ class MLPEncoder(eqx.Module):
     event_dims: int = eqx.field(static=True)
 
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="relu", *, key):
-        hidden = _hidden_list("encoder", hidden)
+        hidden = hidden_list("encoder", hidden)
         k1, k2 = jax.random.split(key)
         n_in = math.prod(event_shape)
         self.event_dims = len(event_shape)
@@ -133,9 +114,9 @@ class ConvEncoder(eqx.Module):
 
     def __init__(self, event_shape, latent_dim, channels=(32, 64), kernel_size=3, hidden=(64,),
                  activation="relu", *, key):
-        c, h, w = _image_shape("encoder", "conv", event_shape)
-        channels = _hidden_list("encoder channels", channels)
-        hidden = _hidden_list("encoder", hidden) if hidden else []
+        c, h, w = image_shape("encoder", "conv", event_shape)
+        channels = hidden_list("encoder channels", channels)
+        hidden = hidden_list("encoder", hidden) if hidden else []
         self.image_shape = (c, h, w)
         self.event_dims = len(event_shape)
         keys = _keys(key, len(channels) + 2)
@@ -165,7 +146,7 @@ class MLPDecoder(eqx.Module):
     param_shape: tuple = eqx.field(static=True)
 
     def __init__(self, latent_dim, param_shape, hidden=(400,), activation="relu", *, key):
-        hidden = _hidden_list("decoder", hidden)
+        hidden = hidden_list("decoder", hidden)
         self.param_shape = tuple(param_shape)
         self.net = mlp([latent_dim, *hidden, math.prod(param_shape)], activation, key)
 
@@ -201,11 +182,11 @@ class ConvDecoder(eqx.Module):
                  activation="relu", *, key):
         self.param_shape = tuple(param_shape)
         if len(self.param_shape) < 2:
-            _image_shape("decoder", "conv", self.param_shape)
+            image_shape("decoder", "conv", self.param_shape)
         spatial = self.param_shape[-2:]
         out_channels = math.prod(self.param_shape) // math.prod(spatial)
-        channels = _hidden_list("decoder channels", channels)
-        hidden = _hidden_list("decoder", hidden) if hidden else []
+        channels = hidden_list("decoder channels", channels)
+        hidden = hidden_list("decoder", hidden) if hidden else []
         factor = 2 ** len(channels)
         self.start = (channels[0], math.ceil(spatial[0] / factor), math.ceil(spatial[1] / factor))
         keys = _keys(key, len(channels) + 2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +13,7 @@ from numpyro import handlers
 
 from ...config import Config
 from ...data import Dataset
+from ...metrics import evaluation_summary
 from ...training import fingerprint
 from . import checkpoint
 from .evaluation import Evaluator, exact_log_px
@@ -21,10 +21,6 @@ from .model import VAE, build_vae, initial_params
 from .trainer import Trainer, resolve_device
 
 BATCH = 1000
-
-
-def _active_units(loc: np.ndarray, threshold: float = 0.01) -> int:
-    return 0 if loc.shape[0] < 2 else int((loc.var(axis=0, ddof=1) > threshold).sum())
 
 
 class TrainedVAE:
@@ -98,25 +94,10 @@ class TrainedVAE:
         t = self.evaluator.elbo_terms(self.params, xj, jax.random.fold_in(key, 0))
         log_px = self.evaluator.log_px(self.params, xj, num_samples, jax.random.fold_in(key, 1),
                                        batch_size=batch_size)
-        rec, kl = t["reconstruction"], t["kl"]
-        d = int(np.prod(x.shape[1:]))
-        out = {
-            "num_points": int(x.shape[0]),
-            "heldout_elbo": float(-(rec + kl).mean()),
-            "reconstruction": float(rec.mean()),
-            "kl": float(kl.mean()),
-            "heldout_log_px": float(log_px.mean()),
-            "heldout_log_px_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1 else 0.0,
-            "num_samples": int(num_samples),
-            "active_units": _active_units(t["loc"]),
-            "kl_per_dim": [float(v) for v in t["kl_per_dim"].mean(0)],
-        }
-        if is_image:
-            out["bits_per_dim"] = float(-log_px.mean() / (d * math.log(2)))
-        exact = exact_log_px(self.vae, self.params, x)
-        if exact is not None:
-            out["exact_log_px"] = float(exact.mean())
-        return out
+        return evaluation_summary(reconstruction=t["reconstruction"], kl=t["kl"], kl_per_dim=t["kl_per_dim"],
+                                  loc=t["loc"], log_px=log_px, num_samples=num_samples,
+                                  num_features=int(np.prod(x.shape[1:])), is_image=is_image,
+                                  exact_log_px=exact_log_px(self.vae, self.params, x))
 
     def _draws_fn(self, params, key, x, k):
         m = self.vae.with_params(params)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from pyro.distributions.kl import kl_divergence
 
@@ -82,16 +81,6 @@ def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> dict[str, to
         "kl_per_dim": torch.cat(kl_dims),
         "loc": torch.cat(locs),
     }
-
-
-def active_units(loc: np.ndarray, threshold: float = 0.01) -> int:
-    """Latent dimensions whose posterior mean varies across data: Cov_x(E_q[z]) > threshold.
-
-    The definition of Burda et al. (2016); a collapsed dimension has variance near 0.
-    """
-    if loc.shape[0] < 2:
-        return 0
-    return int((loc.var(axis=0, ddof=1) > threshold).sum())
 
 
 def exact_log_px(vae: VAE, x: torch.Tensor) -> torch.Tensor | None:

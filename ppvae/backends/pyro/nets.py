@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import UsageError, unknown_name
+from ...errors import unknown_name
 from ...registry import register
+from ..shapes import hidden_list, image_shape
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -37,14 +38,6 @@ def make_activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def _hidden_list(kind: str, hidden) -> list[int]:
-    if isinstance(hidden, int):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)) or not all(isinstance(h, int) and h > 0 for h in hidden):
-        raise UsageError(f"{kind} hidden sizes must be a list of positive integers, got {hidden!r}")
-    return list(hidden)
-
-
 def mlp(sizes: list[int], act: str) -> nn.Sequential:
     """A fully connected stack with ``act`` between (not after) its layers."""
     layers: list[nn.Module] = []
@@ -53,19 +46,6 @@ def mlp(sizes: list[int], act: str) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(make_activation(act))
     return nn.Sequential(*layers)
-
-
-def _image_shape(kind: str, name: str, shape) -> tuple[int, int, int]:
-    """(C, H, W) for image-shaped data, or a clear error for tables."""
-    shape = tuple(shape)
-    if len(shape) == 2:
-        return (1, *shape)
-    if len(shape) == 3:
-        return shape
-    raise UsageError(
-        f"the {name} {kind} needs image data (H, W) or (C, H, W), got datapoints of shape "
-        f"{shape}; use the mlp {kind} for tabular data"
-    )
 
 
 class _Gaussian(nn.Module):
@@ -86,7 +66,7 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="relu"):
         super().__init__()
-        hidden = _hidden_list("encoder", hidden)
+        hidden = hidden_list("encoder", hidden)
         self.event_dims = len(event_shape)
         n_in = math.prod(event_shape)
         self.body = mlp([n_in, *hidden], activation) if hidden else nn.Identity()
@@ -105,9 +85,9 @@ class ConvEncoder(nn.Module):
     def __init__(self, event_shape, latent_dim, channels=(32, 64), kernel_size=3, hidden=(64,),
                  activation="relu"):
         super().__init__()
-        c, h, w = _image_shape("encoder", "conv", event_shape)
-        channels = _hidden_list("encoder channels", channels)
-        hidden = _hidden_list("encoder", hidden) if hidden else []
+        c, h, w = image_shape("encoder", "conv", event_shape)
+        channels = hidden_list("encoder channels", channels)
+        hidden = hidden_list("encoder", hidden) if hidden else []
         self.event_shape = tuple(event_shape)
         self.image_shape = (c, h, w)
         layers: list[nn.Module] = []
@@ -135,7 +115,7 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, latent_dim, param_shape, hidden=(400,), activation="relu"):
         super().__init__()
-        hidden = _hidden_list("decoder", hidden)
+        hidden = hidden_list("decoder", hidden)
         self.param_shape = tuple(param_shape)
         self.net = mlp([latent_dim, *hidden, math.prod(param_shape)], activation)
 
@@ -167,10 +147,10 @@ class ConvDecoder(nn.Module):
         # Likelihoods with several parameters per pixel put them first: (k, [C,] H, W).
         spatial = self.param_shape[-2:]
         if len(self.param_shape) < 2:
-            _image_shape("decoder", "conv", self.param_shape)
+            image_shape("decoder", "conv", self.param_shape)
         out_channels = math.prod(self.param_shape) // math.prod(spatial)
-        channels = _hidden_list("decoder channels", channels)
-        hidden = _hidden_list("decoder", hidden) if hidden else []
+        channels = hidden_list("decoder channels", channels)
+        hidden = hidden_list("decoder", hidden) if hidden else []
         factor = 2 ** len(channels)
         h0, w0 = math.ceil(spatial[0] / factor), math.ceil(spatial[1] / factor)
         self.start = (channels[0], h0, w0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable
 
@@ -12,8 +11,9 @@ import torch
 from ...config import Config
 from ...data import Dataset
 from ...errors import CheckpointError
+from ...metrics import evaluation_summary
 from . import checkpoint
-from .evaluation import active_units, elbo_terms, exact_log_px, log_px_iwae
+from .evaluation import elbo_terms, exact_log_px, log_px_iwae
 from .model import VAE, build_vae
 from ...training import fingerprint
 from .trainer import Trainer, resolve_device
@@ -105,27 +105,12 @@ class TrainedVAE:
             torch.manual_seed(seed)
             t = elbo_terms(self.vae, xt)
             log_px = log_px_iwae(self.vae, xt, num_samples, batch_size=batch_size).cpu().numpy()
-        rec = t["reconstruction"].cpu().numpy()
-        kl = t["kl"].cpu().numpy()
-        loc = t["loc"].cpu().numpy()
-        d = int(np.prod(x.shape[1:]))
-        out = {
-            "num_points": int(x.shape[0]),
-            "heldout_elbo": float(-(rec + kl).mean()),
-            "reconstruction": float(rec.mean()),
-            "kl": float(kl.mean()),
-            "heldout_log_px": float(log_px.mean()),
-            "heldout_log_px_stderr": float(log_px.std(ddof=1) / math.sqrt(len(log_px))) if len(log_px) > 1 else 0.0,
-            "num_samples": int(num_samples),
-            "active_units": active_units(loc),
-            "kl_per_dim": [float(v) for v in t["kl_per_dim"].mean(0).cpu().numpy()],
-        }
-        if is_image:
-            out["bits_per_dim"] = float(-log_px.mean() / (d * math.log(2)))
         exact = exact_log_px(self.vae, xt)
-        if exact is not None:
-            out["exact_log_px"] = float(exact.mean().item())
-        return out
+        return evaluation_summary(
+            reconstruction=t["reconstruction"].cpu().numpy(), kl=t["kl"].cpu().numpy(),
+            kl_per_dim=t["kl_per_dim"].cpu().numpy(), loc=t["loc"].cpu().numpy(), log_px=log_px,
+            num_samples=num_samples, num_features=int(np.prod(x.shape[1:])), is_image=is_image,
+            exact_log_px=None if exact is None else exact.cpu().numpy())
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays by PyTorch name (for converting to another backend)."""

@@ -1,0 +1,29 @@
+"""Network-shape checks shared by every backend's networks (plain Python, no framework)."""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+
+__all__ = ["hidden_list", "image_shape"]
+
+
+def hidden_list(kind: str, hidden) -> list[int]:
+    """Hidden sizes as a list of positive integers (an int means one layer)."""
+    if isinstance(hidden, int):
+        hidden = [hidden]
+    if not isinstance(hidden, (list, tuple)) or not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise UsageError(f"{kind} hidden sizes must be a list of positive integers, got {hidden!r}")
+    return list(hidden)
+
+
+def image_shape(kind: str, name: str, shape) -> tuple[int, int, int]:
+    """(C, H, W) for image-shaped data, or a clear error for tables."""
+    shape = tuple(shape)
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) == 3:
+        return shape
+    raise UsageError(
+        f"the {name} {kind} needs image data (H, W) or (C, H, W), got datapoints of shape "
+        f"{shape}; use the mlp {kind} for tabular data"
+    )
