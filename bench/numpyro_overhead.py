@@ -20,20 +20,31 @@ Both sides train the same network on the same data in the same process, the same
   log q(z|x) - log p(z) (baseline of ``elbo = "trace"``).
 
 Both sides visit the batches in the same order (``default_rng([seed, epoch])``, as
-ppvae does) and return the same per-step values (loss, reconstruction, KL). The four
-programs are timed interleaved, round by round (hand-written meanfield, ppvae
-meanfield, hand-written trace, ppvae trace), after warm-up rounds.
+ppvae does) and return the same per-step values (loss, reconstruction, KL); a check at
+start-up feeds ppvae's initial weights, one binarized batch and NumPyro's noise to the
+hand-written loss and compares (they agree to ~2e-7).
+
+Timing: the four programs (hand-written analytic KL, ppvae meanfield, hand-written sampled
+KL, ppvae trace) are timed interleaved, one epoch each per round, after warm-up rounds. The
+order rotates every round and every round starts with an untimed primer epoch (a fixed
+order put one program first after the idle check every time, and that position measured
+~7 % slower). The machine is shared: before each round the script waits until other
+processes are quiet, and a round during which they used more than 10 % of a core is
+repeated (counted in the JSON). The two hand-written programs have the same op count, so
+their ratio is an A/A control of the noise.
 
 Usage::
 
-    python bench/numpyro_overhead.py                 # writes bench/results/numpyro_overhead.json
-    python bench/numpyro_overhead.py --rounds 30 --hlo
+    python bench/numpyro_overhead.py --hlo            # writes bench/results/numpyro_overhead.json
+    python bench/numpyro_overhead.py --rounds 100 --variant-rounds 60 --warmup 3 --hlo --variants
 
-``--hlo`` also counts the operations in the optimized HLO of one training step of each
-program (what XLA actually runs), to show where any difference comes from.
+``--hlo`` counts the operations that the optimized (compiled) HLO of each program
+executes, to show where a difference comes from. ``--variants`` also times ppvae with
+candidate changes to its NumPyro backend, applied by monkeypatching inside this script
+(see ``VARIANTS``; ppvae itself is not changed).
 
-This is a measurement, not a test: a busy machine changes the times. Run it on an idle
-machine; the load average is recorded with the numbers.
+This is a measurement, not a test: a busy machine changes the times. The load average and
+the other processes' CPU share are recorded with the numbers.
 """
 
 from __future__ import annotations
@@ -466,6 +477,98 @@ def hlo_report(sides: list) -> dict:
     return out
 
 
+# -- where the time goes: XLA's per-operation (thunk) profile ----------------------------------------
+_CATEGORIES = [  # (label, test on (opcode, op_name, fusion kind)); the first match wins
+    ("random: key splits (threefry loops)", lambda op, name, kind: "threefry_split" in name),
+    ("random: Bernoulli binarization", lambda op, name, kind: "_bernoulli" in name
+     or name.endswith("convert_element_type")),
+    ("random: Normal noise", lambda op, name, kind: "_normal" in name),
+    ("matmuls (dot, XNNPACK fusions)", lambda op, name, kind: op == "dot" or (
+        kind == "kCustom" and ("dot_general" in name or name.endswith("transpose")))),
+    ("forward + backward elementwise and reductions", lambda op, name, kind: "jvp(" in name),
+    ("Adam update", lambda op, name, kind: name != "-" and not name.endswith(("while", "dynamic_update_slice"))),
+    ("loop-carried copies", lambda op, name, kind: op == "copy"),
+    ("while loops (control)", lambda op, name, kind: op in ("while", "call", "conditional")),
+]
+
+
+def _instructions(text: str) -> dict[str, tuple[str, str, str]]:
+    """HLO instruction name -> (opcode, op_name metadata, fusion kind)."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*(?:ROOT\s+)?%([\w.\-]+) = ", line)
+        if not m:
+            continue
+        rhs = line.split(" = ", 1)[1]
+        if rhs.startswith("("):
+            depth, i = 0, 0
+            for i, ch in enumerate(rhs):
+                depth += ch == "("
+                depth -= ch == ")"
+                if depth == 0:
+                    break
+            rest = rhs[i + 1:]
+        else:
+            rest = rhs.split(" ", 1)[1] if " " in rhs else ""
+        op = re.match(r"\s*([\w\-]+)", rest)
+        name = re.search(r'op_name="([^"]*)"', line)
+        kind = re.search(r"kind=(k\w+)", line)
+        out[m.group(1)] = (op.group(1) if op else "?", name.group(1) if name else "-", kind.group(1) if kind else "")
+    return out
+
+
+def profile_side(side, epochs: int, where: Path) -> dict:
+    """Run ``epochs`` epochs under JAX's profiler and attribute XLA's per-thunk times (exclusive
+    of nested thunks) to categories; the profiler's own overhead inflates small thunks, so read
+    the differences between programs, not the absolute numbers."""
+    import gzip
+    import glob
+
+    import jax
+
+    side.run_epoch()  # compiled and warm
+    progs = ([side.trainer._programs["epoch"], side.trainer._programs.get("step")] if isinstance(side, PPVAE)
+             else list(side.programs))
+    instr: dict[tuple[str, str], tuple[str, str, str]] = {}  # (module, instruction) -> ...
+    for prog in progs:
+        if prog is not None:
+            text = prog.as_text()
+            module = re.match(r"HloModule ([\w.\-]+)", text).group(1)
+            instr.update({(module, k): v for k, v in _instructions(text).items()})
+    jax.profiler.start_trace(str(where), create_perfetto_trace=True)
+    wall = sum(side.run_epoch() for _ in range(epochs))
+    jax.profiler.stop_trace()
+    trace = json.load(gzip.open(sorted(glob.glob(f"{where}/**/perfetto_trace.json.gz", recursive=True))[-1]))
+    events = [e for e in (trace["traceEvents"] if isinstance(trace, dict) else trace)
+              if e.get("ph") == "X" and (e.get("args", {}).get("hlo_module"), e.get("name")) in instr]
+    exclusive: dict[int, float] = {}
+    by_thread: dict = collections.defaultdict(list)
+    for i, e in enumerate(events):
+        by_thread[(e.get("pid"), e.get("tid"))].append(i)
+        exclusive[i] = float(e["dur"])
+    for idx in by_thread.values():  # subtract children (nested thunks of while/call) from parents
+        idx.sort(key=lambda i: (float(events[i]["ts"]), -float(events[i]["dur"])))
+        stack: list[int] = []
+        for i in idx:
+            start = float(events[i]["ts"])
+            while stack and float(events[stack[-1]]["ts"]) + float(events[stack[-1]]["dur"]) <= start:
+                stack.pop()
+            if stack:
+                exclusive[stack[-1]] -= float(events[i]["dur"])
+            stack.append(i)
+    cats: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    for i, e in enumerate(events):
+        op, name, kind = instr[(e["args"]["hlo_module"], e["name"])]
+        label = next((lab for lab, test in _CATEGORIES if test(op, name, kind)), "other (unnamed fusions)")
+        cats[label][0] += exclusive[i] / 1e3 / epochs
+        cats[label][1] += 1 / epochs
+    total = sum(v[0] for v in cats.values())
+    return {"epochs": epochs, "wall_ms_per_epoch_profiled": 1e3 * wall / epochs,
+            "thunk_ms_per_epoch": total, "thunks_per_epoch": sum(v[1] for v in cats.values()),
+            "categories": {k: {"ms_per_epoch": round(v[0], 2), "thunks_per_epoch": round(v[1])}
+                           for k, v in sorted(cats.items(), key=lambda kv: -kv[1][0])}}
+
+
 # -- the measurement -------------------------------------------------------------------------------------
 def summarize(times: list[float]) -> dict:
     return {"median": statistics.median(times), "min": min(times), "max": max(times),
@@ -555,6 +658,27 @@ def print_tables(phase: dict, ratios: dict, n_train: int) -> None:
     print()
 
 
+def print_profile(profile: dict) -> None:
+    names = list(profile)
+    labels = sorted({c for p in profile.values() for c in p["categories"]},
+                    key=lambda c: -max(p["categories"].get(c, {}).get("ms_per_epoch", 0) for p in profile.values()))
+    print("XLA per-operation profile, ms per epoch (operations executed per epoch):")
+    print()
+    print("| category | " + " | ".join(names) + " |")
+    print("| --- |" + " --- |" * len(names))
+    for label in labels:
+        cells = []
+        for n in names:
+            c = profile[n]["categories"].get(label)
+            cells.append(f"{c['ms_per_epoch']:.1f} ({c['thunks_per_epoch']:,})" if c else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("| all operations | " + " | ".join(f"{profile[n]['thunk_ms_per_epoch']:.1f} "
+                                            f"({profile[n]['thunks_per_epoch']:,.0f})" for n in names) + " |")
+    print("| epoch wall time under the profiler | " + " | ".join(
+        f"{profile[n]['wall_ms_per_epoch_profiled']:.1f}" for n in names) + " |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="timed epochs per program (default 40)")
@@ -564,6 +688,10 @@ def main() -> None:
                         help="timed epochs per program in the --variants phase (default: --rounds)")
     parser.add_argument("--variants", action="store_true",
                         help="also time ppvae with the candidate changes of VARIANTS (monkeypatched)")
+    parser.add_argument("--profile", type=int, default=0, metavar="EPOCHS",
+                        help="also profile this many epochs of each program with JAX's profiler and "
+                             "attribute XLA's per-operation times to categories")
+    parser.add_argument("--skip-timing", action="store_true", help="no timing rounds (with --profile/--hlo)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "numpyro_overhead.json")
     args = parser.parse_args()
 
@@ -594,17 +722,20 @@ def main() -> None:
         ppvae_mf = PPVAE(dataset, "meanfield", Path(tmp, "meanfield"))
         ppvae_tr = PPVAE(dataset, "trace", Path(tmp, "trace"))
         sides = [hand_mf, ppvae_mf, hand_tr, ppvae_tr]
-        phase = measure(sides, args.rounds, args.warmup, "main")
-        ratios = {"meanfield (vs analytic-KL hand-written)": ratio(phase, ppvae_mf.name, hand_mf.name),
-                  "trace (vs sampled-KL hand-written)": ratio(phase, ppvae_tr.name, hand_tr.name),
-                  "trace (vs analytic-KL hand-written)": ratio(phase, ppvae_tr.name, hand_mf.name),
-                  "A/A control: hand-written sampled KL / analytic KL (same op count)":
-                      ratio(phase, hand_tr.name, hand_mf.name)}
-        results["main"] = {**phase, "ratios": ratios}
+        if args.skip_timing:
+            for side in sides:
+                side.run_epoch()  # compile
+        phase = None if args.skip_timing else measure(sides, args.rounds, args.warmup, "main")
+        if phase is not None:
+            ratios = {"meanfield (vs analytic-KL hand-written)": ratio(phase, ppvae_mf.name, hand_mf.name),
+                      "trace (vs sampled-KL hand-written)": ratio(phase, ppvae_tr.name, hand_tr.name),
+                      "trace (vs analytic-KL hand-written)": ratio(phase, ppvae_tr.name, hand_mf.name),
+                      "A/A control: hand-written sampled KL / analytic KL (same op count)":
+                          ratio(phase, hand_tr.name, hand_mf.name)}
+            results["main"] = {**phase, "ratios": ratios}
+            print_tables(phase, ratios, n_train)
         if args.hlo:
             results["hlo"] = hlo_report(sides)
-        print_tables(phase, ratios, n_train)
-        if args.hlo:
             print("| program | executed HLO ops, epoch program | of which fusions | while loops (scan + threefry) "
                   "| executed HLO ops, rest step |")
             print("| --- | --- | --- | --- | --- |")
@@ -613,6 +744,14 @@ def main() -> None:
                 print(f"| {name} | {e.get('executed_ops')} | {e['by_opcode'].get('fusion')} | "
                       f"{e['by_opcode'].get('while', 0)} | {s.get('executed_ops')} |")
             print()
+
+        profile_sides = list(sides)
+        if args.profile:
+            profile_sides.append(PPVAE(dataset, "meanfield", Path(tmp, "profiled"),
+                                       ("prior-constant", "lazy-model-key", "site-key")))
+            results["profile"] = {s.name: profile_side(s, args.profile, Path(tmp, f"profile{i}"))
+                                  for i, s in enumerate(profile_sides)}
+            print_profile(results["profile"])
 
         if args.variants:
             variant_sides = [Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr),
