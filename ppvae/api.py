@@ -19,7 +19,7 @@ import logging
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,7 +42,8 @@ SHORTCUTS = {
 
 
 def build_config(spec: str | Path | Mapping | Config | None = None,
-                 overrides: Mapping[str, Any] | None = None, **shortcuts) -> Config:
+                 overrides: Mapping[str, Any] | None = None, *, plugins: Sequence[str | Path] = (),
+                 **shortcuts) -> Config:
     """Resolve a spec (file, tables or Config), then ``--set``-style overrides, then shortcuts.
 
     Parameters
@@ -51,6 +52,9 @@ def build_config(spec: str | Path | Mapping | Config | None = None,
         A TOML spec file, nested tables, or a Config; defaults to the built-in defaults.
     overrides : dict, optional
         Dotted keys, e.g. ``{"model.encoder_options.hidden": [512]}``.
+    plugins : sequence of path, optional
+        Plug-in files to load besides the spec's own ``plugins``; the result lists them all
+        as absolute paths, and they are loaded (so the spec's components can be looked up).
     **shortcuts
         Any of :data:`SHORTCUTS` (``latent_dim=2``, ``epochs=5``, ``data="mnist"``, ...);
         ``None`` values are ignored.
@@ -69,7 +73,18 @@ def build_config(spec: str | Path | Mapping | Config | None = None,
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(SHORTCUTS))}")
     chosen = {SHORTCUTS[k]: v for k, v in shortcuts.items() if v is not None}
-    return cfg.with_overrides(chosen) if chosen else cfg
+    cfg = cfg.with_overrides(chosen) if chosen else cfg
+    return _with_plugins(cfg, plugins)
+
+
+def _with_plugins(cfg: Config, extra: Sequence[str | Path] = (), origin: str | None = None) -> Config:
+    """Load the spec's plug-ins and ``extra`` ones; record all of them as absolute paths."""
+    from .plugins import load_plugins
+
+    if not cfg.plugins and not extra:
+        return cfg
+    paths = tuple(load_plugins([*cfg.plugins, *extra], origin=origin))
+    return dataclasses.replace(cfg, plugins=paths) if paths != cfg.plugins else cfg
 
 
 def _backend(name: str):
@@ -113,7 +128,8 @@ def _versions() -> dict:
 def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | None = None,
         resume: str | Path | None = None, force: bool = False, progress: bool = False,
         overrides: Mapping[str, Any] | None = None, stop_after_steps: int | None = None,
-        pictures: bool = True, echo: Callable[[str], None] | None = None, **shortcuts) -> "Run":
+        pictures: bool = True, echo: Callable[[str], None] | None = None,
+        plugins: Sequence[str | Path] = (), **shortcuts) -> "Run":
     """Train a VAE and write its run folder.
 
     Parameters
@@ -137,6 +153,9 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         Write samples.png, reconstructions.png and loss.png.
     echo : callable, optional
         Receives one-line progress messages (the CLI prints them).
+    plugins : sequence of path, optional
+        Plug-in files that register custom components (besides the spec's ``plugins``);
+        their absolute paths are recorded in ``config.toml``, so the run reloads them.
     **shortcuts
         ``latent_dim``, ``likelihood``, ``epochs``, ``beta``, ``data``, ... (see :data:`SHORTCUTS`).
 
@@ -155,9 +174,9 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         folder = RunFolder(resume)
         folder.check_exists()
         saved = folder.read_config()
-        cfg = build_config(saved, overrides, **shortcuts)
+        cfg = build_config(saved, overrides, plugins=plugins, **shortcuts)
     else:
-        cfg = build_config(spec, overrides, **shortcuts)
+        cfg = build_config(spec, overrides, plugins=plugins, **shortcuts)
         folder = RunFolder(out if out is not None else default_run_dir())
     # config.toml records the source; a relative path would break once used from elsewhere.
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=absolute_source(cfg.data.source)))
@@ -241,7 +260,7 @@ class Run:
                  dataset: Dataset | None = None, device: str = "auto"):
         self.folder = RunFolder(path)
         self.path = self.folder.path
-        self.config = cfg or self.folder.read_config()
+        self.config = cfg or _with_plugins(self.folder.read_config(), origin=f"{self.folder.path / 'config.toml'}")
         self.data_info = self.folder.read_data_info()
         self.summary = self.folder.read_summary()
         self._trained = trained

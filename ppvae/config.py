@@ -1,7 +1,9 @@
 """The run configuration: frozen, validated dataclasses that read and write TOML.
 
 A spec file has three tables, ``[model]``, ``[data]`` and ``[train]``; every key is
-optional and falls back to the defaults below. ``ppvae fit`` writes the fully
+optional and falls back to the defaults below. An optional top-level
+``plugins = ["my_prior.py"]`` (before the tables) names plug-in files that register the
+spec's custom components, relative to the spec file. ``ppvae fit`` writes the fully
 resolved configuration to ``RUN/config.toml``, so ``ppvae fit RUN/config.toml``
 reproduces the run.
 
@@ -293,19 +295,29 @@ class Config:
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
+    #: Plug-in files (``.py``) that register the spec's custom components; the top-level
+    #: ``plugins = [...]`` of a spec, relative to the spec file there, absolute once resolved.
+    plugins: tuple = ()
+
+    def __post_init__(self) -> None:
+        value = self.plugins
+        _check(isinstance(value, (list, tuple)) and all(isinstance(p, str) and p for p in value),
+               f"plugins must be a list of .py file paths, e.g. plugins = [\"my_prior.py\"], got {value!r}")
+        object.__setattr__(self, "plugins", tuple(dict.fromkeys(value)))
 
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_dict(cls, tables: Mapping[str, Any]) -> "Config":
         """Build from nested tables ``{"model": {...}, "data": {...}, "train": {...}}``."""
         _check(isinstance(tables, Mapping), "a spec must be a table with [model], [data] and [train]")
-        unknown = sorted(set(tables) - set(_SECTIONS))
+        unknown = sorted(set(tables) - set(_SECTIONS) - {"plugins"})
         _check(
             not unknown,
-            f"unknown table(s) {', '.join(unknown)} in the spec; valid tables: model, data, train",
+            f"unknown table(s) {', '.join(unknown)} in the spec; valid tables: model, data, train "
+            "(and the top-level key plugins)",
         )
         return cls(**{name: _section_from_mapping(name, sec, tables.get(name, {}))
-                      for name, sec in _SECTIONS.items()})
+                      for name, sec in _SECTIONS.items()}, plugins=tables.get("plugins", ()))
 
     @classmethod
     def from_toml_string(cls, text: str, origin: str = "spec") -> "Config":
@@ -327,7 +339,12 @@ class Config:
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read spec file {str(path)!r}: {exc}") from None
         cfg = cls.from_toml_string(text, origin=f"spec file {str(path)!r}")
-        return cfg._resolve_relative_source(path.parent)
+        return cfg._resolve_relative_source(path.parent)._resolve_plugin_paths(path.parent)
+
+    def _resolve_plugin_paths(self, base: Path) -> "Config":
+        """Plug-in paths in a spec are relative to the spec file; make them absolute."""
+        paths = tuple(str((base / Path(p).expanduser()).resolve()) for p in self.plugins)
+        return dataclasses.replace(self, plugins=paths) if paths != self.plugins else self
 
     def _resolve_relative_source(self, base: Path) -> "Config":
         """A data path in a spec is relative to the spec file, like a plug-in path."""
@@ -342,7 +359,8 @@ class Config:
     # -- transformation -----------------------------------------------------------------
     def to_dict(self) -> dict:
         """Nested plain tables, with ``None`` values left out (TOML has no null)."""
-        out: dict = {}
+        # Top-level keys first: TOML puts every key after a [table] header into that table.
+        out: dict = {"plugins": list(self.plugins)} if self.plugins else {}
         for name in _SECTIONS:
             table = dataclasses.asdict(getattr(self, name))
             out[name] = {k: v for k, v in table.items() if v is not None}

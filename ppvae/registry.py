@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from .errors import BackendUnavailableError, UsageError, unknown_name
 
 __all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
-           "resolve_options", "load_backend"]
+           "resolve_options", "load_backend", "registration_count", "registered_since", "portable"]
 
 KINDS = ("prior", "likelihood", "encoder", "decoder")
 
@@ -131,14 +131,33 @@ def register(kind: str, name: str, *, backend: str | None = None, description: s
             )
         doc = description or (inspect.getdoc(factory) or "").strip().splitlines()
         text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        table = _REGISTRY.setdefault((kind, backend or PORTABLE), {})
+        if _is_builtin(factory) and name in table and not _is_builtin(table[name].factory):
+            # A backend imported after a plug-in registered this name: the plug-in's wins.
+            return factory
         _ORDER[0] += 1
-        _REGISTRY.setdefault((kind, backend or PORTABLE), {})[name] = Component(
+        table[name] = Component(
             kind=kind, name=name, backend=backend or PORTABLE, factory=factory,
             description=text, defaults=_settings_of(factory), order=_ORDER[0],
         )
         return factory
 
     return decorator
+
+
+def _is_builtin(factory) -> bool:
+    return getattr(factory, "__module__", "").startswith("ppvae.")
+
+
+def registration_count() -> int:
+    """A counter that every registration raises; pass it to :func:`registered_since`."""
+    return _ORDER[0]
+
+
+def registered_since(count: int) -> list[Component]:
+    """The components registered after :func:`registration_count` returned ``count``."""
+    found = [c for table in _REGISTRY.values() for c in table.values() if c.order > count]
+    return sorted(found, key=lambda c: c.order)
 
 
 def load_backend(backend: str):
@@ -177,6 +196,11 @@ def components(kind: str, backend: str) -> dict[str, Component]:
     return found
 
 
+def portable(kind: str) -> dict[str, Component]:
+    """The :class:`ppvae.Portable` components of ``kind`` (one definition, every backend), by name."""
+    return dict(_REGISTRY.get((kind, PORTABLE), {}))
+
+
 def names(kind: str, backend: str) -> list[str]:
     """Sorted registered names of ``kind`` for ``backend``."""
     return sorted(components(kind, backend))
@@ -186,8 +210,26 @@ def get(kind: str, name: str, backend: str) -> Component:
     """Look up a component; an unknown name raises a UsageError listing the valid ones."""
     found = components(kind, backend)
     if name not in found:
-        raise unknown_name(kind, name, found)
+        raise _not_registered(kind, name, backend, found)
     return found[name]
+
+
+def _not_registered(kind: str, name: str, backend: str, found) -> UsageError:
+    """The message for a missing component: what exists, where it exists, and the fix."""
+    elsewhere = sorted(b for (k, b), table in _REGISTRY.items()
+                       if k == kind and b not in (backend, PORTABLE) and name in table)
+    writable_once = kind in ("prior", "likelihood")  # the kinds a ppvae.Portable can be
+    if elsewhere:
+        where = f"it is registered for backend {', '.join(elsewhere)} only"
+        fix = (f"write it as a ppvae.Portable to run on both backends, or register a {backend} version"
+               if writable_once else f"register a {backend} version with backend={backend!r}")
+    else:
+        where = "it is not registered"
+        fix = ("load its plug-in with --plugin FILE (or plugins = [\"FILE\"] in the spec)"
+               + ("; write it as a ppvae.Portable to run on both backends" if writable_once else ""))
+    choices = ", ".join(sorted(found)) or "(none registered)"
+    return UsageError(f"unknown {kind} {name!r} for backend {backend} ({where}); valid {kind} names: {choices}; "
+                      f"{fix}")
 
 
 def resolve_options(kind: str, name: str, backend: str, options: Mapping[str, Any]) -> dict:
