@@ -103,8 +103,9 @@ def cli():
 @click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
 @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
 @click.option("--elbo", type=click.Choice(ELBO_NAMES),
-              help="meanfield (analytic KL, default), trace (sampled ELBO) or iwae (importance weighted).")
-@click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae).")
+              help="meanfield (analytic KL, default), trace (sampled ELBO), iwae (importance weighted) or "
+                   "dreg (the iwae bound with doubly-reparameterized, lower-variance encoder gradients).")
+@click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @click.option("--seed", type=int, help="Seed of every random draw in training (default 0).")
 @click.option("--device", help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -374,7 +375,7 @@ def decode(run, latents, out, device, force):
 @click.option("--backends", default="pyro", show_default=True, metavar="NAMES",
               help="Comma-separated inference backends: pyro, numpyro.")
 @click.option("--elbos", default="meanfield", show_default=True, metavar="NAMES",
-              help="Comma-separated training estimators: meanfield, trace, iwae (iwae uses the spec's "
+              help="Comma-separated training estimators: meanfield, trace, iwae, dreg (iwae and dreg use the spec's "
                    "train.num_particles as K, or 5 when that is 1).")
 @click.option("--seeds", default="0", show_default=True, metavar="SEEDS",
               help="Comma-separated training seeds; each row is mean ± spread over them.")

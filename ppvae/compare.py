@@ -1,7 +1,7 @@
 """Compare inference backends and estimators on one spec: ``ppvae compare``.
 
 Every combination of backend (``pyro``, ``numpyro``), estimator (``meanfield``,
-``trace``, ``iwae``) and seed is trained by :func:`ppvae.fit` on the same data split
+``trace``, ``iwae``, ``dreg``) and seed is trained by :func:`ppvae.fit` on the same data split
 into its own run folder, ``OUT/<backend>-<estimator>-seed<k>/``. The rows of the result
 aggregate seeds: the mean and the spread (sample standard deviation over seeds) of
 wall time, seconds per epoch, images per second, held-out ELBO, held-out log p(x), KL
@@ -47,9 +47,12 @@ from .runs import RunFolder
 __all__ = ["compare", "ComparisonResult", "aggregate", "mark_vs_best", "add_marks", "parse_names", "parse_seeds",
            "METRICS_SHOWN", "DEFAULT_IWAE_PARTICLES", "PROTOCOL"]
 
-#: K used for ``iwae`` rows when the spec's ``train.num_particles`` is 1 (an IWAE with
-#: K = 1 is just the ELBO).
+#: K used for ``iwae`` and ``dreg`` rows when the spec's ``train.num_particles`` is 1 (an
+#: IWAE with K = 1 is just the ELBO).
 DEFAULT_IWAE_PARTICLES = 5
+
+#: The estimators whose K is shown in their row's label (importance-weighted bounds).
+IMPORTANCE_WEIGHTED = ("iwae", "dreg")
 
 #: The benchmark protocol whose data the default spec uses.
 PROTOCOL = "MNIST-10k v1"
@@ -305,7 +308,7 @@ def _vs_best_cell(mark: Mapping[str, Any]) -> str:
 
 
 def _row_cells(result: ComparisonResult, row: dict) -> list[str]:
-    estimator = row["elbo"] + (f" (K={row['num_particles']})" if row["elbo"] == "iwae" else "")
+    estimator = row["elbo"] + (f" (K={row['num_particles']})" if row["elbo"] in IMPORTANCE_WEIGHTED else "")
     epochs = sorted({r["epochs"] for r in row["runs"] if r.get("epochs") is not None})
     cells = [row["backend"], estimator, row["device"] or "n/a", "/".join(map(str, epochs)) or "n/a"]
     ks = {r.get("eval_num_samples") for r in result.rows}
@@ -388,7 +391,7 @@ def _load_backend(name: str) -> None:
 
 def _row_config(base: Config, backend: str, elbo: str) -> tuple[Config, int]:
     particles = base.train.num_particles
-    if elbo == "iwae" and particles == 1:
+    if elbo in IMPORTANCE_WEIGHTED and particles == 1:
         particles = DEFAULT_IWAE_PARTICLES
     train = dataclasses.replace(base.train, backend=backend, elbo=elbo, num_particles=particles)
     return dataclasses.replace(base, train=train), particles
@@ -504,7 +507,7 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
         The spec every row trains (defaults as :func:`ppvae.fit`).
     backends, elbos : sequence of str, or a comma-separated string
         Backends (``pyro``, ``numpyro``) and estimators (``meanfield``, ``trace``,
-        ``iwae``). ``iwae`` rows use the spec's ``train.num_particles`` as K, or
+        ``iwae``, ``dreg``). ``iwae`` and ``dreg`` rows use the spec's ``train.num_particles`` as K, or
         :data:`DEFAULT_IWAE_PARTICLES` when that is 1 (the table's notes say so).
     seeds : sequence of int, or a string like ``"0,1,2"``
         ``train.seed`` of the runs of every row; the spread of a row is over these.
@@ -583,7 +586,8 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
             name = f"{b}-{e}-seed{seed}"
             folder = out_path / name
             run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-            say(f"[{done}/{total}] {b} {e}{f' (K={particles})' if e == 'iwae' else ''} seed {seed} -> {folder}")
+            k_note = f" (K={particles})" if e in IMPORTANCE_WEIGHTED else ""
+            say(f"[{done}/{total}] {b} {e}{k_note} seed {seed} -> {folder}")
             started = time.perf_counter()
             try:
                 api.fit(run_cfg, out=folder, force=force, progress=progress, pictures=pictures)
@@ -609,7 +613,7 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
         ks = sorted({r["eval_num_samples"] for r in ok if r.get("eval_num_samples")})
         rows.append({
             "backend": b, "elbo": e, "num_particles": particles,
-            "label": f"{b} · {e}" + (f" (K={particles})" if e == "iwae" else ""),
+            "label": f"{b} · {e}" + (f" (K={particles})" if e in IMPORTANCE_WEIGHTED else ""),
             "device": ", ".join(devices), "epochs": ok[0]["epochs"] if ok else None,
             "eval_num_samples": ks[0] if ks else cfg.train.eval_num_samples,
             "seeds": list(seeds), "runs": runs,
@@ -621,8 +625,10 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
 
     # 4. Notes, info and files.
     notes = []
-    if "iwae" in elbos and base.train.num_particles == 1:
-        notes.append(f"iwae rows train with K = {DEFAULT_IWAE_PARTICLES} importance samples per datapoint "
+    weighted = [e for e in elbos if e in IMPORTANCE_WEIGHTED]
+    if weighted and base.train.num_particles == 1:
+        notes.append(f"{' and '.join(weighted)} rows train with K = {DEFAULT_IWAE_PARTICLES} importance samples "
+                     "per datapoint "
                      "(the spec's train.num_particles is 1, for which IWAE is the ELBO); set another K with "
                      "--set train.num_particles=N.")
     if len(seeds) < 2:

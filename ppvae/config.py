@@ -44,7 +44,7 @@ __all__ = [
     "validate_device",
 ]
 
-ELBO_NAMES = ("meanfield", "trace", "iwae")
+ELBO_NAMES = ("meanfield", "trace", "iwae", "dreg")
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 BINARIZE_MODES = ("auto", "dynamic", "static", "none")
 SCALE_MODES = ("auto", "unit", "minmax", "none")
@@ -194,12 +194,14 @@ class TrainSpec:
     ----------
     backend : str
         Inference backend: ``"pyro"``.
-    elbo : {"meanfield", "trace", "iwae"}
+    elbo : {"meanfield", "trace", "iwae", "dreg"}
         ``meanfield``: ELBO with the analytic KL where one exists (sampled otherwise);
         ``trace``: fully sampled ELBO; ``iwae``: the importance-weighted bound with
-        ``num_particles`` samples per datapoint.
+        ``num_particles`` samples per datapoint; ``dreg``: the same bound with the
+        doubly-reparameterized gradient (lower-variance gradients for the encoder; needs a
+        Gaussian guide).
     num_particles : int
-        Samples of z per datapoint (K for ``iwae``, averaged for the ELBOs).
+        Samples of z per datapoint (K for ``iwae`` and ``dreg``, averaged for the ELBOs).
     epochs, batch_size : int
         Passes over the training split, and minibatch size.
     lr : float

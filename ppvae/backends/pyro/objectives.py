@@ -1,4 +1,5 @@
-"""The estimators: analytic-KL ELBO, sampled ELBO and the per-datapoint IWAE bound.
+"""The estimators: analytic-KL ELBO, sampled ELBO and the per-datapoint IWAE bound (with
+the plain or the doubly-reparameterized gradient).
 
 All three are computed from one guide trace and the model replayed on it, so the
 reconstruction term, the KL term and the loss come from the *same* draws. Every term is
@@ -10,6 +11,16 @@ per-datapoint bounds (the pitfall behind Pyro issues 3104 and 2220 with ``RenyiE
 
 β is read off the traces, as the ratio of the ``"z"`` site's scale to the ``"x"`` site's
 scale; the guide's and the model's ``"z"`` must carry the same scale.
+
+``dreg`` has the IWAE bound's value but the doubly-reparameterized gradient (DReG): the
+guide's parameters get ``sum_k c_k * dlog w_k/dz_k * dz_k/dphi`` with log q evaluated at
+stopped guide parameters, where ``c_k = w~_k^2`` for β = 1 (``w~`` are the normalized
+weights of one datapoint); the model's parameters get the plain IWAE gradient
+``sum_k w~_k * grad log w_k``. The score-function term of the IWAE gradient, whose
+variance grows with K, is gone; its expectation is carried by the ``w~_k^2`` reweighting
+instead, so the expected gradient is the IWAE gradient. For β != 1,
+``log w = log p(x|z) + β (log p(z) - log q(z|x))`` and the same derivation gives
+``c_k = (1 - β) w~_k + β w~_k^2`` (which is what is used for every β).
 """
 
 from __future__ import annotations
@@ -18,16 +29,18 @@ import math
 from dataclasses import dataclass
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import ELBO
+from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from ...errors import UsageError
 
 __all__ = ["Terms", "terms", "log_weights", "VAEObjective", "OBJECTIVES"]
 
-OBJECTIVES = ("meanfield", "trace", "iwae")
+OBJECTIVES = ("meanfield", "trace", "iwae", "dreg")
 
 
 @dataclass
@@ -35,7 +48,8 @@ class Terms:
     """Per-datapoint objective terms of one minibatch (means over the batch, in nats).
 
     ``loss`` is the negative bound (what is minimized): ``reconstruction + beta * kl``
-    for the ELBOs, ``-log mean_k w_k`` for IWAE. ``data_scale`` is N / B, so
+    for the ELBOs, ``-log mean_k w_k`` for IWAE and DReG (for DReG only ``loss`` carries
+    the DReG gradient). ``data_scale`` is N / B, so
     ``loss * batch * data_scale`` is the dataset-scaled loss Pyro's ELBOs report.
     """
 
@@ -87,6 +101,50 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
     return log_px, kl, -sampled_kl, beta, float(data_scale)
 
 
+def _stopped(fn, name: str = "z"):
+    """A copy of the guide's distribution with its parameters cut from the graph."""
+    if isinstance(fn, Independent):
+        return dist.Independent(_stopped(fn.base_dist), fn.reinterpreted_batch_ndims)
+    if isinstance(fn, dist.ExpandedDistribution):
+        return dist.ExpandedDistribution(_stopped(fn.base_dist), fn.batch_shape)
+    if isinstance(fn, Normal):
+        return dist.Normal(fn.loc.detach(), fn.scale.detach())
+    if isinstance(fn, LowRankMultivariateNormal):
+        return dist.LowRankMultivariateNormal(fn.loc.detach(), fn.cov_factor.detach(), fn.cov_diag.detach())
+    if isinstance(fn, MultivariateNormal):
+        return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
+    raise UsageError(
+        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Normal, "
+        f"MultivariateNormal and LowRankMultivariateNormal guides, not for this guide's {type(fn).__name__} "
+        f"at site {name!r}; use a Gaussian guide, or --elbo iwae"
+    )
+
+
+def _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta):
+    """``loss`` (the negative IWAE bound per datapoint) with the DReG gradient attached.
+
+    One backward pass: the surrogate ``-sum_k stop(w~_k) log w'_k``, with ``log w'`` using
+    log q at stopped guide parameters, gives the model's parameters their IWAE gradient;
+    the guide's parameters see ``z`` only, and a hook on ``z`` multiplies the gradient
+    that reaches it by ``(1 - β) + β w~_k`` (known once the forward pass is done).
+    """
+    zg = guide_tr.nodes["z"]
+    fn, z = zg["fn"], zg["value"]
+    if not fn.has_rsample:
+        raise UsageError(f"estimator 'dreg' needs a reparameterized guide; {type(fn).__name__} has no rsample")
+    q_stopped = _stopped(fn)
+    log_w_stopped = _site_log_prob(model_tr.nodes["x"]) + beta * (
+        _site_log_prob(model_tr.nodes["z"]) - q_stopped.log_prob(z))
+    log_w_stopped = log_w_stopped.reshape(log_w.shape)
+    w = torch.softmax(log_w.detach(), 0)
+    if z.requires_grad:  # not under torch.no_grad()
+        coef = ((1.0 - beta) + beta * w).reshape(fn.batch_shape + (1,) * len(fn.event_shape))
+        z.register_hook(lambda grad: grad * coef)
+    surrogate = -(w * log_w_stopped).sum(0)
+    # The value stays the IWAE bound exactly: surrogate - surrogate.detach() is 0.
+    return loss.detach() + (surrogate - surrogate.detach())
+
+
 def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int = 1, **kwargs) -> Terms:
     """Compute the objective's terms for one minibatch.
 
@@ -96,8 +154,9 @@ def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int 
         A model/guide pair following the contract (sites ``"z"``, ``"x"``, plate ``"data"``).
     *args, **kwargs
         Passed to both (typically the batch ``x`` and ``beta``).
-    estimator : {"meanfield", "trace", "iwae"}
-        Which bound.
+    estimator : {"meanfield", "trace", "iwae", "dreg"}
+        Which bound; ``dreg`` is the IWAE bound with the doubly-reparameterized gradient
+        (its guide must be a Normal, MultivariateNormal or LowRankMultivariateNormal).
     num_particles : int
         K: samples of z per datapoint.
     """
@@ -109,9 +168,11 @@ def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int 
         log_px, kl, log_ratio = log_px[None], kl[None], log_ratio[None]
     reconstruction = -log_px.mean(0)
     kl_mean = kl.mean(0)
-    if estimator == "iwae":
+    if estimator in ("iwae", "dreg"):
         log_w = log_px + beta * log_ratio
         loss = -(torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
+        if estimator == "dreg":
+            loss = _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta)
     else:
         loss = reconstruction + beta * kl_mean
     batch = loss.shape[0]
@@ -138,6 +199,7 @@ class VAEObjective(ELBO):
     ``"trace"`` it equals ``Trace_ELBO``'s loss on the same draws, for ``"meanfield"``
     ``TraceMeanField_ELBO``'s, and for ``"iwae"`` it is the sum over datapoints of the
     per-datapoint importance-weighted bound with ``num_particles`` samples.
+    ``"dreg"`` has the same loss as ``"iwae"`` and the doubly-reparameterized gradient.
 
     Examples
     --------

@@ -186,6 +186,11 @@ class Trainer:
                         self.optimizer.zero_grad(set_to_none=True)
                         tm.loss.backward()
                         self.optimizer.step()
+                    except UsageError:
+                        # A spec the estimator cannot train (e.g. dreg with a non-Gaussian
+                        # guide) is the user's to fix, not a divergence.
+                        bar.close()
+                        raise
                     except ValueError as exc:
                         # Non-finite weights from an earlier diverged step make Pyro's
                         # distribution checks fail here, before the next logging point.
