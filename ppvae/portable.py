@@ -41,8 +41,10 @@ class Portable:
     - a likelihood: ``__init__(self, event_shape, **settings)`` and
       ``distribution(self, dist, ops, p, out)`` returning a distribution over one datapoint
       given the decoder's output ``out`` (shape ``(..., *param_shape)``); class attribute
-      ``support`` (``"unit_interval"`` or ``"real"``) and optional attribute
-      ``param_shape`` (default: the event shape, one decoder output per value).
+      ``support`` (``"unit_interval"``: data in [0, 1]; ``"real"``: any finite value;
+      ``"count"``: non-negative integers, which the data preparation never rescales) and
+      optional attribute ``param_shape`` (default: the event shape, one decoder output per
+      value; k parameters per value go first, ``(k, *event_shape)``).
 
     ``dist`` is ``pyro.distributions`` or ``numpyro.distributions``; ``ops`` offers ``exp``,
     ``log``, ``log1p``, ``softplus``, ``sigmoid``, ``sqrt``, ``tanh``, ``abs``, ``where``,

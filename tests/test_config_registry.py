@@ -56,7 +56,8 @@ def test_parse_override_reads_toml_values():
 def test_registry_lists_valid_names_and_settings():
     assert {"bernoulli", "continuous_bernoulli", "normal"} <= set(registry.names("likelihood", "pyro"))
     assert {"mlp", "conv", "linear"} <= set(registry.names("decoder", "pyro"))
-    with pytest.raises(UsageError, match="valid likelihood names: bernoulli, continuous_bernoulli, normal"):
+    with pytest.raises(UsageError, match="valid likelihood names: bernoulli, beta, categorical, continuous_bernoulli, "
+                                         "laplace, negative_binomial, normal, poisson, zinb"):
         registry.get("likelihood", "gaussian", "pyro")
     with pytest.raises(UsageError, match="valid settings: activation, hidden"):
         registry.resolve_options("encoder", "mlp", "pyro", {"hiden": [3]})

@@ -29,8 +29,11 @@ from .standard import (
 
 __all__ = ["load_dataset", "prepare_new", "load_source", "SUPPORTS"]
 
-#: Supports a likelihood can declare: data in [0, 1], or any finite value.
-SUPPORTS = ("unit_interval", "real")
+#: Supports a likelihood can declare: data in [0, 1], any finite value, or counts
+#: (non-negative integers, never rescaled).
+SUPPORTS = ("unit_interval", "real", "count")
+#: Rows checked at a time for integer counts, so the check never copies a whole large array.
+_COUNT_CHECK_ROWS = 4096
 _TRANSFORM_VERSION = 1
 
 
@@ -177,6 +180,35 @@ def _check_support(lo: float, hi: float, t: dict, name: str) -> None:
     )
 
 
+def _check_counts(t: dict, name: str, *arrays: np.ndarray) -> None:
+    """Count likelihoods (support ``"count"``) need non-negative integers after preprocessing."""
+    if t.get("support") != "count":
+        return
+    negative = fraction = None
+    for x in arrays:
+        for start in range(0, x.shape[0], _COUNT_CHECK_ROWS):
+            block = x[start:start + _COUNT_CHECK_ROWS]
+            if negative is None and (block < 0).any():
+                negative = float(block.min())
+            if fraction is None:
+                off = block[block != np.round(block)]
+                fraction = float(off.flat[0]) if off.size else None
+    if negative is None and fraction is None:
+        return
+    found = (f"negative values (min {negative:.3g})" if negative is not None
+             else f"non-integer values (e.g. {fraction:.4g})")
+    fixes = []
+    if t.get("scale") in ("unit", "minmax"):
+        fixes.append(f'set data.scale = "none" (data.scale = "{t["scale"]}" rescales the counts)')
+    if t.get("standardize"):
+        fixes.append("set data.standardize = false")
+    fix = " and ".join(fixes) or "pass non-negative integer counts, or use a 'normal' likelihood"
+    raise DataError(
+        f"{name} has {found} but likelihood {t.get('likelihood', '?')!r} models counts "
+        f"(non-negative integers); {fix}"
+    )
+
+
 def _finish(x: np.ndarray, t: dict, seed: int, name: str) -> np.ndarray:
     """Binarize (when on) with ``seed`` and return float32, C-contiguous."""
     if t["binarize"] != "none":
@@ -190,7 +222,8 @@ def _fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likelih
     """The transform with its training statistics; ``binarize`` is resolved later."""
     scale = spec.scale
     if scale == "auto":
-        scale = "unit" if eight_bit else "none"
+        # Counts stay counts: 8-bit data is divided by 255 only for the other supports.
+        scale = "unit" if eight_bit and support != "count" else "none"
     t = {
         "version": _TRANSFORM_VERSION,
         "event_shape": list(x_train.shape[1:]),
@@ -231,8 +264,10 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     likelihood : str
         Name of the model's likelihood; ``"auto"`` binarization is on only for
         ``"bernoulli"``.
-    support : {"unit_interval", "real"}
-        The likelihood's support: ``"unit_interval"`` requires the prepared data in [0, 1].
+    support : {"unit_interval", "real", "count"}
+        The likelihood's support: ``"unit_interval"`` requires the prepared data in [0, 1];
+        ``"count"`` requires non-negative integers, and ``data.scale = "auto"`` then leaves
+        8-bit data as it is (grey levels 0-255 are counts) instead of dividing it by 255.
 
     Returns
     -------
@@ -290,6 +325,7 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     else:
         train = np.ascontiguousarray(train, dtype=np.float32)
     _check_support(*_range(train, heldout), t, raw.name)
+    _check_counts(t, raw.name, train, heldout)
     return Dataset(
         name=raw.name,
         train=train,
@@ -360,6 +396,7 @@ def prepare_new(x, transform: dict, split_seed: int, *, name: str = "data") -> n
     out = _standardize(_scale(x, transform, np.float64, name, new_data=True), transform)
     out = _finish(out, transform, split_seed + 1, name)
     _check_support(*_range(out), transform, name)
+    _check_counts(transform, name, out)
     return out
 
 
