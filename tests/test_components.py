@@ -413,7 +413,7 @@ def test_vamp_prior_shares_the_encoder_and_its_gradients_reach_it():
     tvae.register_params = True
     pyro.clear_param_store()
     poutine.trace(tvae.model).get_trace(torch.rand(3, *SHAPE).round())
-    assert any(name.startswith("ppvae_encoder$$$") for name in pyro.get_param_store().keys())
+    assert any(name.startswith("ppvae_encoder$$$") for name in pyro.get_param_store())
 
     # NumPyro: the model's trace holds the encoder's params under the guide's name (traced
     # abstractly: only the site names are needed, so nothing is compiled).

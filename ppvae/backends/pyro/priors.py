@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import UsageError
 from ...registry import register
 from .. import settings
 
