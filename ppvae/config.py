@@ -306,6 +306,11 @@ class Config:
         _check(isinstance(value, (list, tuple)) and all(isinstance(p, str) and p for p in value),
                f"plugins must be a list of .py file paths, e.g. plugins = [\"my_prior.py\"], got {value!r}")
         object.__setattr__(self, "plugins", tuple(dict.fromkeys(value)))
+        # DReG evaluates log q at stopped guide parameters, which a flow cannot offer (its
+        # parameters live inside networks): say so before any run folder is written.
+        _check(not (self.train.elbo == "dreg" and getattr(self.model, "guide", None) == "iaf"),
+               'train.elbo = "dreg" needs a Gaussian guide (model.guide = diagonal, lowrank or fullrank), '
+               'not model.guide = "iaf"; train the flow with --elbo iwae')
 
     # -- construction -----------------------------------------------------------------
     @classmethod

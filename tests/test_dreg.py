@@ -366,7 +366,7 @@ def test_a_guide_without_stoppable_parameters_is_refused_by_name():
 
     from ppvae.errors import UsageError
 
-    with pytest.raises(UsageError, match="TransformedDistribution.*--elbo iwae"):
+    with pytest.raises(UsageError, match="TransformedDistribution .a flow, as model.guide = iaf.*--elbo iwae"):
         pb.terms(tvae.model, flow_guide, torch.as_tensor(x), beta=1.0, estimator="dreg", num_particles=2)
 
     def jax_flow_guide(x, beta=1.0):
@@ -375,21 +375,86 @@ def test_a_guide_without_stoppable_parameters_is_refused_by_name():
             q = ndist.TransformedDistribution(ndist.Normal(loc, scale), ndist.transforms.ExpTransform())
             return numpyro.sample("z", q.to_event(1))
 
-    with pytest.raises(UsageError, match="TransformedDistribution.*--elbo iwae"):
+    with pytest.raises(UsageError, match="TransformedDistribution .a flow, as model.guide = iaf.*--elbo iwae"):
         npb.terms(handlers.substitute(jvae.model, data=params), jax_flow_guide, jax.random.PRNGKey(0),
                   jnp.asarray(x), 1.0, estimator="dreg", num_particles=2)
+
+
+@pytest.mark.parametrize("guide", ["lowrank", "fullrank"])
+def test_dreg_with_full_covariance_guides(guide):
+    """Low-rank and full-rank Normal guides: the IWAE value, the IWAE gradient for the
+    decoder, another (finite) gradient for the encoder, on both backends."""
+    spec = ModelSpec(latent_dim=LATENT, guide=guide, encoder_options={"hidden": [16]},
+                     decoder_options={"hidden": [16]})
+    x, K = binary_batch(), 4
+    torch.manual_seed(0)
+    tvae = pb.build_vae(spec, SHAPE, dataset_size=N_DATA, register_params=False)
+    grads = {}
+    for estimator in ("iwae", "dreg"):
+        t = seeded(lambda: pb.terms(tvae.model, tvae.guide, torch.as_tensor(x), beta=1.0, estimator=estimator,
+                                    num_particles=K))
+        grads[estimator] = (t.loss.detach(), torch_grads(tvae, t.loss))
+    assert torch.equal(grads["iwae"][0], grads["dreg"][0])
+    for name, g in grads["dreg"][1].items():
+        assert np.isfinite(g).all(), name
+        if name.startswith("encoder."):
+            continue
+        np.testing.assert_allclose(g, grads["iwae"][1][name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert any(np.abs(g - grads["iwae"][1][n]).max() > 1e-4 for n, g in grads["dreg"][1].items()
+               if n.startswith("encoder."))
+
+    jvae = npb.build_vae(spec, SHAPE, jax.random.PRNGKey(0), dataset_size=N_DATA)
+    params = npb.initial_params(jvae)
+    key = jax.random.PRNGKey(1)
+
+    def loss(p, estimator):
+        return npb.terms(handlers.substitute(jvae.model, data=p), handlers.substitute(jvae.guide, data=p), key,
+                         jnp.asarray(x), 1.0, estimator=estimator, num_particles=K).loss
+
+    (v_iwae, g_iwae), (v_dreg, g_dreg) = (jax.value_and_grad(loss)(params, e) for e in ("iwae", "dreg"))
+    assert float(v_iwae) == float(v_dreg)
+    for k in params:
+        for a, b in zip(jax.tree_util.tree_leaves(g_dreg[k]), jax.tree_util.tree_leaves(g_iwae[k])):
+            assert np.isfinite(np.asarray(a)).all(), k
+            if k != "encoder$params":
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_dreg_with_a_flow_guide_is_refused_before_anything_is_written(tmp_path):
+    from click.testing import CliRunner
+
+    from ppvae.cli import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["fit", "--guide", "iaf", "--elbo", "dreg", "--out", str(out), "-q"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert 'model.guide = "iaf"' in result.output and "--elbo iwae" in result.output
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------ ppvae fit
 # NumPyro: three compiled programs (the epoch, held-out ELBO, evaluation), ~15 s on 2 idle cores.
 @pytest.mark.parametrize("backend", ["pyro", pytest.param("numpyro", marks=pytest.mark.slow)])
-def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy):
+def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy, monkeypatch):
     from click.testing import CliRunner
 
     from ppvae.cli import cli
 
+    trainers = []
+    if backend == "numpyro":  # keep the trainer, to count its compilations
+        from ppvae.backends.numpyro import trained
+        from ppvae.backends.numpyro.trainer import Trainer
+
+        class Kept(Trainer):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                trainers.append(self)
+
+        monkeypatch.setattr(trained, "Trainer", Kept)
     sets = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     out = tmp_path / "run"
+    # 480 training digits in 5 batches of 96: one compiled epoch program, no smaller last batch.
     result = CliRunner().invoke(cli, ["fit", "--data", str(digits_npy), "--elbo", "dreg", "--num-particles", "5",
                                       "--backend", backend, "--epochs", "2", "--batch-size", "96",
                                       "--latent-dim", "2", "-q", "--out", str(out), *sets])
@@ -399,3 +464,5 @@ def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy):
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["heldout_elbo"]) for r in records)
     assert records[1]["loss"] < records[0]["loss"]  # it learns
     assert 'elbo = "dreg"' in (out / "config.toml").read_text()
+    if backend == "numpyro":
+        assert len(trainers) == 1 and trainers[0].compilations == 1  # the epoch compiled once for both epochs

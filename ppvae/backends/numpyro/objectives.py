@@ -116,17 +116,23 @@ _STOPPABLE = (dist.Normal, dist.MultivariateNormal, dist.LowRankMultivariateNorm
 _WRAPPERS = (dist.Independent, dist.ExpandedDistribution)
 
 
+def _unsupported(fn, name: str) -> UsageError:
+    kind = type(fn).__name__
+    flow = " (a flow, as model.guide = iaf builds)" if "Transformed" in kind else ""
+    return UsageError(
+        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Gaussian guides "
+        f"(Normal, MultivariateNormal, LowRankMultivariateNormal: model.guide = diagonal, lowrank or fullrank), "
+        f"not for this guide's {kind}{flow} at site {name!r}; choose a Gaussian guide, or --elbo iwae"
+    )
+
+
 def _stopped(fn, name: str = "z"):
     """A copy of the guide's distribution with its parameters cut from the gradient."""
     base = fn
     while isinstance(base, _WRAPPERS):
         base = base.base_dist
     if not isinstance(base, _STOPPABLE):
-        raise UsageError(
-            f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Normal, "
-            f"MultivariateNormal and LowRankMultivariateNormal guides, not for this guide's "
-            f"{type(base).__name__} at site {name!r}; use a Gaussian guide, or --elbo iwae"
-        )
+        raise _unsupported(base, name)
     return jax.tree_util.tree_map(jax.lax.stop_gradient, fn)
 
 

@@ -101,6 +101,16 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
     return log_px, kl, -sampled_kl, beta, float(data_scale)
 
 
+def _unsupported(fn, name: str) -> UsageError:
+    kind = type(fn).__name__
+    flow = " (a flow, as model.guide = iaf builds)" if "Transformed" in kind else ""
+    return UsageError(
+        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Gaussian guides "
+        f"(Normal, MultivariateNormal, LowRankMultivariateNormal: model.guide = diagonal, lowrank or fullrank), "
+        f"not for this guide's {kind}{flow} at site {name!r}; choose a Gaussian guide, or --elbo iwae"
+    )
+
+
 def _stopped(fn, name: str = "z"):
     """A copy of the guide's distribution with its parameters cut from the graph."""
     if isinstance(fn, Independent):
@@ -113,11 +123,7 @@ def _stopped(fn, name: str = "z"):
         return dist.LowRankMultivariateNormal(fn.loc.detach(), fn.cov_factor.detach(), fn.cov_diag.detach())
     if isinstance(fn, MultivariateNormal):
         return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
-    raise UsageError(
-        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Normal, "
-        f"MultivariateNormal and LowRankMultivariateNormal guides, not for this guide's {type(fn).__name__} "
-        f"at site {name!r}; use a Gaussian guide, or --elbo iwae"
-    )
+    raise _unsupported(fn, name)
 
 
 def _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta):
