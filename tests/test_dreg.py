@@ -466,3 +466,12 @@ def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy, monkeypatch):
     assert 'elbo = "dreg"' in (out / "config.toml").read_text()
     if backend == "numpyro":
         assert len(trainers) == 1 and trainers[0].compilations == 1  # the epoch compiled once for both epochs
+
+
+def test_compare_trains_dreg_rows_with_k_like_iwae_rows():
+    from ppvae.compare import DEFAULT_IWAE_PARTICLES, _row_config
+    from ppvae.config import Config
+
+    cfg, k = _row_config(Config(), "numpyro", "dreg")  # the spec's K is 1: IWAE's default K instead
+    assert (cfg.train.elbo, cfg.train.backend, cfg.train.num_particles, k) == \
+        ("dreg", "numpyro", DEFAULT_IWAE_PARTICLES, DEFAULT_IWAE_PARTICLES)
