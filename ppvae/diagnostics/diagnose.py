@@ -177,7 +177,13 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
                                   + ", ".join(f"{k:.2f}" for k in khat[worst]))
         files["worst"] = "worst.png"
 
-    if npb is not None and gap_points > 0:
+    # The gaps measure q against the best diagonal Normal per point: defined for the diagonal
+    # guide family only.
+    guide = run.config.model.guide
+    if npb is not None and gap_points > 0 and guide != "diagonal":
+        say(f"skipping the inference gaps: they compare q with the best diagonal Normal per point, "
+            f"and this run's guide is {guide!r}")
+    elif npb is not None and gap_points > 0:
         m = min(gap_points, n)
         say(f"inference gaps for {m} points (a q optimized for each point alone)")
         vae, params = npb.jax_view(run.config, run.event_shape, run.trained)
@@ -192,7 +198,11 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
         say(f"reference posterior by NUTS (4 chains) for {m} points")
         vae, params = npb.jax_view(run.config, run.event_shape, run.trained)
         ref = npb.nuts_reference(vae, params, x[:m], seed=seed, progress=progress)
-        cmp = npb.compare_to_q(ref["z"], loc[:m], scale[:m])
+        if guide == "diagonal":
+            cmp = npb.compare_to_q(ref["z"], loc[:m], scale[:m])
+        else:  # q is not the encoder's Normal: its mean and sd per dimension from its draws
+            zq = d["z"][:, :m]
+            cmp = npb.compare_to_q(ref["z"], zq.mean(0), zq.std(0, ddof=1))
         numbers["reference"] = {
             "method": "NUTS (NumPyro), decoder frozen", "points": m, "chains": int(ref["z"].shape[0]),
             "draws": int(ref["z"].shape[1]), "max_rhat": float(np.max(ref["rhat"])),

@@ -5,7 +5,7 @@ optimization is optax's Adam; the whole epoch is one jit-compiled ``lax.scan``.
 Importing it registers the built-in components under the ``"numpyro"`` backend.
 """
 
-from . import components, nets  # noqa: F401  (registration)
+from . import components, guides, nets  # noqa: F401  (registration)
 from .convert import jax_view, params_from_torch
 from .gaps import local_gaps
 from .reference import compare_to_q, nuts_reference

@@ -17,16 +17,28 @@ from ...errors import CheckpointError
 from .model import VAE, initial_params
 
 
-def _torch_name(part: str, path) -> str:
-    names = [part]
+# NumPyro part name -> attribute of the Pyro VAE, where they differ: the Pyro VAE's
+# ``guide`` is its guide method, so the guide family lives in ``guide_family``.
+_TORCH_PART = {"guide": "guide_family"}
+
+
+def _torch_name(part: str, path, module=None) -> str:
+    names = [_TORCH_PART.get(part, part)]
+    obj = module
     for entry in path:
         if isinstance(entry, jax.tree_util.GetAttrKey):
-            if entry.name != "layers":  # eqx.nn.Sequential keeps its layers in .layers
+            # eqx.nn.Sequential keeps its layers in .layers, where torch's Sequential has none;
+            # any other module's "layers" (a flow's masked network) is named as in torch.
+            sequential = module is None or isinstance(obj, eqx.nn.Sequential)
+            if not (entry.name == "layers" and sequential):
                 names.append(entry.name)
+            obj = None if obj is None else getattr(obj, entry.name)
         elif isinstance(entry, jax.tree_util.SequenceKey):
             names.append(str(entry.idx))
+            obj = None if obj is None else obj[entry.idx]
         else:
             names.append(str(getattr(entry, "key", entry)))
+            obj = None
     return ".".join(names)
 
 
@@ -47,7 +59,7 @@ def params_from_torch(vae: VAE, state: dict[str, np.ndarray]) -> dict:
         flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
         leaves = []
         for path, leaf in flat:
-            name = _torch_name(part, path)
+            name = _torch_name(part, path, module)
             if name not in state:
                 raise CheckpointError(f"the Pyro weights have no {name!r}; were they written for the same spec?")
             value = np.asarray(state[name])

@@ -25,6 +25,8 @@ import numpy as np
 import optax
 
 from .evaluation import MAX_ELEMENTS
+from .guides import require_diagonal
+from .priors import prior_distribution
 
 __all__ = ["local_gaps"]
 
@@ -37,7 +39,8 @@ def _log_joint(modules, x, z):
     The same terms as the ``"z"`` and ``"x"`` sites of ``vae.model`` with β = 1 and no
     dataset scale: log-weights and ELBOs are per-datapoint quantities.
     """
-    return modules["prior"]().log_prob(z) + modules["likelihood"](modules["decoder"](z)).log_prob(x)
+    log_pz = prior_distribution(modules["prior"], modules["encoder"]).log_prob(z)
+    return log_pz + modules["likelihood"](modules["decoder"](z)).log_prob(x)
 
 
 def _log_q(loc, scale, z):
@@ -177,6 +180,9 @@ def local_gaps(vae, params, x, *, num_steps: int = 300, num_particles: int = 16,
     """
     if log_px_from not in LOG_PX_CHOICES:
         raise ValueError(f"log_px_from must be one of {', '.join(LOG_PX_CHOICES)}, got {log_px_from!r}")
+    # q* is a diagonal Normal: against a richer amortized family the two gaps lose their meaning.
+    require_diagonal(vae, "the inference gaps (the encoder's q against the best diagonal Normal per point)",
+                     "skip them (ppvae diagnose --gap-points 0)")
     xj = jnp.asarray(np.asarray(x, dtype=np.float32))
     n = xj.shape[0]
     modules = vae.with_params(params)

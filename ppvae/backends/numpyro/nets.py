@@ -70,14 +70,19 @@ def batched(fn, x: jax.Array, event_dims: int):
 class _Gaussian(eqx.Module):
     loc: eqx.nn.Linear
     raw_scale: eqx.nn.Linear
+    extra: eqx.nn.Linear | None
 
-    def __init__(self, n_in: int, latent_dim: int, key):
+    def __init__(self, n_in: int, latent_dim: int, key, extra_outputs: int = 0):
         k1, k2 = jax.random.split(key)
         self.loc = eqx.nn.Linear(n_in, latent_dim, key=k1)
         self.raw_scale = eqx.nn.Linear(n_in, latent_dim, key=k2)
+        # A key of its own (folded in, not split off) keeps loc's and raw_scale's initial
+        # values those of the default encoder; named as in the Pyro backend.
+        self.extra = eqx.nn.Linear(n_in, extra_outputs, key=jax.random.fold_in(key, 2)) if extra_outputs else None
 
     def __call__(self, h):
-        return self.loc(h), jax.nn.softplus(self.raw_scale(h)) + MIN_SCALE
+        loc, scale = self.loc(h), jax.nn.softplus(self.raw_scale(h)) + MIN_SCALE
+        return (loc, scale) if self.extra is None else (loc, scale, self.extra(h))
 
 
 @register("encoder", "mlp", backend=BACKEND)
@@ -89,14 +94,14 @@ class MLPEncoder(eqx.Module):
     head: _Gaussian
     event_dims: int = eqx.field(static=True)
 
-    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="relu", *, key):
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="relu", extra_outputs=0, *, key):
         hidden = hidden_list("encoder", hidden)
         k1, k2 = jax.random.split(key)
         n_in = math.prod(event_shape)
         self.event_dims = len(event_shape)
         self.body = mlp([n_in, *hidden], activation, k1) if hidden else eqx.nn.Identity()
         self.act = make_activation(activation) if hidden else eqx.nn.Identity()
-        self.head = _Gaussian(hidden[-1] if hidden else n_in, latent_dim, k2)
+        self.head = _Gaussian(hidden[-1] if hidden else n_in, latent_dim, k2, extra_outputs)
 
     def __call__(self, x):
         return batched(lambda v: self.head(self.act(self.body(v.reshape(-1)))), x, self.event_dims)
@@ -113,7 +118,7 @@ class ConvEncoder(eqx.Module):
     event_dims: int = eqx.field(static=True)
 
     def __init__(self, event_shape, latent_dim, channels=(32, 64), kernel_size=3, hidden=(64,),
-                 activation="relu", *, key):
+                 activation="relu", extra_outputs=0, *, key):
         c, h, w = image_shape("encoder", "conv", event_shape)
         channels = hidden_list("encoder channels", channels)
         hidden = hidden_list("encoder", hidden) if hidden else []
@@ -129,7 +134,7 @@ class ConvEncoder(eqx.Module):
         n_flat = jax.eval_shape(self.conv, jax.ShapeDtypeStruct(self.image_shape, jnp.float32)).size
         self.dense = (eqx.nn.Sequential([mlp([n_flat, *hidden], activation, keys[-2]), make_activation(activation)])
                       if hidden else eqx.nn.Identity())
-        self.head = _Gaussian(hidden[-1] if hidden else n_flat, latent_dim, keys[-1])
+        self.head = _Gaussian(hidden[-1] if hidden else n_flat, latent_dim, keys[-1], extra_outputs)
 
     def __call__(self, x):
         def one(v):

@@ -23,6 +23,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 
 from ...diagnostics import arviz_io
+from .priors import prior_distribution
 
 __all__ = ["compare_to_q", "nuts_reference"]
 
@@ -89,13 +90,13 @@ def nuts_reference(vae, params, x, *, num_chains: int = 4, num_warmup: int = 500
     """
     x = jnp.asarray(np.asarray(x, dtype=np.float32))
     modules = vae.with_params(params)
-    loc, scale = modules["encoder"](x)
+    loc, scale = modules["encoder"](x)[:2]  # the encoder's Normal, whatever the guide family
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     eps = jax.random.normal(key_init, (num_chains, *loc.shape))
     z0 = loc + init_spread * scale * eps
     # NUTS works in unconstrained space; for the usual real-valued priors this is the
     # identity, but a prior with a constrained support needs its inverse bijection.
-    support = modules["prior"]().support
+    support = prior_distribution(modules["prior"], modules["encoder"]).support
     init = {"z": biject_to(support).inv(z0)}
 
     kernel = NUTS(_frozen_model(vae, params))

@@ -3,7 +3,7 @@
 Importing it registers the built-in components under the ``"pyro"`` backend.
 """
 
-from . import components, nets  # noqa: F401  (registration)
+from . import components, guides, nets  # noqa: F401  (registration)
 from .portable import adapt_portable
 from .model import VAE, build_vae
 from .objectives import VAEObjective, log_weights, terms

@@ -1,9 +1,11 @@
 """Encoder and decoder networks (PyTorch), registered for the Pyro backend.
 
 Encoders map a batch ``x`` of shape ``(..., *event_shape)`` to the ``(loc, scale)`` of a
-diagonal Normal q(z|x); decoders map ``z`` of shape ``(..., latent_dim)`` to the
-likelihood's parameters, shape ``(..., *param_shape)``. Leading batch dimensions are
-arbitrary so that several particles of z can be decoded at once.
+diagonal Normal q(z|x), followed by ``extra`` of shape ``(..., extra_outputs)`` when built
+with ``extra_outputs > 0`` (values a guide family such as ``lowrank`` needs); decoders
+map ``z`` of shape ``(..., latent_dim)`` to the likelihood's parameters, shape
+``(..., *param_shape)``. Leading batch dimensions are arbitrary so that several particles
+of z can be decoded at once.
 """
 
 from __future__ import annotations
@@ -49,29 +51,33 @@ def mlp(sizes: list[int], act: str) -> nn.Sequential:
 
 
 class _Gaussian(nn.Module):
-    """Shared head: split features into (loc, scale) with a softplus scale."""
+    """Shared head: split features into (loc, scale) with a softplus scale, and ``extra`` if asked."""
 
-    def __init__(self, n_in: int, latent_dim: int):
+    def __init__(self, n_in: int, latent_dim: int, extra_outputs: int = 0):
         super().__init__()
         self.loc = nn.Linear(n_in, latent_dim)
         self.raw_scale = nn.Linear(n_in, latent_dim)
+        # Built only when a guide family asks for it, after the others: the default
+        # encoder's parameter names and initial values stay what they were.
+        self.extra = nn.Linear(n_in, extra_outputs) if extra_outputs else None
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        loc, scale = self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE
+        return (loc, scale) if self.extra is None else (loc, scale, self.extra(h))
 
 
 @register("encoder", "mlp", backend="pyro")
 class MLPEncoder(nn.Module):
     """Fully connected encoder: flatten x, hidden layers, then Normal loc and scale."""
 
-    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="relu"):
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="relu", extra_outputs=0):
         super().__init__()
         hidden = hidden_list("encoder", hidden)
         self.event_dims = len(event_shape)
         n_in = math.prod(event_shape)
         self.body = mlp([n_in, *hidden], activation) if hidden else nn.Identity()
         self.act = make_activation(activation) if hidden else nn.Identity()
-        self.head = _Gaussian(hidden[-1] if hidden else n_in, latent_dim)
+        self.head = _Gaussian(hidden[-1] if hidden else n_in, latent_dim, extra_outputs)
 
     def forward(self, x: torch.Tensor):
         h = x.reshape(*x.shape[: x.dim() - self.event_dims], -1)
@@ -83,7 +89,7 @@ class ConvEncoder(nn.Module):
     """Convolutional encoder: 3x3 convolutions of stride 2, a dense layer, then Normal loc and scale."""
 
     def __init__(self, event_shape, latent_dim, channels=(32, 64), kernel_size=3, hidden=(64,),
-                 activation="relu"):
+                 activation="relu", extra_outputs=0):
         super().__init__()
         c, h, w = image_shape("encoder", "conv", event_shape)
         channels = hidden_list("encoder channels", channels)
@@ -100,13 +106,12 @@ class ConvEncoder(nn.Module):
             n_flat = self.conv(torch.zeros(1, *self.image_shape)).numel()
         self.dense = nn.Sequential(mlp([n_flat, *hidden], activation), make_activation(activation)) \
             if hidden else nn.Identity()
-        self.head = _Gaussian(hidden[-1] if hidden else n_flat, latent_dim)
+        self.head = _Gaussian(hidden[-1] if hidden else n_flat, latent_dim, extra_outputs)
 
     def forward(self, x: torch.Tensor):
         batch = x.shape[: x.dim() - len(self.event_shape)]
         h = self.conv(x.reshape(-1, *self.image_shape)).flatten(1)
-        loc, scale = self.head(self.dense(h))
-        return loc.reshape(*batch, -1), scale.reshape(*batch, -1)
+        return tuple(out.reshape(*batch, -1) for out in self.head(self.dense(h)))
 
 
 @register("decoder", "mlp", backend="pyro")
