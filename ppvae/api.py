@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import registry
+from .conditioning import infer_num_classes, sample_labels
 from .config import Config, ModelSpec, TrainSpec
 from .data import Dataset, absolute_source, load_dataset, load_source
 from .errors import UsageError
@@ -195,6 +196,12 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     # Record what "auto" resolved to, so config.toml reproduces the run exactly.
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
         cfg.data, binarize=dataset.binarize, scale=dataset.transform.get("scale", cfg.data.scale)))
+    if cfg.model.conditional:
+        # num_classes = 0 becomes the training labels' count; config.toml records the number,
+        # so the run reloads without its data. No labels, or labels out of range: a DataError.
+        classes = infer_num_classes(cfg.model.num_classes, dataset.train_labels, dataset.heldout_labels,
+                                    dataset.name)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     if resume is None:
         folder.prepare_new(force=force)
 
@@ -282,13 +289,22 @@ class Run:
 
     @property
     def model(self) -> Callable:
-        """The Pyro model callable ``model(x, beta=None)`` (sites ``"z"``, ``"x"``, plate ``"data"``)."""
+        """The Pyro model callable ``model(x, beta=None, *, y=None)`` (sites ``"z"``, ``"x"``, plate ``"data"``).
+
+        A conditional run's model needs the integer labels ``y``.
+        """
         return self.trained.model
 
     @property
     def guide(self) -> Callable:
-        """The Pyro guide callable ``guide(x, beta=None)``: the amortized encoder q(z|x)."""
+        """The Pyro guide callable ``guide(x, beta=None, *, y=None)``: the amortized encoder q(z|x)."""
         return self.trained.guide
+
+    @property
+    def num_classes(self) -> int:
+        """C of a conditional run (``model.conditional = true``), 0 for an unconditional one."""
+        m = self.config.model
+        return m.num_classes if m.conditional else 0
 
     @property
     def event_shape(self) -> tuple:
@@ -327,29 +343,41 @@ class Run:
         return x
 
     # -- uses ------------------------------------------------------------------------------------
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior loc and scale of q(z|x): the compressed codes."""
-        return self.trained.encode(self._check(x))
+    # A conditional run (``num_classes > 0``) needs ``labels``, one integer per datapoint
+    # (an int means the same class for all); an unconditional run refuses them.
+    def encode(self, x: np.ndarray, labels: np.ndarray | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior loc and scale of q(z|x) (q(z|x,y) given ``labels`` when conditional): the codes."""
+        return self.trained.encode(self._check(x), y=labels)
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """Mean of p(x|z) for latents of shape ``(n, latent_dim)``."""
+    def decode(self, z: np.ndarray, labels: np.ndarray | int | None = None) -> np.ndarray:
+        """Mean of p(x|z) (p(x|z,y) given ``labels`` when conditional) for latents ``(n, latent_dim)``."""
         z = np.asarray(z, dtype=np.float32)
         dim = self.config.model.latent_dim
         if z.ndim != 2 or z.shape[1] != dim:
             raise UsageError(f"latents must have shape (n, {dim}), got {z.shape}")
         if not np.isfinite(z).all():
             raise UsageError("latents contain NaN or inf; give finite values")
-        return self.trained.decode(z)
+        return self.trained.decode(z, y=labels)
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        """Encode then decode (posterior mean): compression and recovery."""
-        return self.trained.reconstruct(self._check(x))
+    def reconstruct(self, x: np.ndarray, labels: np.ndarray | int | None = None) -> np.ndarray:
+        """Encode then decode (posterior mean): compression and recovery (``labels``: as :meth:`encode`)."""
+        return self.trained.reconstruct(self._check(x), y=labels)
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` new datapoints: means of p(x|z) for z drawn from the prior."""
+    def sample(self, n: int, seed: int = 0, labels: np.ndarray | int | None = None) -> np.ndarray:
+        """``n`` new datapoints: means of p(x|z) for z drawn from the prior.
+
+        For a conditional run, ``labels`` picks the class of every sample (an int) or of each
+        (``n`` ints); without it the classes take turns: 0, 1, ..., C-1, 0, 1, ...
+
+        Examples
+        --------
+        >>> threes = run.sample(16, labels=3)                              # doctest: +SKIP
+        """
         if not (isinstance(n, int) and n > 0):
             raise UsageError(f"number of samples must be a positive integer, got {n!r}")
-        return self.trained.sample(n, seed=seed)
+        if self.num_classes:
+            labels = sample_labels(self.num_classes, n, labels)
+        return self.trained.sample(n, seed=seed, y=labels)
 
     def evaluate(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0) -> dict:
         """Held-out ELBO, reconstruction, KL, IWAE log p(x) with K = ``num_samples``, active units.

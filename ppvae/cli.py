@@ -41,7 +41,7 @@ def _handle_errors(fn):
 
 
 def _write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool = True,
-                 title: str | None = None) -> None:
+                 title: str | None = None, ncols: int | None = None) -> None:
     """Save as .npy or a picture (.png), atomically, refusing to overwrite unless forced."""
     if path.exists() and not force:
         raise UsageError(f"{str(path)!r} already exists; pass --force to overwrite it or choose another --out")
@@ -52,9 +52,26 @@ def _write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool =
     elif suffix == ".png":
         from .pictures import save_array_picture
 
-        save_array_picture(array, path, is_image=is_image, title=title)
+        save_array_picture(array, path, is_image=is_image, title=title, ncols=ncols)
     else:
         raise UsageError(f"--out {str(path)!r}: use a .png (picture) or .npy (array) file name")
+
+
+def _run_labels(r, labels, data) -> np.ndarray | None:
+    """The data's labels where the run is conditional (they are fed to the networks), else None."""
+    if not r.num_classes:
+        return None
+    if labels is None:
+        from .errors import DataError
+
+        raise DataError(f"{r.path} is a conditional VAE: it needs the class label of every point, but "
+                        f"{data or 'its held-out split'} has none; use data with labels (an .npz with 'y')")
+    return labels
+
+
+def _check_label_option(r, label) -> None:
+    if label is not None and not r.num_classes:
+        raise UsageError(f"--label: {r.path} is not a conditional run (model.conditional = false); drop --label")
 
 
 def _check_out(path: Path, force: bool, suffixes: tuple[str, ...]) -> None:
@@ -192,6 +209,8 @@ def evaluate(run, data, num_samples, seed, device, as_json):
       ppvae evaluate runs/z2
       ppvae evaluate runs/z2 -k 5000 --json
       ppvae evaluate runs/z2 --data my_digits.npy
+
+    A conditional run is evaluated with the data's labels: log p(x|y).
     """
     validate_device(device)
     from . import api
@@ -223,25 +242,40 @@ def evaluate(run, data, num_samples, seed, device, as_json):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="samples.png (a picture) or samples.npy (the array).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--label", type=int, default=None,
+              help="Conditional runs: the class of every sample. Without it, a conditional run gives "
+                   "one row per class (N / classes samples each, rounded up).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_handle_errors
-def sample(run, num, out, seed, device, force):
+def sample(run, num, out, seed, label, device, force):
     """Generate new data: decode z drawn from the prior.
 
     \b
     Examples:
       ppvae sample runs/z2 -n 100 --out samples.png
       ppvae sample runs/z2 -n 1000 --out samples.npy --seed 1
+      ppvae sample runs/cvae --label 3 -n 64 --out threes.png      # a conditional run
+      ppvae sample runs/cvae -n 80 --out by_class.png              # one row per class
     """
     validate_device(device)
     _check_out(out, force, (".png", ".npy"))
     from . import api
 
     r = api.load(run, device=device)
-    x = r.sample(num, seed=seed)
-    _write_array(out, x, force, is_image=r.data_info["is_image"], title=f"{num} samples")
-    click.echo(f"wrote {num} samples to {out}")
+    _check_label_option(r, label)
+    ncols = None
+    if r.num_classes and label is None:
+        from .pictures import samples_by_class
+
+        ncols = math.ceil(num / r.num_classes)
+        x = samples_by_class(r, ncols, seed=seed)
+        title = f"{ncols} samples per class, one row per class 0 .. {r.num_classes - 1}"
+    else:
+        x = r.sample(num, seed=seed, labels=label)
+        title = f"{num} samples" + (f" of class {label}" if label is not None else "")
+    _write_array(out, x, force, is_image=r.data_info["is_image"], title=title, ncols=ncols)
+    click.echo(f"wrote {len(x)} samples to {out}")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -260,6 +294,8 @@ def reconstruct(run, data, num, out, device, force):
     Examples:
       ppvae reconstruct runs/z2 -n 16 --out recon.png
       ppvae reconstruct runs/z2 --data digits.npy --out recon.npy
+
+    A conditional run is given the data's labels.
     """
     validate_device(device)
     _check_out(out, force, (".png", ".npy"))
@@ -267,12 +303,14 @@ def reconstruct(run, data, num, out, device, force):
     from . import plots
 
     r = api.load(run, device=device)
-    x, _ = r.load_data(data)
+    x, labels = r.load_data(data)
+    labels = _run_labels(r, labels, data)
     if num is not None:
         if num <= 0:
             raise UsageError(f"-n must be positive, got {num}")
         x = x[:num]
-    recon = r.reconstruct(x)
+        labels = None if labels is None else labels[:num]
+    recon = r.reconstruct(x, labels)
     if out.suffix.lower() == ".png" and r.data_info["is_image"]:
         if out.exists() and not force:
             raise UsageError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another --out")
@@ -300,6 +338,9 @@ def encode(run, data, out, device, force):
     Examples:
       ppvae encode runs/z2 --out latents.npz
       ppvae encode runs/z2 --data digits.npy --out latents.npy
+
+    A conditional run encodes with the data's labels (q(z|x,y)); the .npz keeps them, so
+    `ppvae decode` uses them again.
     """
     validate_device(device)
     _check_out(out, force, (".npz", ".npy"))
@@ -307,7 +348,7 @@ def encode(run, data, out, device, force):
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)
-    loc, scale = r.encode(x)
+    loc, scale = r.encode(x, _run_labels(r, labels, data))
     if out.exists() and not force:
         raise UsageError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another --out")
     if out.suffix.lower() == ".npz":
@@ -340,31 +381,50 @@ def _read_latents(path: Path) -> np.ndarray:
     return z[:, 0] if z.ndim == 3 and z.shape[1] == 2 else z
 
 
+def _latent_labels(path: Path) -> np.ndarray | None:
+    """The ``labels`` array of an .npz written by `ppvae encode`, or None."""
+    if path.suffix.lower() != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        return f["labels"] if "labels" in f.files else None
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--latents", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="(n, latent_dim) .npy, or the output of `ppvae encode` (.npz or .npy).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="decoded.png or decoded.npy.")
+@click.option("--label", type=int, default=None,
+              help="Conditional runs: decode every latent as this class (default: the labels stored "
+                   "in the .npz that `ppvae encode` wrote).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 @_handle_errors
-def decode(run, latents, out, device, force):
-    """Decode latents into data: the mean of p(x|z).
+def decode(run, latents, out, label, device, force):
+    """Decode latents into data: the mean of p(x|z) (p(x|z,y) for a conditional run).
 
     \b
     Examples:
       ppvae encode runs/z2 --out codes.npz && ppvae decode runs/z2 --latents codes.npz --out recovered.png
       python -c "import numpy as np; np.save('grid.npy', np.mgrid[-2:2:8j, -2:2:8j].reshape(2, -1).T)"
       ppvae decode runs/z2 --latents grid.npy --out manifold.png
+      ppvae decode runs/cvae --latents grid.npy --label 3 --out threes.png   # a conditional run
     """
     validate_device(device)
     _check_out(out, force, (".png", ".npy"))
     from . import api
 
     r = api.load(run, device=device)
+    _check_label_option(r, label)
     z = _read_latents(latents)
-    x = r.decode(z)
+    labels = label
+    if r.num_classes and label is None:
+        labels = _latent_labels(latents)
+        if labels is None:
+            raise UsageError(f"{r.path} is a conditional VAE: give the class with --label (0 .. "
+                             f"{r.num_classes - 1}), or latents in an .npz with 'labels' (as `ppvae encode` writes)")
+    x = r.decode(z, labels)
     _write_array(out, x, force, is_image=r.data_info["is_image"], title=f"decoded from {latents.name}")
     click.echo(f"wrote {len(x)} decoded points to {out}")
 
@@ -484,6 +544,9 @@ def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_
     from .diagnostics import diagnose as run_diagnose
 
     r = api.load(run, device=device)
+    if r.num_classes:
+        raise UsageError(f"ppvae diagnose does not handle conditional runs yet ({r.path} has model.conditional = "
+                         "true): its checks use q(z|x) without labels; ppvae evaluate gives log p(x|y)")
     echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     result = run_diagnose(r, data=data, num_points=num_points, num_draws=num_draws, reference=reference,
                           reference_points=reference_points, gap_points=gap_points, out=out, seed=seed,

@@ -418,6 +418,8 @@ def _protocol(cfg: Config, data_info: Mapping[str, Any]) -> dict:
         differs.append("split")
     if cfg.model.likelihood != "bernoulli" or data_info.get("binarize") not in ("dynamic",):
         differs.append("likelihood/binarization")
+    if cfg.model.conditional:
+        differs.append("conditional model (log p(x|y), not log p(x))")
     if not differs:
         return {"name": PROTOCOL, "note": "", "published_K": 5000}
     return {"name": None, "note": "differs from " + PROTOCOL + " in " + ", ".join(differs)}
@@ -543,6 +545,7 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
         A backend whose libraries are not installed.
     """
     from . import api, plots
+    from .conditioning import infer_num_classes
     from .data import absolute_source, load_dataset
 
     say = echo or (lambda msg: None)
@@ -565,6 +568,8 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
             plan.append((b, e, particles, cfg))
     first = _check_runnable(plan[0][3])
     dataset = load_dataset(first.data, first.model.likelihood, api._likelihood_support(first))
+    if first.model.conditional:  # labels missing or out of range: say so before training anything
+        infer_num_classes(first.model.num_classes, dataset.train_labels, dataset.heldout_labels, dataset.name)
     data_info = api._data_info(dataset)
 
     # 3. Train.

@@ -90,11 +90,23 @@ class ModelSpec:
     ----------
     prior, likelihood, encoder, decoder : str
         Registered component names (``ppvae.registry`` lists them).
+    guide : str
+        The family of q(z|x) built from the encoder's outputs: ``"diagonal"`` (default, a
+        diagonal Normal), ``"lowrank"``, ``"fullrank"`` or ``"iaf"`` (an inverse
+        autoregressive flow), or a registered plug-in.
     latent_dim : int
         Size of the latent ``z``; must be positive.
-    prior_options, likelihood_options, encoder_options, decoder_options : dict
+    prior_options, likelihood_options, encoder_options, decoder_options, guide_options : dict
         Settings passed to each component (hidden sizes, a likelihood's scale mode, ...).
         Unknown settings are rejected with the list of valid ones when the model is built.
+    conditional : bool
+        A conditional VAE p(z) p(x|z,y) with q(z|x,y): the class label y (one-hot) is fed
+        to the encoder and the decoder. Training needs labelled data; encoding, decoding,
+        sampling and evaluation take labels (evaluation reports log p(x|y)).
+    num_classes : int
+        Number of classes C of a conditional model (labels are 0 .. C-1). ``0`` means
+        "take it from the training labels" (largest label + 1) when fitting; the resolved
+        value is what ``config.toml`` records.
     """
 
     prior: str = "normal"
@@ -106,9 +118,13 @@ class ModelSpec:
     likelihood_options: dict = field(default_factory=dict)
     encoder_options: dict = field(default_factory=dict)
     decoder_options: dict = field(default_factory=dict)
+    guide: str = "diagonal"
+    guide_options: dict = field(default_factory=dict)
+    conditional: bool = False
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("prior", "likelihood", "encoder", "decoder"):
+        for key in ("prior", "likelihood", "encoder", "decoder", "guide"):
             value = getattr(self, key)
             _check(isinstance(value, str) and value, f"model.{key} must be a component name, got {value!r}")
             object.__setattr__(self, key, value.lower())
@@ -117,8 +133,17 @@ class ModelSpec:
             f"model.latent_dim must be a positive integer, got {self.latent_dim!r}; "
             "use e.g. --latent-dim 2",
         )
-        for key in ("prior_options", "likelihood_options", "encoder_options", "decoder_options"):
+        for key in ("prior_options", "likelihood_options", "encoder_options", "decoder_options",
+                    "guide_options"):
             object.__setattr__(self, key, _freeze_options("model", key, getattr(self, key)))
+        _check(isinstance(self.conditional, bool),
+               f"model.conditional must be true or false, got {self.conditional!r}")
+        _check(_is_int(self.num_classes) and self.num_classes >= 0,
+               f"model.num_classes must be a non-negative integer (0: take it from the labels), "
+               f"got {self.num_classes!r}")
+        _check(self.conditional or self.num_classes == 0,
+               f"model.num_classes = {self.num_classes} is only used by a conditional model; "
+               "set model.conditional = true, or drop num_classes")
 
     def options(self, kind: str) -> dict:
         """Return the settings table for component ``kind`` (e.g. ``"encoder"``)."""
@@ -411,7 +436,17 @@ class Config:
 
         A checkpoint stores it; loading into a different spec is refused with a clear message.
         """
-        payload = json.dumps(dataclasses.asdict(self.model), sort_keys=True)
+        model = dataclasses.asdict(self.model)
+        if not self.model.conditional:
+            # Unconditional specs hash as they did before these keys existed, so older
+            # run folders keep loading.
+            model.pop("conditional")
+            model.pop("num_classes")
+        if self.model.guide == "diagonal" and not self.model.guide_options:
+            # Likewise for the default guide family (it has no settings).
+            model.pop("guide")
+            model.pop("guide_options")
+        payload = json.dumps(model, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -11,11 +11,12 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions.kl import kl_divergence
 
+from .guides import is_diagonal, location, sample_with_log_prob
 from .model import VAE
+from .priors import prior_distribution
 from .objectives import log_weights
 
 # Bound on the largest per-chunk tensor (chunk, batch, features), as in the Pyro backend.
@@ -30,13 +31,18 @@ class Evaluator:
         self._terms = jax.jit(self._elbo_terms)
         self._log_px_batch = jax.jit(self._log_px_batch_fn, static_argnums=(3, 4))
 
-    def _elbo_terms(self, params, key, x):
+    def _elbo_terms(self, params, key, x, y=None):
         m = self.vae.with_params(params)
-        loc, scale = m["encoder"](x)
-        q = dist.Normal(loc, scale)
+        q_z = self.vae.posterior(m, x, y)
+        p = prior_distribution(m["prior"], m["encoder"])
+        if not is_diagonal(q_z):  # a correlated or flow q: its KL does not split by dimension
+            z, log_q = sample_with_log_prob(q_z, key)
+            rec = -m["likelihood"](m["decoder"](self.vae.decoder_input(z, y))).log_prob(x)
+            return rec, log_q - p.log_prob(z), jnp.full(z.shape, jnp.nan), location(q_z)
+        q = q_z.base_dist
+        loc, scale = q.loc, q.scale
         z = loc + scale * jax.random.normal(key, loc.shape)
-        rec = -m["likelihood"](m["decoder"](z)).log_prob(x)
-        p = m["prior"]()
+        rec = -m["likelihood"](m["decoder"](self.vae.decoder_input(z, y))).log_prob(x)
         try:
             per_dim = kl_divergence(q, p.base_dist)
             kl = per_dim.sum(-1)
@@ -45,10 +51,11 @@ class Evaluator:
             per_dim = jnp.full(z.shape, jnp.nan)
         return rec, kl, per_dim, loc
 
-    def _log_px_batch_fn(self, params, key, x, num_samples, chunk):
+    def _log_px_batch_fn(self, params, key, x, num_samples, chunk, y=None):
         """log mean_k w_k for one batch: a scan over chunks of samples, in one compiled call.
 
         The last chunk may run past ``num_samples``; its extra samples get weight zero.
+        ``y``: the labels of a conditional VAE (then it is log p(x|y)).
         """
         model = handlers.substitute(self.vae.model, data=params)
         guide = handlers.substitute(self.vae.guide, data=params)
@@ -56,7 +63,7 @@ class Evaluator:
 
         def body(total, inputs):
             i, k = inputs
-            lw = log_weights(model, guide, k, x, 1.0, num_particles=chunk)
+            lw = log_weights(model, guide, k, x, 1.0, num_particles=chunk, y=y)
             valid = (i * chunk + jnp.arange(chunk)) < num_samples
             lw = jnp.where(valid[:, None], lw, -jnp.inf)
             return jnp.logaddexp(total, jax.scipy.special.logsumexp(lw, 0)), None
@@ -65,30 +72,35 @@ class Evaluator:
         total, _ = jax.lax.scan(body, start, (jnp.arange(n_chunks), jax.random.split(key, n_chunks)))
         return total - math.log(num_samples)
 
-    def elbo_terms(self, params, x: jax.Array, key, batch_size: int = 500) -> dict[str, np.ndarray]:
-        """Per-datapoint reconstruction (one draw), KL (analytic where it exists), KL per dim, loc."""
+    def elbo_terms(self, params, x: jax.Array, key, batch_size: int = 500, y=None) -> dict[str, np.ndarray]:
+        """Per-datapoint reconstruction (one draw), KL (analytic where it exists), KL per dim, loc.
+
+        ``y``: the labels of a conditional VAE.
+        """
         outs = []
         for i, start in enumerate(range(0, x.shape[0], batch_size)):
-            outs.append(self._terms(params, jax.random.fold_in(key, i), x[start:start + batch_size]))
+            yb = None if y is None else y[start:start + batch_size]
+            outs.append(self._terms(params, jax.random.fold_in(key, i), x[start:start + batch_size], yb))
         rec, kl, per_dim, loc = (np.concatenate([np.asarray(o[j], dtype=np.float64) for o in outs])
                                  for j in range(4))
         return {"reconstruction": rec, "kl": kl, "kl_per_dim": per_dim, "loc": loc}
 
     def log_px(self, params, x: jax.Array, num_samples: int, key, batch_size: int = 100,
-               max_elements: int = MAX_ELEMENTS) -> np.ndarray:
-        """Per-datapoint IWAE estimate of log p(x) with ``num_samples`` samples, chunked."""
+               max_elements: int = MAX_ELEMENTS, y=None) -> np.ndarray:
+        """Per-datapoint IWAE estimate of log p(x) (log p(x|y) given labels ``y``), chunked."""
         features = max(1, math.prod(self.vae.modules["likelihood"].param_shape))
         out = []
         chunk = max(1, min(num_samples, max_elements // (features * min(batch_size, x.shape[0]))))
         for i, start in enumerate(range(0, x.shape[0], batch_size)):
             xb = x[start:start + batch_size]
-            out.append(np.asarray(self._log_px_batch(params, jax.random.fold_in(key, i), xb, num_samples, chunk),
-                                  dtype=np.float64))
+            yb = None if y is None else y[start:start + batch_size]
+            out.append(np.asarray(self._log_px_batch(params, jax.random.fold_in(key, i), xb, num_samples, chunk,
+                                                     yb), dtype=np.float64))
         return np.concatenate(out)
 
 
-def exact_log_px(vae: VAE, params, x) -> np.ndarray | None:
-    """Exact log p(x) for the linear-Gaussian model (probabilistic PCA), else ``None``."""
+def exact_log_px(vae: VAE, params, x, y=None) -> np.ndarray | None:
+    """Exact log p(x) (log p(x|y) when conditional) for the linear-Gaussian model, else ``None``."""
     from .components import NormalLikelihood, NormalPrior
     from .nets import LinearDecoder
 
@@ -99,10 +111,13 @@ def exact_log_px(vae: VAE, params, x) -> np.ndarray | None:
     W = np.asarray(m["decoder"].linear.weight, dtype=np.float64)
     b = np.asarray(m["decoder"].linear.bias, dtype=np.float64)
     mu, s = np.asarray(m["prior"].loc, np.float64), np.asarray(m["prior"].scale, np.float64)
+    W, V = W[:, : mu.shape[0]], W[:, mu.shape[0]:]  # a conditional decoder: W z + V one_hot(y) + b
     d = W.shape[0]
     sigma = np.broadcast_to(np.asarray(m["likelihood"].scale, np.float64), m["likelihood"].event_shape).reshape(d)
     cov = (W * s**2) @ W.T + np.diag(sigma**2)
     diff = np.asarray(x, np.float64).reshape(len(x), d) - (W @ mu + b)
+    if vae.num_classes:
+        diff = diff - V.T[np.asarray(y)]
     chol = np.linalg.cholesky(cov)
     sol = np.linalg.solve(chol, diff.T)
     return -0.5 * (sol**2).sum(0) - np.log(np.diag(chol)).sum() - 0.5 * d * math.log(2 * math.pi)

@@ -12,13 +12,19 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro
-import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.contrib.module import eqx_module
 from numpyro.primitives import Messenger
 
 from ... import registry
+from ...conditioning import conditional_classes, conditional_encoder
 from ...config import ModelSpec
+from ...errors import UsageError
+from ...guides import encoder_structural, plan_guide
+from .conditioning import append_label, attach_label, one_hot
+from .guides import DiagonalGuide
+from .priors import prior_distribution, uses_encoder
+from ..settings import prior_arguments
 
 BACKEND = "numpyro"
 PARTS = ("prior", "likelihood", "encoder", "decoder")
@@ -58,13 +64,48 @@ class VAE:
         Size of z.
     dataset_size : int, optional
         Full dataset size N; a batch of B points is scaled by N / B.
+    num_classes : int
+        ``C > 0``: a conditional VAE; ``model`` and ``guide`` require integer labels ``y``
+        and the networks receive ``one_hot(y)`` (see the Pyro backend's VAE). ``0``: unconditional.
+    label_layout : {"flat", "channels"}
+        How the label is attached to x for the encoder (see :mod:`ppvae.conditioning`).
+    guide_family : equinox.Module, optional
+        The family of q(z|x) (registry kind ``"guide"``), called with the encoder's outputs
+        ``(loc, scale[, extra])``; default the diagonal Normal. Its part name is
+        ``"guide"``, so a family with weights has params ``"guide$params"``.
     """
 
-    def __init__(self, prior, likelihood, encoder, decoder, event_shape, latent_dim, dataset_size=None):
-        self.modules = {"prior": prior, "likelihood": likelihood, "encoder": encoder, "decoder": decoder}
+    def __init__(self, prior, likelihood, encoder, decoder, event_shape, latent_dim, dataset_size=None,
+                 num_classes=0, label_layout="flat", guide_family=None):
+        self.modules = {"prior": prior, "likelihood": likelihood, "encoder": encoder, "decoder": decoder,
+                        "guide": DiagonalGuide(latent_dim) if guide_family is None else guide_family}
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
         self.dataset_size = dataset_size
+        self.num_classes = int(num_classes)
+        self.label_layout = label_layout
+
+    # -- labels (conditional VAE) -------------------------------------------------------------
+    def check_labels(self, y) -> None:
+        """Labels are required by a conditional model and refused by an unconditional one."""
+        if self.num_classes and y is None:
+            raise UsageError(f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
+                             "e.g. model(x, y=labels)")
+        if not self.num_classes and y is not None:
+            raise UsageError("labels y were given to an unconditional VAE; drop y, or build the model with "
+                             "model.conditional = true")
+
+    def encoder_input(self, x, y=None):
+        """What the encoder sees: ``x``, with ``one_hot(y)`` attached for a conditional VAE."""
+        if not self.num_classes:
+            return x
+        return attach_label(x, one_hot(y, self.num_classes, x.dtype), len(self.event_shape), self.label_layout)
+
+    def decoder_input(self, z, y=None):
+        """What the decoder sees: ``z``, or ``concat(z, one_hot(y))`` for a conditional VAE."""
+        if not self.num_classes:
+            return z
+        return append_label(z, one_hot(y, self.num_classes, z.dtype))
 
     # -- registration -------------------------------------------------------------------
     def _part(self, name: str):
@@ -80,6 +121,10 @@ class VAE:
                 if key in params else module
         return out
 
+    def posterior(self, modules: dict, x, y=None):
+        """q(z|x) (q(z|x,y) when conditional) from ``modules``, e.g. ``with_params(params)``."""
+        return modules["guide"](*modules["encoder"](self.encoder_input(x, y)))
+
     def _plate(self, x):
         batch = x.shape[0]
         size = self.dataset_size or batch
@@ -87,39 +132,61 @@ class VAE:
             return numpyro.plate("data", size, subsample_size=batch, dim=-1)
 
     # -- the probabilistic program ----------------------------------------------------------------
-    def model(self, x, beta=1.0):
-        """p(z) p(x|z): decoder likelihood with the prior, β around ``"z"``."""
+    def model(self, x, beta=1.0, *, y=None):
+        """p(z) p(x|z) (p(x|z,y) given labels ``y`` when conditional), β around ``"z"``."""
+        self.check_labels(y)
         prior, likelihood, decoder = self._part("prior"), self._part("likelihood"), self._part("decoder")
+        # The VampPrior shares the encoder's weights: the model registers them too.
+        encoder = self._part("encoder") if uses_encoder(prior) else None
         with self._plate(x):
             with handlers.scale(scale=beta):
-                z = numpyro.sample("z", prior())
-            numpyro.sample("x", likelihood(decoder(z)), obs=x)
+                z = numpyro.sample("z", prior_distribution(prior, encoder))
+            numpyro.sample("x", likelihood(decoder(self.decoder_input(z, y))), obs=x)
         return z
 
-    def guide(self, x, beta=1.0):
-        """q(z|x): the amortized encoder, β around ``"z"`` as in the model."""
-        encoder = self._part("encoder")
+    def guide(self, x, beta=1.0, *, y=None):
+        """q(z|x) (q(z|x,y) when conditional): the amortized encoder, β around ``"z"`` as in the model."""
+        self.check_labels(y)
+        encoder, family = self._part("encoder"), self._part("guide")
         with self._plate(x):
-            loc, scale = encoder(x)
+            q = family(*encoder(self.encoder_input(x, y)))
             with handlers.scale(scale=beta):
-                return numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                return numpyro.sample("z", q)
 
 
 def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None) -> VAE:
-    """Build a :class:`VAE` from a spec; ``key`` seeds the initial weights."""
+    """Build a :class:`VAE` from a spec; ``key`` seeds the initial weights.
+
+    A conditional spec gets the same enlarged networks as in the Pyro backend.
+    """
     event_shape = tuple(event_shape)
     keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
+    guide_plan = plan_guide(spec, BACKEND)  # before the networks: the encoder's size depends on it
 
     def make(kind: str, **structural):
         comp = registry.get(kind, getattr(spec, kind), BACKEND)
         options = registry.resolve_options(kind, comp.name, BACKEND, spec.options(kind))
+        if kind == "encoder":
+            structural.update(encoder_structural(guide_plan, comp))
         return comp.factory(**structural, **options, key=keys[kind])
 
     likelihood = make("likelihood", event_shape=event_shape)
-    prior = make("prior", latent_dim=spec.latent_dim)
-    encoder = make("encoder", event_shape=event_shape, latent_dim=spec.latent_dim)
-    decoder = make("decoder", latent_dim=spec.latent_dim, param_shape=likelihood.param_shape)
-    return VAE(prior, likelihood, encoder, decoder, event_shape, spec.latent_dim, dataset_size=dataset_size)
+    prior_comp = registry.get("prior", spec.prior, BACKEND)
+    prior = prior_comp.factory(**prior_arguments(
+        prior_comp.factory, registry.resolve_options("prior", prior_comp.name, BACKEND, spec.options("prior")),
+        latent_dim=spec.latent_dim, event_shape=event_shape, likelihood_support=likelihood.support),
+        key=keys["prior"])
+    num_classes = conditional_classes(spec)
+    if num_classes and uses_encoder(prior):
+        raise UsageError(f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
+                         "too; use another prior or set model.conditional = false")
+    encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
+    decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
+    # A key folded in rather than split off: the other parts keep their initial weights.
+    guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options,
+                                      key=jax.random.fold_in(key, len(PARTS)))
+    return VAE(prior, likelihood, encoder, decoder, event_shape, spec.latent_dim, dataset_size=dataset_size,
+               num_classes=num_classes, label_layout=layout, guide_family=guide_family)
 
 
 def initial_params(vae: VAE) -> dict:

@@ -8,16 +8,18 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from numpyro import handlers
 
+from ...conditioning import require_labels
 from ...config import Config
 from ...data import Dataset
 from ...metrics import evaluation_summary
 from ...training import fingerprint
 from . import checkpoint
 from .evaluation import Evaluator, exact_log_px
+from .guides import sample_with_log_prob
 from .model import VAE, build_vae, initial_params
+from .priors import prior_distribution
 from .trainer import Trainer, resolve_device
 
 BATCH = 1000
@@ -33,17 +35,24 @@ class TrainedVAE:
     def __init__(self, vae: VAE, params: dict, device):
         self.vae, self.params, self.device = vae, params, device
         self.evaluator = Evaluator(vae)
-        self._encode = jax.jit(lambda p, x: vae.with_params(p)["encoder"](x))
+        # (loc, scale) only: an encoder serving a richer guide family also returns its extra values.
+        self._encode = jax.jit(lambda p, x, y=None: vae.with_params(p)["encoder"](vae.encoder_input(x, y))[:2])
         self._decode = jax.jit(self._decode_fn)
         self._sample = jax.jit(self._sample_fn, static_argnums=(2,))
 
-    def _decode_fn(self, params, z):
+    def _decode_fn(self, params, z, y=None):
         m = self.vae.with_params(params)
-        return m["likelihood"].mean(m["decoder"](z))
+        return m["likelihood"].mean(m["decoder"](self.vae.decoder_input(z, y)))
 
-    def _sample_fn(self, params, key, n):
-        z = self.vae.with_params(params)["prior"]().sample(key, (n,))
-        return self._decode_fn(params, z)
+    def _sample_fn(self, params, key, n, y=None):
+        m = self.vae.with_params(params)
+        z = prior_distribution(m["prior"], m["encoder"]).sample(key, (n,))
+        return self._decode_fn(params, z, y)
+
+    @property
+    def num_classes(self) -> int:
+        """C of a conditional VAE (methods then need labels ``y``), 0 for an unconditional one."""
+        return self.vae.num_classes
 
     @property
     def device_name(self) -> str:
@@ -53,71 +62,78 @@ class TrainedVAE:
     # -- NumPyro callables ------------------------------------------------------------------
     @property
     def model(self) -> Callable:
-        """The NumPyro model ``model(x, beta=1.0)`` with the trained params substituted."""
+        """The NumPyro model ``model(x, beta=1.0, *, y=None)`` with the trained params substituted.
+
+        ``y`` (integer labels) is required by a conditional VAE and refused otherwise.
+        """
         return handlers.substitute(self.vae.model, data=self.params)
 
     @property
     def guide(self) -> Callable:
-        """The NumPyro guide ``guide(x, beta=1.0)`` with the trained params substituted."""
+        """The NumPyro guide ``guide(x, beta=1.0, *, y=None)`` with the trained params substituted."""
         return handlers.substitute(self.vae.guide, data=self.params)
 
     # -- numpy helpers -----------------------------------------------------------------------
     def _put(self, array) -> jax.Array:
         return jax.device_put(jnp.asarray(np.asarray(array, dtype=np.float32)), self.device)
 
-    def _map(self, fn, array) -> list[np.ndarray]:
+    def _labels(self, y, n: int):
+        """Checked labels as a device array (conditional VAE), ``None`` otherwise."""
+        y = require_labels(self.vae.num_classes, y, n)
+        return None if y is None else jax.device_put(jnp.asarray(y), self.device)
+
+    def _map(self, fn, array, y=None) -> list[np.ndarray]:
         outs = []
         for start in range(0, len(array), BATCH):
-            res = fn(self.params, self._put(array[start:start + BATCH]))
+            labels = () if y is None else (y[start:start + BATCH],)
+            res = fn(self.params, self._put(array[start:start + BATCH]), *labels)
             res = res if isinstance(res, tuple) else (res,)
             outs.append([np.asarray(r) for r in res])
         return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
 
-    def encode(self, x):
-        loc, scale = self._map(self._encode, x)
+    def encode(self, x, y=None):
+        loc, scale = self._map(self._encode, x, self._labels(y, len(x)))
         return loc, scale
 
-    def decode(self, z):
-        return self._map(self._decode, z)[0]
+    def decode(self, z, y=None):
+        return self._map(self._decode, z, self._labels(y, len(z)))[0]
 
-    def reconstruct(self, x):
-        return self.decode(self.encode(x)[0])
+    def reconstruct(self, x, y=None):
+        return self.decode(self.encode(x, y)[0], y)
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        return np.asarray(self._sample(self.params, jax.random.PRNGKey(seed), n))
+    def sample(self, n: int, seed: int = 0, y=None) -> np.ndarray:
+        return np.asarray(self._sample(self.params, jax.random.PRNGKey(seed), n, self._labels(y, n)))
 
     def evaluate(self, x: np.ndarray, num_samples: int = 1000, seed: int = 0, is_image: bool = False,
-                 batch_size: int = 100) -> dict:
+                 batch_size: int = 100, y=None) -> dict:
         """The same metrics, with the same keys, as the Pyro backend's ``evaluate``."""
-        xj = self._put(x)
+        xj, yj = self._put(x), self._labels(y, len(x))
         key = jax.random.PRNGKey(seed)
-        t = self.evaluator.elbo_terms(self.params, xj, jax.random.fold_in(key, 0))
+        t = self.evaluator.elbo_terms(self.params, xj, jax.random.fold_in(key, 0), y=yj)
         log_px = self.evaluator.log_px(self.params, xj, num_samples, jax.random.fold_in(key, 1),
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, y=yj)
         return evaluation_summary(reconstruction=t["reconstruction"], kl=t["kl"], kl_per_dim=t["kl_per_dim"],
                                   loc=t["loc"], log_px=log_px, num_samples=num_samples,
                                   num_features=int(np.prod(x.shape[1:])), is_image=is_image,
-                                  exact_log_px=exact_log_px(self.vae, self.params, x))
+                                  exact_log_px=exact_log_px(self.vae, self.params, x, y))
 
-    def _draws_fn(self, params, key, x, k):
+    def _draws_fn(self, params, key, x, k, y=None):
         m = self.vae.with_params(params)
-        loc, scale = m["encoder"](x)
-        q = dist.Normal(loc, scale).to_event(1)
-        z = q.sample(key, (k,))
-        out = m["decoder"](z)
-        return (z, m["likelihood"](out).log_prob(x), m["prior"]().log_prob(z), q.log_prob(z),
-                m["likelihood"].mean(out))
+        z, log_q = sample_with_log_prob(self.vae.posterior(m, x, y), key, (k,))
+        out = m["decoder"](self.vae.decoder_input(z, y))
+        log_prior = prior_distribution(m["prior"], m["encoder"]).log_prob(z)
+        return (z, m["likelihood"](out).log_prob(x), log_prior, log_q, m["likelihood"].mean(out))
 
-    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0) -> dict:
+    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0, y=None) -> dict:
         """Draws z_s ~ q(z|x) with log p(x|z), log p(z), log q(z|x); see the Pyro backend's ``draws``."""
-        xj = self._put(x)
+        xj, yj = self._put(x), self._labels(y, len(x))
         per_chunk = max(1, (2**20) // max(1, int(np.prod(x.shape))))
         fn = jax.jit(self._draws_fn, static_argnums=(3,))
         names = ("z", "log_lik", "log_prior", "log_q", "x_mean")
         outs: dict[str, list] = {k: [] for k in names}
         key = jax.random.PRNGKey(seed)
         for i, start in enumerate(range(0, num_draws, per_chunk)):
-            parts = fn(self.params, jax.random.fold_in(key, i), xj, per_chunk)
+            parts = fn(self.params, jax.random.fold_in(key, i), xj, per_chunk, yj)
             take = min(per_chunk, num_draws - start)
             for name, part in zip(names, parts):
                 if name != "x_mean":
@@ -128,8 +144,9 @@ class TrainedVAE:
         result.setdefault("x_mean", np.zeros((0, *x.shape), np.float32))
         return result
 
-    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
-        return self.evaluator.log_px(self.params, self._put(x), num_samples, jax.random.PRNGKey(seed))
+    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0, y=None) -> np.ndarray:
+        return self.evaluator.log_px(self.params, self._put(x), num_samples, jax.random.PRNGKey(seed),
+                                     y=self._labels(y, len(x)))
 
 
 def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,

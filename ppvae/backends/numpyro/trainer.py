@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from numpyro import handlers
 
+from ...conditioning import device_labels
 from ...config import Config
 from ...data import Dataset
 from ...errors import TrainingError, UsageError
@@ -70,6 +71,10 @@ class Trainer:
         self.opt_state = self.optimizer.init(self.params)
         self.x_train = jax.device_put(jnp.asarray(dataset.train), self.device)
         self.x_heldout = jax.device_put(jnp.asarray(dataset.heldout), self.device)
+        # A conditional VAE's labels sit on the device beside x and are gathered with the
+        # batch indices inside the compiled epoch; None (no labels) is an empty pytree to jit.
+        self.y_train, self.y_heldout = device_labels(cfg.model, dataset,
+                                                     lambda y: jax.device_put(jnp.asarray(y), self.device))
         self.evaluator = Evaluator(self.vae)
         self.state = TrainState()
         self.fingerprint = fingerprint(cfg, dataset.event_shape)
@@ -85,29 +90,30 @@ class Trainer:
         return self.run_dir / checkpoint.FILENAME
 
     # -- one step, one epoch -----------------------------------------------------------------
-    def _loss(self, params, key, xb, beta):
+    def _loss(self, params, key, xb, beta, yb=None):
         model = handlers.substitute(self.vae.model, data=params)
         guide = handlers.substitute(self.vae.guide, data=params)
         t = terms(model, guide, key, xb, beta, estimator=self.cfg.train.elbo,
-                  num_particles=self.cfg.train.num_particles)
+                  num_particles=self.cfg.train.num_particles, y=yb)
         return t.loss, jnp.stack([t.loss, t.reconstruction, t.kl])
 
-    def _step(self, params, opt_state, key, xb, beta):
+    def _step(self, params, opt_state, key, xb, beta, yb=None):
         binarize_key, loss_key = jax.random.split(key)
         if self.dataset.binarize == "dynamic":
             xb = jax.random.bernoulli(binarize_key, xb).astype(xb.dtype)
-        (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta)
+        (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta, yb)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, values
 
-    def _epoch(self, params, opt_state, key, x_train, batches, betas):
+    def _epoch(self, params, opt_state, key, x_train, batches, betas, y_train=None):
         self.compilations += 1  # runs only while JAX traces (compiles) this function
         keys = jax.random.split(key, batches.shape[0])
 
         def body(carry, inputs):
             params, opt_state = carry
             idx, beta, k = inputs
-            params, opt_state, values = self._step(params, opt_state, k, x_train[idx], beta)
+            yb = None if y_train is None else y_train[idx]
+            params, opt_state, values = self._step(params, opt_state, k, x_train[idx], beta, yb)
             return (params, opt_state), values
 
         (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (batches, betas, keys))
@@ -139,7 +145,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def _heldout_elbo(self) -> dict[str, float]:
-        t = self.evaluator.elbo_terms(self.params, self.x_heldout, jax.random.PRNGKey(HELDOUT_NOISE_SEED))
+        t = self.evaluator.elbo_terms(self.params, self.x_heldout, jax.random.PRNGKey(HELDOUT_NOISE_SEED),
+                                      y=self.y_heldout)
         rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
         return {"heldout_elbo": -(rec + kl), "heldout_reconstruction": rec, "heldout_kl": kl}
 
@@ -176,21 +183,23 @@ class Trainer:
                 epoch_key = jax.random.fold_in(self.train_key, s.epoch)
                 params, opt_state = self.params, self.opt_state
                 rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
+                rest_y = None if self.y_train is None else self.y_train[rest_idx]
                 rest_beta = jnp.float32(beta_at(s.step + n_full, t))
                 rest_key = jax.random.fold_in(epoch_key, n_full + 1)
                 # Compile before the clock starts: compilation is not training time.
                 epoch_fn = self._program("epoch", self._epoch_fn, params, opt_state, epoch_key, self.x_train,
-                                         batches, betas) if n_full else None
+                                         batches, betas, self.y_train) if n_full else None
                 step_fn = self._program("step", self._step_fn, params, opt_state, rest_key,
-                                        self.x_train[rest_idx], rest_beta) if rest else None
+                                        self.x_train[rest_idx], rest_beta, rest_y) if rest else None
                 started = time.perf_counter()
                 parts = []
                 if n_full:
-                    params, opt_state, values = epoch_fn(params, opt_state, epoch_key, self.x_train, batches, betas)
+                    params, opt_state, values = epoch_fn(params, opt_state, epoch_key, self.x_train, batches, betas,
+                                                         self.y_train)
                     parts.append((np.asarray(values, dtype=np.float64), t.batch_size))
                 if rest:
                     params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx],
-                                                        rest_beta)
+                                                        rest_beta, rest_y)
                     parts.append((np.asarray(values, dtype=np.float64)[None], rest))
                 seconds = time.perf_counter() - started  # np.asarray above waited for the device
                 values = np.concatenate([v for v, _ in parts])

@@ -12,8 +12,10 @@ import math
 import torch
 from pyro.distributions.kl import kl_divergence
 
+from .guides import is_diagonal, location
 from .model import VAE
 from .objectives import log_weights
+from .priors import prior_distribution
 
 # Upper bound on the elements of the largest per-chunk tensor, (chunk, batch, features):
 # 2**20 float32 values are 4 MiB: small chunks stay in cache and beat large ones on CPU.
@@ -27,10 +29,11 @@ def _batches(n: int, size: int):
 
 @torch.no_grad()
 def log_px_iwae(vae: VAE, x: torch.Tensor, num_samples: int, batch_size: int = 100,
-                max_elements: int = MAX_ELEMENTS) -> torch.Tensor:
+                max_elements: int = MAX_ELEMENTS, y: torch.Tensor | None = None) -> torch.Tensor:
     """Per-datapoint IWAE estimate of log p(x) with ``num_samples`` samples of q(z|x).
 
     Returns a float64 tensor of shape ``(n,)``: ``log (1/K) sum_k p(x, z_k) / q(z_k|x)``.
+    For a conditional VAE, ``y`` holds the labels and the estimate is of log p(x|y).
     """
     saved = vae.dataset_size, vae.register_params
     vae.dataset_size, vae.register_params = None, False
@@ -39,12 +42,13 @@ def log_px_iwae(vae: VAE, x: torch.Tensor, num_samples: int, batch_size: int = 1
         out = []
         for sl in _batches(x.shape[0], batch_size):
             xb = x[sl]
+            labels = {} if y is None else {"y": y[sl]}
             chunk = max(1, min(num_samples, max_elements // (features * xb.shape[0])))
             total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
             done = 0
             while done < num_samples:
                 k = min(chunk, num_samples - done)
-                lw = log_weights(vae.model, vae.guide, xb, beta=1.0, num_particles=k).double()
+                lw = log_weights(vae.model, vae.guide, xb, beta=1.0, num_particles=k, **labels).double()
                 total = torch.logaddexp(total, torch.logsumexp(lw, 0))
                 done += k
             out.append(total - math.log(num_samples))
@@ -54,27 +58,37 @@ def log_px_iwae(vae: VAE, x: torch.Tensor, num_samples: int, batch_size: int = 1
 
 
 @torch.no_grad()
-def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> dict[str, torch.Tensor]:
+def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500,
+               y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-datapoint reconstruction (one draw), KL (analytic where it exists) and latent stats.
 
+    ``y``: the labels of a conditional VAE (the terms are then those of log p(x|y)'s ELBO).
+
     Returns float64 tensors: ``reconstruction`` (n,), ``kl`` (n,), ``kl_per_dim`` (n, Z) where
-    the KL factorizes over dimensions (else NaN), and ``loc`` (n, Z), the posterior means.
+    the KL factorizes over dimensions (else NaN), and ``loc`` (n, Z), the posterior means
+    (for a flow guide, the means of the Normal it transforms).
     """
     recs, kls, kl_dims, locs = [], [], [], []
     for sl in _batches(x.shape[0], batch_size):
         xb = x[sl]
-        q = vae.posterior(xb)
-        p = vae.prior()
+        yb = None if y is None else y[sl]
+        q = vae.posterior(xb, yb)
+        p = prior_distribution(vae.prior, vae.encoder)
         z = q.rsample()
-        recs.append(-vae.observation(z).log_prob(xb).double())
-        try:
-            per_dim = kl_divergence(q.base_dist, p.base_dist.expand(q.base_dist.batch_shape))
+        recs.append(-vae.observation(z, yb).log_prob(xb).double())
+        per_dim = None
+        if is_diagonal(q):  # only a diagonal q's KL splits over dimensions
+            try:
+                per_dim = kl_divergence(q.base_dist, p.base_dist.expand(q.base_dist.batch_shape))
+            except (NotImplementedError, AttributeError):
+                pass
+        if per_dim is not None:
             kl_dims.append(per_dim.double())
             kls.append(per_dim.sum(-1).double())
-        except (NotImplementedError, AttributeError):
+        else:
             kls.append((q.log_prob(z) - p.log_prob(z)).double())
             kl_dims.append(torch.full(z.shape, math.nan, dtype=torch.float64, device=x.device))
-        locs.append(q.base_dist.loc.double() if hasattr(q, "base_dist") else q.mean.double())
+        locs.append(location(q).double())
     return {
         "reconstruction": torch.cat(recs),
         "kl": torch.cat(kls),
@@ -83,11 +97,12 @@ def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500) -> dict[str, to
     }
 
 
-def exact_log_px(vae: VAE, x: torch.Tensor) -> torch.Tensor | None:
+def exact_log_px(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
     """Exact log p(x) for the linear-Gaussian model (probabilistic PCA), else ``None``.
 
     With z ~ N(m, diag(s^2)), x | z ~ N(W z + b, diag(sigma^2)), the marginal is
-    x ~ N(W m + b, W diag(s^2) W^T + diag(sigma^2)).
+    x ~ N(W m + b, W diag(s^2) W^T + diag(sigma^2)). A conditional model's decoder is
+    ``W z + V one_hot(y) + b``: log p(x|y) has the mean shifted by ``V one_hot(y)``.
     """
     from .components import NormalLikelihood, NormalPrior
     from .nets import LinearDecoder
@@ -96,11 +111,15 @@ def exact_log_px(vae: VAE, x: torch.Tensor) -> torch.Tensor | None:
             and isinstance(vae.prior, NormalPrior)):
         return None
     with torch.no_grad():
-        W = vae.decoder.linear.weight.double()  # (D, Z)
+        W = vae.decoder.linear.weight.double()  # (D, Z [+ C])
         b = vae.decoder.linear.bias.double()
         m, s = vae.prior.loc.double(), vae.prior.scale.double()
+        W, V = W[:, : m.shape[0]], W[:, m.shape[0]:]
         d = W.shape[0]
         sigma = vae.likelihood.scale.double().expand(vae.likelihood.event_shape).reshape(d)
         cov = (W * s**2) @ W.T + torch.diag(sigma**2)
-        mvn = torch.distributions.MultivariateNormal(W @ m + b, covariance_matrix=cov)
+        mean = W @ m + b
+        if vae.num_classes:
+            mean = mean + V.T[y.long()]  # (n, D): V one_hot(y) picks column y of V
+        mvn = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
         return mvn.log_prob(x.reshape(x.shape[0], d).double())

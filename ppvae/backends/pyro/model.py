@@ -18,8 +18,15 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ...conditioning import conditional_classes, conditional_encoder
 from ...config import ModelSpec
+from ...errors import UsageError
+from ...guides import encoder_structural, plan_guide
 from ... import registry
+from .conditioning import append_label, attach_label, one_hot
+from .guides import DiagonalGuide
+from .priors import prior_distribution, uses_encoder
+from ..settings import prior_arguments
 
 BACKEND = "pyro"
 
@@ -43,6 +50,16 @@ class VAE(nn.Module):
         ``guide`` (``pyro.module``), as ``pyro.infer.SVI`` with a ``pyro.optim`` optimizer
         needs. ppvae's own trainer optimizes ``self.parameters()`` directly and turns this
         off to skip the param-store round trip on every step.
+    num_classes : int
+        ``C > 0`` makes a conditional VAE p(z) p(x|z,y), q(z|x,y): ``model`` and ``guide``
+        then require integer labels ``y`` and the encoder and decoder receive ``one_hot(y)``
+        (built for the enlarged inputs by :func:`build_vae`). ``0``: unconditional.
+    label_layout : {"flat", "channels"}
+        How the label is attached to x for the encoder (see :mod:`ppvae.conditioning`).
+    guide_family : torch.nn.Module, optional
+        The family of q(z|x) (registry kind ``"guide"``): called with the encoder's
+        outputs ``(loc, scale[, extra])``, it returns the distribution of z. Defaults to
+        the diagonal Normal. Kept as ``vae.guide_family`` (``vae.guide`` is the guide).
 
     Examples
     --------
@@ -56,27 +73,53 @@ class VAE(nn.Module):
 
     def __init__(self, prior: nn.Module, likelihood: nn.Module, encoder: nn.Module,
                  decoder: nn.Module, event_shape, latent_dim: int, dataset_size: int | None = None,
-                 register_params: bool = True):
+                 register_params: bool = True, num_classes: int = 0, label_layout: str = "flat",
+                 guide_family: nn.Module | None = None):
         super().__init__()
         self.prior = prior
         self.likelihood = likelihood
         self.encoder = encoder
         self.decoder = decoder
+        # Registered after the other parts, so their parameters keep their order (and the
+        # optimizer state of a checkpoint its indices).
+        self.guide_family = DiagonalGuide(latent_dim) if guide_family is None else guide_family
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
         self.dataset_size = dataset_size
         self.register_params = register_params
+        self.num_classes = int(num_classes)
+        self.label_layout = label_layout
         self.beta = 1.0
 
     # -- pieces -------------------------------------------------------------------------
-    def posterior(self, x: torch.Tensor) -> dist.Distribution:
-        """The amortized q(z|x): a diagonal Normal with the encoder's loc and scale."""
-        loc, scale = self.encoder(x)
-        return dist.Normal(loc, scale).to_event(1)
+    def check_labels(self, y) -> None:
+        """Labels are required by a conditional model and refused by an unconditional one."""
+        if self.num_classes and y is None:
+            raise UsageError(f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
+                             "e.g. model(x, y=labels)")
+        if not self.num_classes and y is not None:
+            raise UsageError("labels y were given to an unconditional VAE; drop y, or build the model with "
+                             "model.conditional = true")
 
-    def observation(self, z: torch.Tensor) -> dist.Distribution:
-        """p(x|z) for a batch of latents."""
-        return self.likelihood(self.decoder(z))
+    def encoder_input(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """What the encoder sees: ``x``, with ``one_hot(y)`` attached for a conditional VAE."""
+        if not self.num_classes:
+            return x
+        return attach_label(x, one_hot(y, self.num_classes, x.dtype), len(self.event_shape), self.label_layout)
+
+    def decoder_input(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder sees: ``z``, or ``concat(z, one_hot(y))`` for a conditional VAE."""
+        if not self.num_classes:
+            return z
+        return append_label(z, one_hot(y, self.num_classes, z.dtype))
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        """The amortized q(z|x) (q(z|x,y) when conditional): the guide family of the encoder's outputs."""
+        return self.guide_family(*self.encoder(self.encoder_input(x, y)))
+
+    def observation(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
+        """p(x|z) (p(x|z,y) when conditional) for a batch of latents."""
+        return self.likelihood(self.decoder(self.decoder_input(z, y)))
 
     def _plate(self, x: torch.Tensor):
         batch = x.shape[0]
@@ -86,46 +129,61 @@ class VAE(nn.Module):
         return pyro.plate("data", size=size, subsample=torch.arange(batch, device=x.device), dim=-1)
 
     # -- the probabilistic program ------------------------------------------------------------
-    def model(self, x: torch.Tensor, beta: float | torch.Tensor | None = None) -> torch.Tensor:
-        """p(z) p(x|z): decoder likelihood with the prior, β around ``"z"``."""
+    def model(self, x: torch.Tensor, beta: float | torch.Tensor | None = None, *,
+              y: torch.Tensor | None = None) -> torch.Tensor:
+        """p(z) p(x|z) (p(x|z,y) given labels ``y`` when conditional), β around ``"z"``."""
+        self.check_labels(y)
         beta = self.beta if beta is None else beta
         if self.register_params:
             pyro.module("ppvae_decoder", self.decoder)
             pyro.module("ppvae_likelihood", self.likelihood)
             pyro.module("ppvae_prior", self.prior)
+            if uses_encoder(self.prior):  # the VampPrior shares the encoder's weights
+                pyro.module("ppvae_encoder", self.encoder)
         with self._plate(x):
             with poutine.scale(scale=beta):
-                z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.observation(z), obs=x)
+                z = pyro.sample("z", prior_distribution(self.prior, self.encoder))
+            pyro.sample("x", self.observation(z, y), obs=x)
         return z
 
-    def guide(self, x: torch.Tensor, beta: float | torch.Tensor | None = None) -> torch.Tensor:
-        """q(z|x): the amortized encoder, β around ``"z"`` as in the model."""
+    def guide(self, x: torch.Tensor, beta: float | torch.Tensor | None = None, *,
+              y: torch.Tensor | None = None) -> torch.Tensor:
+        """q(z|x) (q(z|x,y) when conditional): the amortized encoder, β around ``"z"`` as in the model."""
+        self.check_labels(y)
         beta = self.beta if beta is None else beta
         if self.register_params:
             pyro.module("ppvae_encoder", self.encoder)
+            if any(True for _ in self.guide_family.parameters()):
+                pyro.module("ppvae_guide", self.guide_family)
         with self._plate(x):
-            q = self.posterior(x)
+            q = self.posterior(x, y)
             with poutine.scale(scale=beta):
                 return pyro.sample("z", q)
 
     # -- everyday uses -----------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        """Means of p(x|z) for ``n`` draws z ~ p(z)."""
-        z = self.prior().sample((n,))
-        return self.likelihood.mean(self.decoder(z))
+    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Means of p(x|z) (p(x|z,y) for labels ``y`` of shape ``(n,)``) for ``n`` draws z ~ p(z)."""
+        self.check_labels(y)
+        z = prior_distribution(self.prior, self.encoder).sample((n,))
+        return self.decode(z, y)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) for given latents."""
-        return self.likelihood.mean(self.decoder(z))
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of p(x|z) (p(x|z,y) when conditional) for given latents."""
+        self.check_labels(y)
+        return self.likelihood.mean(self.decoder(self.decoder_input(z, y)))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior mean of z."""
-        loc, _ = self.encoder(x)
-        return self.decode(loc)
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of p(x|z) at the encoder's loc (labels ``y`` for both when conditional).
+
+        The loc is the posterior mean for the Gaussian guide families; for ``iaf`` it is the
+        mean of the Normal the flows transform.
+        """
+        self.check_labels(y)
+        loc = self.encoder(self.encoder_input(x, y))[0]
+        return self.decode(loc, y)
 
 
 def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
@@ -133,19 +191,33 @@ def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
     """Build a :class:`VAE` from a :class:`~ppvae.config.ModelSpec`.
 
     Component names and settings are validated against the registry; unknown ones raise
-    :class:`~ppvae.errors.UsageError` listing the valid choices.
+    :class:`~ppvae.errors.UsageError` listing the valid choices. A conditional spec
+    (``spec.conditional``, ``spec.num_classes`` resolved) gets a decoder with
+    ``latent_dim + num_classes`` inputs and an encoder for x with the label attached.
     """
     event_shape = tuple(event_shape)
+    guide_plan = plan_guide(spec, BACKEND)  # before the networks: the encoder's size depends on it
 
     def make(kind: str, **structural):
         comp = registry.get(kind, getattr(spec, kind), BACKEND)
         options = registry.resolve_options(kind, comp.name, BACKEND, spec.options(kind))
+        if kind == "encoder":
+            structural.update(encoder_structural(guide_plan, comp))
         return comp.factory(**structural, **options)
 
     likelihood = make("likelihood", event_shape=event_shape)
-    prior = make("prior", latent_dim=spec.latent_dim)
-    encoder = make("encoder", event_shape=event_shape, latent_dim=spec.latent_dim)
-    decoder = make("decoder", latent_dim=spec.latent_dim, param_shape=likelihood.param_shape)
+    prior_comp = registry.get("prior", spec.prior, BACKEND)
+    prior = prior_comp.factory(**prior_arguments(
+        prior_comp.factory, registry.resolve_options("prior", prior_comp.name, BACKEND, spec.options("prior")),
+        latent_dim=spec.latent_dim, event_shape=event_shape, likelihood_support=likelihood.support))
+    num_classes = conditional_classes(spec)
+    if num_classes and uses_encoder(prior):
+        raise UsageError(f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
+                         "too; use another prior or set model.conditional = false")
+    encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
+    decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
+    guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options)
     return VAE(prior, likelihood, encoder, decoder, event_shape, spec.latent_dim,
-               dataset_size=dataset_size, register_params=register_params)
+               dataset_size=dataset_size, register_params=register_params,
+               num_classes=num_classes, label_layout=layout, guide_family=guide_family)
 

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ...conditioning import require_labels
 from ...config import Config
 from ...data import Dataset
 from ...errors import CheckpointError
@@ -15,6 +16,7 @@ from ...metrics import evaluation_summary
 from . import checkpoint
 from .evaluation import elbo_terms, exact_log_px, log_px_iwae
 from .model import VAE, build_vae
+from .priors import prior_distribution
 from ...training import fingerprint
 from .trainer import Trainer, resolve_device
 
@@ -46,50 +48,73 @@ class TrainedVAE:
     # -- Pyro callables -------------------------------------------------------------------
     @property
     def model(self) -> Callable:
-        """The Pyro model ``model(x, beta=None)``: usable with any ``pyro.infer`` algorithm."""
+        """The Pyro model ``model(x, beta=None, *, y=None)``: usable with any ``pyro.infer`` algorithm.
+
+        ``y`` (integer labels) is required by a conditional VAE and refused otherwise.
+        """
         return self.vae.model
 
     @property
     def guide(self) -> Callable:
-        """The Pyro guide ``guide(x, beta=None)``: the amortized q(z|x)."""
+        """The Pyro guide ``guide(x, beta=None, *, y=None)``: the amortized q(z|x) (q(z|x,y))."""
         return self.vae.guide
+
+    @property
+    def num_classes(self) -> int:
+        """C of a conditional VAE (methods then need labels ``y``), 0 for an unconditional one."""
+        return self.vae.num_classes
 
     # -- numpy helpers ----------------------------------------------------------------------
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
 
-    def _map(self, fn, array: np.ndarray) -> list[np.ndarray]:
+    def _labels(self, y, n: int) -> torch.Tensor | None:
+        """Checked labels as a device tensor (conditional VAE), ``None`` otherwise."""
+        y = require_labels(self.vae.num_classes, y, n)
+        return None if y is None else torch.as_tensor(y, dtype=torch.long, device=self.device)
+
+    def _map(self, fn, array: np.ndarray, y: torch.Tensor | None = None) -> list[np.ndarray]:
         outs: list[list[np.ndarray]] = []
         with torch.no_grad():
             for start in range(0, len(array), BATCH):
-                res = fn(self._tensor(array[start:start + BATCH]))
+                labels = () if y is None else (y[start:start + BATCH],)
+                res = fn(self._tensor(array[start:start + BATCH]), *labels)
                 res = res if isinstance(res, tuple) else (res,)
                 outs.append([r.cpu().numpy() for r in res])
         return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
 
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior loc and scale of q(z|x), each ``(n, latent_dim)``."""
-        loc, scale = self._map(self.vae.encoder, x)
+    def encode(self, x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Loc and scale of the encoder's Normal (q(z|x,y) given labels when conditional), each ``(n, latent_dim)``.
+
+        For the default ``diagonal`` guide they are q's mean and standard deviations; richer
+        families (``model.guide``) add correlations or flows on top of this Normal.
+        """
+        def encoder(xb, yb=None):
+            return self.vae.encoder(self.vae.encoder_input(xb, yb))
+
+        # (loc, scale) only: an encoder serving a richer guide family also returns its extra values.
+        loc, scale = self._map(encoder, x, self._labels(y, len(x)))[:2]
         return loc, scale
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """Mean of p(x|z) for latents ``z`` of shape ``(n, latent_dim)``."""
-        return self._map(self.vae.decode, z)[0]
+    def decode(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        """Mean of p(x|z) (p(x|z,y) when conditional) for latents ``z`` of shape ``(n, latent_dim)``."""
+        return self._map(self.vae.decode, z, self._labels(y, len(z)))[0]
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+    def reconstruct(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Mean of p(x|z) at the posterior mean: the compression-and-recovery round trip."""
-        return self._map(self.vae.reconstruct, x)[0]
+        return self._map(self.vae.reconstruct, x, self._labels(y, len(x)))[0]
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """Means of p(x|z) for ``n`` draws from the prior (seeded)."""
+    def sample(self, n: int, seed: int = 0, y: np.ndarray | None = None) -> np.ndarray:
+        """Means of p(x|z) for ``n`` draws from the prior (seeded); ``y``: ``(n,)`` labels if conditional."""
+        labels = self._labels(y, n)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return self.vae.sample(n).cpu().numpy()
+            return self.vae.sample(n, labels).cpu().numpy()
 
     def evaluate(self, x: np.ndarray, num_samples: int = 1000, seed: int = 0,
-                 is_image: bool = False, batch_size: int = 100) -> dict:
-        """Held-out metrics, per datapoint in nats.
+                 is_image: bool = False, batch_size: int = 100, y: np.ndarray | None = None) -> dict:
+        """Held-out metrics, per datapoint in nats (of log p(x|y) given labels ``y`` when conditional).
 
         Returns
         -------
@@ -99,13 +124,13 @@ class TrainedVAE:
             standard error over points, ``num_samples``, ``active_units``, ``kl_per_dim``,
             ``bits_per_dim`` for images, ``exact_log_px`` for the linear-Gaussian model.
         """
-        xt = self._tensor(x)
+        xt, yt = self._tensor(x), self._labels(y, len(x))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            t = elbo_terms(self.vae, xt)
-            log_px = log_px_iwae(self.vae, xt, num_samples, batch_size=batch_size).cpu().numpy()
-        exact = exact_log_px(self.vae, xt)
+            t = elbo_terms(self.vae, xt, y=yt)
+            log_px = log_px_iwae(self.vae, xt, num_samples, batch_size=batch_size, y=yt).cpu().numpy()
+        exact = exact_log_px(self.vae, xt, yt)
         return evaluation_summary(
             reconstruction=t["reconstruction"].cpu().numpy(), kl=t["kl"].cpu().numpy(),
             kl_per_dim=t["kl_per_dim"].cpu().numpy(), loc=t["loc"].cpu().numpy(), log_px=log_px,
@@ -116,24 +141,25 @@ class TrainedVAE:
         """The weights as numpy arrays by PyTorch name (for converting to another backend)."""
         return {k: v.detach().cpu().numpy() for k, v in self.vae.state_dict().items()}
 
-    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0) -> dict:
+    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0,
+              y: np.ndarray | None = None) -> dict:
         """Draws z_s ~ q(z|x) for every point, with the log densities the diagnostics need.
 
         Returns numpy arrays: ``z`` (S, n, Z), ``log_lik`` = log p(x|z), ``log_prior`` =
         log p(z), ``log_q`` = log q(z|x), each (S, n), and ``x_mean`` (S', n, *event): the
-        mean of p(x|z) for the first ``predictive_draws`` draws.
+        mean of p(x|z) for the first ``predictive_draws`` draws. ``y``: labels if conditional.
         """
-        xt = self._tensor(x)
+        xt, yt = self._tensor(x), self._labels(y, len(x))
         devices = [self.device] if self.device.type == "cuda" else []
         outs: dict[str, list] = {"z": [], "log_lik": [], "log_prior": [], "log_q": [], "x_mean": []}
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
-            q = self.vae.posterior(xt)
-            prior = self.vae.prior()
+            q = self.vae.posterior(xt, yt)
+            prior = prior_distribution(self.vae.prior, self.vae.encoder)
             per_chunk = max(1, (2**20) // max(1, xt[0].numel() * len(xt)))
             for start in range(0, num_draws, per_chunk):
                 z = q.sample((min(per_chunk, num_draws - start),))
-                out = self.vae.decoder(z)
+                out = self.vae.decoder(self.vae.decoder_input(z, yt))
                 outs["z"].append(z)
                 outs["log_lik"].append(self.vae.likelihood(out).log_prob(xt))
                 outs["log_prior"].append(prior.log_prob(z))
@@ -144,12 +170,14 @@ class TrainedVAE:
         result.setdefault("x_mean", np.zeros((0, *x.shape), np.float32))
         return result
 
-    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0) -> np.ndarray:
-        """IWAE log p(x) estimate for every row of ``x`` (float64)."""
+    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0,
+                         y: np.ndarray | None = None) -> np.ndarray:
+        """IWAE log p(x) (log p(x|y) given labels when conditional) for every row of ``x`` (float64)."""
+        yt = self._labels(y, len(x))
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            return log_px_iwae(self.vae, self._tensor(x), num_samples).cpu().numpy()
+            return log_px_iwae(self.vae, self._tensor(x), num_samples, y=yt).cpu().numpy()
 
 
 def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,

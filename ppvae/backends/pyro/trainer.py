@@ -23,6 +23,7 @@ import numpy as np
 import pyro
 import torch
 
+from ...conditioning import device_labels
 from ...config import Config
 from ...data import Dataset
 from ...errors import TrainingError, UsageError
@@ -54,12 +55,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def heldout_elbo(vae: VAE, x: torch.Tensor) -> dict[str, float]:
-    """Held-out ELBO (analytic KL where available, one draw) with fixed noise."""
+def heldout_elbo(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
+    """Held-out ELBO (analytic KL where available, one draw) with fixed noise; ``y``: labels if conditional."""
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(HELDOUT_NOISE_SEED)
-        t = elbo_terms(vae, x)
+        t = elbo_terms(vae, x, y=y)
     rec, kl = t["reconstruction"].mean().item(), t["kl"].mean().item()
     return {"heldout_elbo": -(rec + kl), "heldout_reconstruction": rec, "heldout_kl": kl}
 
@@ -94,6 +95,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr)
         self.x_train = torch.as_tensor(dataset.train, device=self.device)
         self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
+        # A conditional VAE's labels live on the device beside x: a batch's labels are
+        # gathered with the same indices, so no step waits for the host.
+        self.y_train, self.y_heldout = device_labels(cfg.model, dataset, lambda y: torch.as_tensor(
+            y, dtype=torch.long, device=self.device))
         self.state = TrainState()
         self.fingerprint = fingerprint(cfg, dataset.event_shape)
 
@@ -177,12 +182,13 @@ class Trainer:
                 while s.batch < n_batches:
                     idx = order[s.batch * t.batch_size:(s.batch + 1) * t.batch_size]
                     xb = self.x_train[idx]
+                    labels = {} if self.y_train is None else {"y": self.y_train[idx]}
                     if dynamic:
                         xb = torch.bernoulli(xb)
                     beta = beta_at(s.step, t)
                     try:
                         tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
-                                   estimator=t.elbo, num_particles=t.num_particles)
+                                   estimator=t.elbo, num_particles=t.num_particles, **labels)
                         self.optimizer.zero_grad(set_to_none=True)
                         tm.loss.backward()
                         self.optimizer.step()
@@ -229,7 +235,7 @@ class Trainer:
                 record = {
                     "epoch": s.epoch + 1, "step": s.step, "loss": loss, "reconstruction": rec, "kl": kl,
                     "beta": beta_at(s.step - 1, t), "seconds": seconds, "images_per_s": count / seconds,
-                    **heldout_elbo(self.vae, self.x_heldout),
+                    **heldout_elbo(self.vae, self.x_heldout, self.y_heldout),
                 }
                 s.records.append(record)
                 s.epoch += 1
