@@ -113,6 +113,8 @@ def cli():
 @click.option("--likelihood", help="Likelihood p(x|z): bernoulli, continuous_bernoulli, normal, ...")
 @click.option("--encoder", help="Encoder network: mlp or conv.")
 @click.option("--decoder", help="Decoder network: mlp, conv or linear.")
+@click.option("--guide", help="Family of q(z|x): diagonal (default), lowrank, fullrank or iaf; "
+              "settings with --set model.guide_options.rank=4.")
 @click.option("--latent-dim", type=int, help="Size of z (default 20).")
 @click.option("--epochs", type=int, help="Passes over the training split (default 30).")
 @click.option("--batch-size", type=int, help="Minibatch size (default 128).")
@@ -135,7 +137,7 @@ def cli():
 @click.option("--force", is_flag=True, help="Overwrite the files of an existing run folder given by --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @_handle_errors
-def fit(spec, data, backend, prior, likelihood, encoder, decoder, latent_dim, epochs, batch_size, beta,
+def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_dim, epochs, batch_size, beta,
         beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet):
     """Train a VAE and write a run folder.
 
@@ -157,6 +159,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, latent_dim, ep
       ppvae fit --likelihood normal --decoder linear --data table.csv \\
                 --set data.standardize=true --set data.binarize=none
       ppvae fit --beta 4 --beta-schedule linear --set train.warmup_steps=2000
+      ppvae fit --guide lowrank --set model.guide_options.rank=4
       ppvae fit runs/z2/config.toml --out runs/z2-again
       ppvae fit --resume runs/z2 --epochs 40
     """
@@ -166,9 +169,9 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, latent_dim, ep
         raise UsageError("--resume RUN continues RUN with its own config.toml; drop SPEC and --out")
     overrides = dict(parse_override(s) for s in settings)
     shortcuts = dict(data=data, backend=backend, prior=prior, likelihood=likelihood, encoder=encoder,
-                     decoder=decoder, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size, beta=beta,
-                     beta_schedule=beta_schedule, lr=lr, elbo=elbo, num_particles=num_particles, seed=seed,
-                     device=device)
+                     decoder=decoder, guide=guide, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size,
+                     beta=beta, beta_schedule=beta_schedule, lr=lr, elbo=elbo, num_particles=num_particles,
+                     seed=seed, device=device)
     echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     run = api.fit(spec, out=out, resume=resume, force=force, progress=not quiet, overrides=overrides,
                   echo=echo, **shortcuts)
