@@ -27,7 +27,7 @@ from . import registry
 from .conditioning import infer_num_classes, sample_labels
 from .config import Config, ModelSpec, TrainSpec
 from .data import Dataset, absolute_source, load_dataset, load_source
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .runs import RunFolder, default_run_dir
 
 __all__ = ["fit", "load", "Run", "build_config", "SHORTCUTS"]
@@ -379,20 +379,125 @@ class Run:
             labels = sample_labels(self.num_classes, n, labels)
         return self.trained.sample(n, seed=seed, y=labels)
 
-    def evaluate(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0) -> dict:
+    def evaluate(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0,
+                 labels: np.ndarray | None = None) -> dict:
         """Held-out ELBO, reconstruction, KL, IWAE log p(x) with K = ``num_samples``, active units.
+
+        Where labels exist (the held-out split's, or ``labels`` for ``x``) and the training
+        split has labels too, also ``linear_probe_accuracy``: a logistic regression trained on
+        the latent means of the training split and scored on the evaluated points, with
+        ``linear_probe`` saying which points each side used.
 
         Parameters
         ----------
         x : numpy.ndarray, optional
-            Prepared data; defaults to the run's held-out split.
+            Prepared data; defaults to the run's held-out split (and its labels).
         num_samples : int
             K of the importance-weighted bound (chunked: memory does not grow with K).
         seed : int
             Seed of the importance samples.
+        labels : numpy.ndarray, optional
+            One integer label per row of ``x``, for the linear probe. A conditional run
+            needs them (the numbers are then of log p(x|y)).
         """
         if not (isinstance(num_samples, int) and num_samples > 0):
             raise UsageError(f"--num-samples must be a positive integer, got {num_samples!r}")
-        x = self.heldout() if x is None else self._check(x)
-        return self.trained.evaluate(x, num_samples=num_samples, seed=seed,
-                                     is_image=bool(self.data_info.get("is_image")))
+        if x is None:
+            x, labels, scored_on = self.heldout(), self.dataset().heldout_labels, "held-out split"
+        else:
+            x, scored_on = self._check(x), "the evaluated data"
+        ev = self.trained.evaluate(x, num_samples=num_samples, seed=seed,
+                                   is_image=bool(self.data_info.get("is_image")),
+                                   y=labels if self.num_classes else None)
+        ev.update(self._linear_probe(x, labels, scored_on))
+        return ev
+
+    def _linear_probe(self, x: np.ndarray, labels: np.ndarray | None, scored_on: str) -> dict:
+        """``linear_probe_accuracy`` and what it used, or nothing where labels are missing."""
+        from .data.arrays import check_labels
+        from .metrics import PROBE_MAX_TRAIN, linear_probe_accuracy
+
+        if labels is None:
+            return {}
+        labels = check_labels(labels, len(x), "the labels")
+        if self.dataset().train_labels is None:
+            return {}
+        train_loc, train_labels = self.training_codes(PROBE_MAX_TRAIN)
+        cond = self.num_classes > 0  # a conditional encoder is given each point's own label
+        probe = linear_probe_accuracy(train_loc, train_labels, self.encode(x, labels if cond else None)[0], labels)
+        if probe is None:
+            return {}
+        return {"linear_probe_accuracy": probe["accuracy"],
+                "linear_probe": {"trained_on": f"training split, latent means of {probe['num_train']} points",
+                                 "scored_on": f"{scored_on}, {probe['num_test']} points",
+                                 "num_classes": probe["num_classes"]}}
+
+    def training_codes(self, max_points: int = 10_000) -> tuple[np.ndarray, np.ndarray | None]:
+        """Posterior means of the training split (a seeded subset of ``max_points`` beyond), and its labels.
+
+        Where training binarized every minibatch afresh, the split is binarized once with a
+        fixed seed, as the model saw it (and as the held-out split is).
+        """
+        ds = self.dataset()
+        train, train_labels = ds.train, ds.train_labels
+        if len(train) > max_points:
+            keep = np.sort(np.random.default_rng(0).choice(len(train), max_points, replace=False))
+            train, train_labels = train[keep], None if train_labels is None else train_labels[keep]
+        if ds.binarize == "dynamic":
+            train = (np.random.default_rng(1).random(train.shape) < train).astype(np.float32)
+        return self.encode(train, train_labels if self.num_classes else None)[0], train_labels
+
+    def score(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0,
+              labels: np.ndarray | None = None, latent_density: bool = False) -> dict:
+        """Anomaly scores per datapoint: ``neg_elbo`` (-ELBO) and ``neg_log_px`` (-log p(x)).
+
+        Both from the same ``num_samples`` draws of q(z|x) per point (see
+        :mod:`ppvae.scoring`); higher means more anomalous. Also ``neg_elbo_stderr``, the
+        Monte-Carlo standard error of ``neg_elbo``, and with ``latent_density`` the score
+        ``neg_log_latent_density``: -log density of the point's posterior mean under a
+        Gaussian mixture fit to the training split's posterior means.
+
+        Parameters
+        ----------
+        x : numpy.ndarray, optional
+            Prepared data (:meth:`load_data`); defaults to the run's held-out split.
+        num_samples : int
+            K, draws per point (the IWAE bound tightens as K grows).
+        seed : int
+            Seed of the draws.
+        labels : numpy.ndarray, optional
+            A conditional run's class labels, one per point (the scores are then of
+            log p(x|y)); an unconditional run ignores them.
+        latent_density : bool
+            Also score by density in latent space (fits the mixture: seconds to a minute).
+
+        Returns
+        -------
+        dict of numpy.ndarray
+            float64 arrays of shape ``(n,)``.
+
+        Examples
+        --------
+        >>> s = run.score(run.heldout()[:100], num_samples=500)     # doctest: +SKIP
+        >>> s["neg_log_px"].argsort()[-5:]                           # the 5 most unusual points  # doctest: +SKIP
+        """
+        from .scoring import score_points
+
+        if x is None:
+            x, labels = self.heldout(), self.dataset().heldout_labels
+        else:
+            x = self._check(x)
+        y = None
+        if self.num_classes:
+            if labels is None:
+                raise DataError(f"{self.path} is a conditional VAE: scoring needs the class label of every point; "
+                                "pass labels (an .npz with 'y', or --labels FILE)")
+            y = sample_labels(self.num_classes, len(x), labels)
+        scores = score_points(self.trained, x, latent_dim=self.config.model.latent_dim,
+                              num_samples=num_samples, seed=seed, y=y)
+        if latent_density:
+            from .scoring import latent_density_scores
+
+            scores["neg_log_latent_density"] = latent_density_scores(self.training_codes()[0],
+                                                                     self.encode(x, y)[0], seed=seed)
+        return scores

@@ -98,6 +98,8 @@ def cli():
       ppvae evaluate runs/RUN            held-out ELBO, log p(x), active units
       ppvae sample runs/RUN -n 64 --out samples.png
       ppvae encode runs/RUN --out latents.npz
+      ppvae plot latent runs/RUN --out latent.png
+      ppvae score runs/RUN --anomalous 9 --out scores.csv
 
     Every command has --help with examples.
     """
@@ -219,8 +221,10 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     from . import api
 
     r = api.load(run, device=device)
-    x, _ = r.load_data(data)
-    ev = r.evaluate(x, num_samples=num_samples, seed=seed)
+    x, labels = r.load_data(data)
+    _run_labels(r, labels, data)
+    # None: the run's own held-out split, which the linear probe names as such.
+    ev = r.evaluate(None if data is None else x, num_samples=num_samples, seed=seed, labels=labels)
     if as_json:
         # NaN is not JSON: a metric that could not be computed is printed as null.
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in ev.items()}
@@ -236,6 +240,10 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     if "bits_per_dim" in ev:
         click.echo(f"  bits per dimension   {_fmt(ev['bits_per_dim'], 4)}")
     click.echo(f"  active units         {ev['active_units']} of {len(ev['kl_per_dim'])}")
+    if "linear_probe_accuracy" in ev:
+        probe = ev["linear_probe"]
+        click.echo(f"  linear probe         {ev['linear_probe_accuracy']:.1%} accuracy (logistic regression on the "
+                   f"latent means; trained on the {probe['trained_on']}; scored on the {probe['scored_on']})")
 
 
 # ----------------------------------------------------------------------------------- generation
@@ -569,6 +577,168 @@ def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_
         ref = result.numbers["reference"]
         click.echo(f"NUTS reference: max R-hat {ref['max_rhat']:.3f}, min bulk ESS {ref['min_ess_bulk']:.0f}")
     click.echo(f"report: {result.out / 'report.md'}")
+
+
+# ------------------------------------------------------------------------------- applications
+def _parse_classes(text: str | None) -> list[int] | None:
+    """``--anomalous 9`` or ``--anomalous 8,9`` -> [9] or [8, 9]."""
+    if text is None:
+        return None
+    try:
+        classes = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        classes = []
+    if not classes:
+        raise UsageError(f"--anomalous {text!r}: give the integer label(s) of the anomalous class, "
+                         "e.g. --anomalous 9 or --anomalous 8,9")
+    return classes
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", help="Points to score (default: the run's held-out split); a file is prepared like "
+              "the training data.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="One integer label per point (.npy, .npz, .csv or .txt); default: the data's own labels.")
+@click.option("--anomalous", metavar="CLASSES",
+              help="Label(s) that count as anomalies, comma-separated (9, or 8,9); 0/1 labels need none.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="scores.csv, one row per point; with anomalous and normal points also scores.png beside it.")
+@click.option("--num-samples", "-k", type=int, default=1000, show_default=True,
+              help="Draws from q(z|x) per point (K of the IWAE bound on log p(x)).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--latent-density", is_flag=True,
+              help="Also score by density in latent space: -log of a Gaussian mixture fit to the training "
+                   "split's posterior means, evaluated at each point's posterior mean.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary (means, ROC AUCs, files) as JSON.")
+@click.option("--force", is_flag=True, help="Overwrite --out (and its picture) if they exist.")
+@_handle_errors
+def score(run, data, labels_file, anomalous, out, num_samples, seed, device, latent_density, as_json, force):
+    """Anomaly scores per datapoint: -ELBO and -log p(x) (higher = more unusual).
+
+    Both come from the same K draws z ~ q(z|x) per point: -ELBO is minus their mean log
+    weight, -log p(x) the importance-weighted (IWAE) estimate, which is never above it.
+
+    \b
+    OUT gets one row per point: index, label (if known), anomalous (0/1, if known),
+    neg_elbo and neg_log_px (nats), and neg_log_latent_density with --latent-density.
+    Likelihoods also track how simple an input is: an unseen class of simple shapes can
+    score as normal. --latent-density asks instead whether the encoder puts the point
+    where it puts normal (training) data, which often separates such classes better.
+
+    \b
+    With labels and --anomalous (or labels that are already 0/1), also the ROC AUC of
+    each score (1 = every anomaly ranked above every normal point, 0.5 = chance) and a
+    picture beside OUT: the scores' histograms by class and the ROC curves.
+
+    \b
+    Examples:
+      ppvae score runs/digits0-8 --data test.npz --anomalous 9 --latent-density --out scores.csv
+      ppvae score runs/z2 --out heldout_scores.csv -k 200
+      ppvae score runs/z2 --data new.npy --labels is_fraud.npy --out fraud.csv --json
+    """
+    validate_device(device)
+    _check_out(out, force, (".csv",))
+    classes = _parse_classes(anomalous)
+    from . import api
+    from .scoring import SCORES, read_labels, score_data
+
+    r = api.load(run, device=device)
+    x, labels = r.load_data(data)
+    if labels_file is not None:
+        labels = read_labels(labels_file, len(x))
+    report = score_data(r, x, labels=labels, anomalous=classes, out=out, force=force, num_samples=num_samples,
+                        seed=seed, latent_density=latent_density)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        return
+    d = report.to_dict()
+    click.echo(f"scored {d['num_points']} points (K = {num_samples} draws each): mean -ELBO "
+               f"{_fmt(d['mean_neg_elbo'])}, mean -log p(x) {_fmt(d['mean_neg_log_px'])} nats; wrote {out}")
+    if report.roc_auc:
+        aucs = ", ".join(f"{SCORES[k]} {v:.3f}" for k, v in report.roc_auc.items())
+        click.echo(f"ROC AUC, {d['num_anomalous']} anomalous vs {d['num_normal']} normal points: {aucs}")
+        click.echo(f"picture: {report.picture}")
+    elif labels is not None:
+        click.echo("no ROC AUC: the labels are not 0/1; pass --anomalous with the anomalous label(s), e.g. "
+                   "--anomalous 9")
+
+
+@cli.group(context_settings=CONTEXT)
+def plot():
+    """Pictures of a run's latent space: the map of the data's codes, and interpolations.
+
+    \b
+    Examples:
+      ppvae plot latent runs/z2 --out latent.png
+      ppvae plot interpolate runs/z2 --between 0 1 --steps 12 --out line.png
+    """
+
+
+@plot.command("latent", context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", help="Points to map (default: the run's held-out split).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A .png file.")
+@click.option("--grid-size", type=int, default=15, show_default=True,
+              help="Values per axis of the decoded manifold grid (2-D latents).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_handle_errors
+def plot_latent(run, data, out, grid_size, device, force):
+    """The latent map: posterior means of the data, coloured by label.
+
+    A 2-D latent is drawn as it is, beside the decoded manifold: the means of p(x|z) on a
+    grid of z at standard Normal quantiles (5% to 95%), tiled. A larger latent is
+    projected to its first two principal components (the axis labels say which).
+
+    \b
+    Examples:
+      ppvae plot latent runs/z2 --out latent.png
+      ppvae plot latent runs/first --data digits.npz --out latent_pca.png
+    """
+    validate_device(device)
+    _check_out(out, force, (".png",))
+    from . import api
+    from .latent_plots import plot_latent as draw
+
+    r = api.load(run, device=device)
+    x, labels = r.load_data(data)
+    draw(r, x, out, labels=labels, grid_size=grid_size, source=data or "held-out split")
+    click.echo(f"wrote the latent map of {len(x)} points to {out}")
+
+
+@plot.command("interpolate", context_settings=CONTEXT)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--between", nargs=2, type=int, required=True, metavar="I J",
+              help="Indices of the two datapoints (0-based) in the data.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Decoded points along the line, ends included.")
+@click.option("--data", help="Where the two points come from (default: the run's held-out split).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A .png file.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@_handle_errors
+def plot_interpolate(run, between, steps, data, out, device, force):
+    """Decode the straight line between the latent means of two datapoints.
+
+    The strip shows datapoint I, the decoded means of p(x|z) for z moving in equal steps
+    from I's posterior mean to J's, and datapoint J.
+
+    \b
+    Examples:
+      ppvae plot interpolate runs/z2 --between 0 1 --out line.png
+      ppvae plot interpolate runs/z2 --between 3 42 --steps 16 --data digits.npz --out line.png
+    """
+    validate_device(device)
+    _check_out(out, force, (".png",))
+    from . import api
+    from .latent_plots import plot_interpolation
+
+    r = api.load(run, device=device)
+    x, labels = r.load_data(data)
+    i, j = between
+    plot_interpolation(r, x, i, j, out, steps=steps, labels=labels, source=data or "held-out split")
+    click.echo(f"wrote the interpolation between points {i} and {j} ({steps} steps) to {out}")
 
 
 def main() -> None:

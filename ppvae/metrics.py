@@ -6,7 +6,10 @@ import math
 
 import numpy as np
 
-__all__ = ["active_units", "evaluation_summary"]
+__all__ = ["active_units", "evaluation_summary", "linear_probe_accuracy"]
+
+#: Training points of the linear probe at most (a seeded subset beyond): bounds its cost.
+PROBE_MAX_TRAIN = 10_000
 
 
 def active_units(loc: np.ndarray, threshold: float = 0.01) -> int:
@@ -47,3 +50,49 @@ def evaluation_summary(*, reconstruction: np.ndarray, kl: np.ndarray, kl_per_dim
     if exact_log_px is not None:
         out["exact_log_px"] = float(np.mean(exact_log_px))
     return out
+
+
+def linear_probe_accuracy(train_loc: np.ndarray, train_labels: np.ndarray, test_loc: np.ndarray,
+                          test_labels: np.ndarray, *, max_train: int = PROBE_MAX_TRAIN,
+                          seed: int = 0) -> dict | None:
+    """How linearly decodable the labels are from the latent means: a logistic-regression probe.
+
+    A multinomial logistic regression (scikit-learn, features standardized) is trained on
+    ``train_loc`` (at most ``max_train`` points, a seeded subset beyond) and scored on
+    ``test_loc``. The features a VAE learns are useful downstream when a linear classifier
+    on them does well.
+
+    Parameters
+    ----------
+    train_loc, test_loc : numpy.ndarray
+        Posterior means E_q[z], ``(n, latent_dim)``.
+    train_labels, test_labels : numpy.ndarray
+        Integer labels, one per row.
+    max_train : int
+        Cap on the training points.
+    seed : int
+        Seed of the subset.
+
+    Returns
+    -------
+    dict or None
+        ``accuracy`` (fraction of test points classified correctly), ``num_train``,
+        ``num_test``, ``num_classes``; ``None`` when the training labels hold fewer than
+        two classes (nothing to learn).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_loc, test_loc = np.asarray(train_loc, np.float64), np.asarray(test_loc, np.float64)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    if len(train_loc) > max_train:
+        keep = np.sort(np.random.default_rng(seed).choice(len(train_loc), max_train, replace=False))
+        train_loc, train_labels = train_loc[keep], train_labels[keep]
+    classes = np.unique(train_labels)
+    if len(classes) < 2 or len(test_loc) == 0:
+        return None
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe.fit(train_loc, train_labels)
+    return {"accuracy": float(np.mean(probe.predict(test_loc) == test_labels)), "num_train": int(len(train_loc)),
+            "num_test": int(len(test_loc)), "num_classes": int(len(classes))}
