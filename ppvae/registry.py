@@ -1,4 +1,4 @@
-"""Name -> component registries: priors, likelihoods, encoders and decoders.
+"""Name -> component registries: priors, likelihoods, encoders, decoders and guide families.
 
 A component is registered once per backend under a lowercase name. Its settings are the
 keyword arguments of its constructor (with their defaults); a spec stores only names and
@@ -35,7 +35,8 @@ from .errors import BackendUnavailableError, UsageError, unknown_name
 __all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
            "resolve_options", "load_backend", "registration_count", "registered_since", "portable"]
 
-KINDS = ("prior", "likelihood", "encoder", "decoder")
+#: ``guide``: the family of q(z|x) built from the encoder's outputs (diagonal, low-rank, ...).
+KINDS = ("prior", "likelihood", "encoder", "decoder", "guide")
 
 #: backend name -> (module that registers its components, pip extra that installs it)
 BACKENDS: dict[str, tuple[str, str]] = {
@@ -44,8 +45,9 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 # Constructor arguments that the model builder supplies (``key``: a JAX PRNG key for
-# backends that need one); they are not user settings.
-_STRUCTURAL = {"latent_dim", "event_shape", "param_shape", "key"}
+# backends that need one; ``extra_outputs``: how many values per datapoint an encoder
+# returns besides loc and scale, for guide families that need them); not user settings.
+_STRUCTURAL = {"latent_dim", "event_shape", "param_shape", "key", "extra_outputs"}
 
 _REGISTRY: dict[tuple[str, str], dict[str, "Component"]] = {}
 #: Backend key under which portable components (one definition, every backend) are kept.
@@ -95,7 +97,7 @@ def register(kind: str, name: str, *, backend: str | None = None, description: s
 
     Parameters
     ----------
-    kind : {"prior", "likelihood", "encoder", "decoder"}
+    kind : {"prior", "likelihood", "encoder", "decoder", "guide"}
         What the component is.
     name : str
         Lowercase name used in specs and on the command line.
