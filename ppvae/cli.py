@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import sys
@@ -38,6 +39,29 @@ def _handle_errors(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def with_plugins(fn):
+    """Give a command ``--plugin FILE`` (repeatable): plug-in files loaded before it runs.
+
+    Put it directly above ``@_handle_errors``. A command whose function takes a
+    ``plugins`` parameter receives the files' absolute paths (``ppvae fit`` records them
+    in the run's config.toml); others only need the components registered.
+    """
+    wants_paths = "plugins" in inspect.signature(fn).parameters
+
+    @functools.wraps(fn)
+    def wrapper(*args, plugin_files=(), **kwargs):
+        from .plugins import load_plugins
+
+        paths = load_plugins(plugin_files)
+        if wants_paths:
+            kwargs["plugins"] = paths
+        return fn(*args, **kwargs)
+
+    return click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", type=click.Path(path_type=Path),
+                        help="A .py plug-in file that registers custom components (ppvae.register); "
+                             "loaded first. Repeatable.")(_handle_errors(wrapper))
 
 
 def _write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool = True,
@@ -100,6 +124,7 @@ def cli():
       ppvae encode runs/RUN --out latents.npz
       ppvae plot latent runs/RUN --out latent.png
       ppvae score runs/RUN --anomalous 9 --out scores.csv
+      ppvae models                       ready-made specs in models/ and every component
 
     Every command has --help with examples.
     """
@@ -138,9 +163,10 @@ def cli():
               help="Continue the run in this folder from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Overwrite the files of an existing run folder given by --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@with_plugins
 @_handle_errors
 def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_dim, epochs, batch_size, beta,
-        beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet):
+        beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet, plugins=()):
     """Train a VAE and write a run folder.
 
     SPEC is an optional TOML file with [model], [data] and [train] tables (see models/);
@@ -162,6 +188,8 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
                 --set data.standardize=true --set data.binarize=none
       ppvae fit --beta 4 --beta-schedule linear --set train.warmup_steps=2000
       ppvae fit --guide lowrank --set model.guide_options.rank=4
+      ppvae fit models/beta-vae.toml --out runs/beta      # ready-made specs: ppvae models
+      ppvae fit --plugin my_prior.py --prior my_prior --out runs/mine
       ppvae fit runs/z2/config.toml --out runs/z2-again
       ppvae fit --resume runs/z2 --epochs 40
     """
@@ -176,7 +204,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
                      seed=seed, device=device)
     echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     run = api.fit(spec, out=out, resume=resume, force=force, progress=not quiet, overrides=overrides,
-                  echo=echo, **shortcuts)
+                  echo=echo, plugins=plugins, **shortcuts)
     ev = run.summary["evaluation"]
     last = run.summary["final_epoch"] or {}
     click.echo(f"run folder: {run.path}")
@@ -202,6 +230,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the importance samples.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@with_plugins
 @_handle_errors
 def evaluate(run, data, num_samples, seed, device, as_json):
     """Held-out ELBO, reconstruction, KL, log p(x) and active units of a run.
@@ -258,6 +287,7 @@ def evaluate(run, data, num_samples, seed, device, as_json):
                    "one row per class (N / classes samples each, rounded up).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@with_plugins
 @_handle_errors
 def sample(run, num, out, seed, label, device, force):
     """Generate new data: decode z drawn from the prior.
@@ -297,6 +327,7 @@ def sample(run, num, out, seed, label, device, force):
               help="recon.png (data beside reconstructions) or recon.npy (the reconstructions).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@with_plugins
 @_handle_errors
 def reconstruct(run, data, num, out, device, force):
     """Compress and recover: encode data to z (posterior mean) and decode it.
@@ -339,6 +370,7 @@ def reconstruct(run, data, num, out, device, force):
                    "(shape (n, 2, latent_dim): loc then scale).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@with_plugins
 @_handle_errors
 def encode(run, data, out, device, force):
     """Encode data to the posterior q(z|x): its loc and scale per point.
@@ -411,6 +443,7 @@ def _latent_labels(path: Path) -> np.ndarray | None:
                    "in the .npz that `ppvae encode` wrote).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@with_plugins
 @_handle_errors
 def decode(run, latents, out, label, device, force):
     """Decode latents into data: the mean of p(x|z) (p(x|z,y) for a conditional run).
@@ -460,8 +493,10 @@ def decode(run, latents, out, label, device, force):
 @click.option("--pictures", is_flag=True, help="Also write each run's samples, reconstructions and loss plots.")
 @click.option("--force", is_flag=True, help="Overwrite the runs and results in an existing --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages or bars.")
+@with_plugins
 @_handle_errors
-def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json, pictures, force, quiet):
+def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json, pictures, force, quiet,
+            plugins=()):
     """Train one spec with several backends and estimators, and compare them.
 
     Every combination of backend, estimator and seed is trained on the same data split
@@ -492,6 +527,11 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
         validate_device(device)
     overrides = dict(parse_override(s) for s in settings)
     echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    if plugins:
+        # The runs record the plug-ins through the spec they train.
+        from . import api
+
+        spec = api.build_config(spec, plugins=plugins)
     result = comparing.compare(spec, backends=backends, elbos=elbos, seeds=seeds, epochs=epochs, device=device,
                                out=out, overrides=overrides, force=force, pictures=pictures,
                                progress=not quiet, echo=echo)
@@ -527,6 +567,7 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress messages.")
+@with_plugins
 @_handle_errors
 def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_points, out, seed, device,
              as_json, quiet):
@@ -579,6 +620,72 @@ def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_
     click.echo(f"report: {result.out / 'report.md'}")
 
 
+# ------------------------------------------------------------------------------------- models
+@cli.command(context_settings=CONTEXT)
+@click.option("--dir", "directory", type=click.Path(path_type=Path),
+              help="Folder of *.toml specs to list (default: models/ of the ppvae checkout, else ./models).")
+@click.option("--json", "as_json", is_flag=True, help="Print the specs and components as JSON.")
+@with_plugins
+@_handle_errors
+def models(directory, as_json):
+    """List the ready-made specs and every registered component.
+
+    \b
+    Specs: each *.toml in models/ (or --dir) with the first comment line of the file;
+    train one with `ppvae fit models/NAME.toml`, and read the comments at the top of the
+    file for what it is and what to expect. A spec that needs a plug-in names it.
+    Components: every prior, likelihood, encoder and decoder per kind, the backends that
+    have it ("both" marks a ppvae.Portable, written once for every backend) and one line
+    about it. Components of plug-ins are listed once the plug-in is loaded (--plugin).
+
+    \b
+    Examples:
+      ppvae models
+      ppvae models --plugin models/plugins/student_t_prior.py
+      ppvae models --dir my_specs --json
+      ppvae fit models/beta-vae.toml --out runs/beta
+    """
+    from . import catalog
+
+    specs = catalog.list_specs(directory)
+    listing = catalog.list_components()
+    from .plugins import loaded_plugins
+
+    if as_json:
+        base = directory if directory is not None else catalog.default_models_dir()
+        click.echo(json.dumps({"models_dir": None if base is None else str(base), "specs": specs,
+                               "components": listing["components"], "unavailable_backends": listing["unavailable"],
+                               "plugins": sorted(loaded_plugins())}, indent=2))
+        return
+    base = directory if directory is not None else catalog.default_models_dir()
+    if base is None:
+        click.echo("Specs: no models/ folder here (an installed ppvae ships none); point --dir at one.")
+    else:
+        shown = Path(base).resolve()
+        if shown.is_relative_to(Path.cwd()):
+            shown = shown.relative_to(Path.cwd())
+        click.echo(f"Specs in {shown} (train one with: ppvae fit {shown / 'NAME.toml'}):")
+        width = max([len(s["name"]) for s in specs] + [8])
+        for s in specs:
+            extra = f" [plug-in: {', '.join(s['plugins'])}]" if s.get("plugins") else ""
+            click.echo(f"  {s['name']:<{width}}  {s['description']}{extra}")
+        if not specs:
+            click.echo("  (none)")
+    click.echo("")
+    click.echo("Components (backends that have each; both = a ppvae.Portable, written once):")
+    rows = [r for kind_rows in listing["components"].values() for r in kind_rows]
+    width = max([len(r["name"]) for r in rows] + [8])
+    for kind, kind_rows in listing["components"].items():
+        click.echo(f"  {kind}")
+        for r in kind_rows:
+            where = "both" if r["portable"] else ", ".join(r["backends"])
+            click.echo(f"    {r['name']:<{width}}  {where:<13}  {r['description']}")
+        if not kind_rows:
+            click.echo("    (none registered)")
+    for backend, reason in listing["unavailable"].items():
+        click.echo(f"  ({backend} not installed: {reason})")
+
+
 # ------------------------------------------------------------------------------- applications
 def _parse_classes(text: str | None) -> list[int] | None:
     """``--anomalous 9`` or ``--anomalous 8,9`` -> [9] or [8, 9]."""
@@ -613,6 +720,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
                    "split's posterior means, evaluated at each point's posterior mean.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary (means, ROC AUCs, files) as JSON.")
 @click.option("--force", is_flag=True, help="Overwrite --out (and its picture) if they exist.")
+@with_plugins
 @_handle_errors
 def score(run, data, labels_file, anomalous, out, num_samples, seed, device, latent_density, as_json, force):
     """Anomaly scores per datapoint: -ELBO and -log p(x) (higher = more unusual).
@@ -684,6 +792,7 @@ def plot():
               help="Values per axis of the decoded manifold grid (2-D latents).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@with_plugins
 @_handle_errors
 def plot_latent(run, data, out, grid_size, device, force):
     """The latent map: posterior means of the data, coloured by label.
@@ -717,6 +826,7 @@ def plot_latent(run, data, out, grid_size, device, force):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A .png file.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@with_plugins
 @_handle_errors
 def plot_interpolate(run, between, steps, data, out, device, force):
     """Decode the straight line between the latent means of two datapoints.
