@@ -187,6 +187,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
       ppvae fit --likelihood normal --decoder linear --data table.csv \\
                 --set data.standardize=true --set data.binarize=none
       ppvae fit --beta 4 --beta-schedule linear --set train.warmup_steps=2000
+      ppvae fit --set model.conditional=true --latent-dim 2 --out runs/cvae   # labels to both networks
       ppvae fit --guide lowrank --set model.guide_options.rank=4
       ppvae fit models/beta-vae.toml --out runs/beta      # ready-made specs: ppvae models
       ppvae fit --plugin my_prior.py --prior my_prior --out runs/mine
