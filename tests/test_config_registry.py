@@ -56,9 +56,13 @@ def test_parse_override_reads_toml_values():
 def test_registry_lists_valid_names_and_settings():
     assert {"bernoulli", "continuous_bernoulli", "normal"} <= set(registry.names("likelihood", "pyro"))
     assert {"mlp", "conv", "linear"} <= set(registry.names("decoder", "pyro"))
-    with pytest.raises(UsageError, match="valid likelihood names: bernoulli, beta, categorical, continuous_bernoulli, "
-                                         "laplace, negative_binomial, normal, poisson, zinb"):
+    # Other tests may register extra (portable) likelihoods in this process, so check the
+    # built-ins are all listed rather than the exact list.
+    with pytest.raises(UsageError, match="valid likelihood names: ") as err:
         registry.get("likelihood", "gaussian", "pyro")
+    for name in ("bernoulli", "beta", "categorical", "continuous_bernoulli", "laplace", "negative_binomial",
+                 "normal", "poisson", "zinb"):
+        assert name in str(err.value)
     with pytest.raises(UsageError, match="valid settings: activation, hidden"):
         registry.resolve_options("encoder", "mlp", "pyro", {"hiden": [3]})
     with pytest.raises(UsageError, match="valid backend names: numpyro, pyro"):
