@@ -29,5 +29,5 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch):
     run = namespace["run"]
     assert namespace["digits"].shape == (16, 28, 28)
     assert namespace["loc"].shape == (100, 2)
-    assert run.config.model.prior == "laplace"
+    assert run.config.model.prior == "learned_laplace"
     exec(compile(readme_blocks("python")[1], "README.md", "exec"), namespace)
