@@ -65,16 +65,18 @@ def labelled_rows(rows: dict, path: Path, title: str) -> Path:
     from matplotlib.figure import Figure
 
     ncols = max(len(v) for v in rows.values())
-    fig = Figure(figsize=(2.0 + 0.6 * ncols, 0.5 + 0.68 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for ax, (label, images) in zip(axes, rows.items()):
+    # Laid out in inches, so that long row labels always fit to the left of the images.
+    tile, gap, top = 0.62, 0.06, 0.38
+    label_w = 0.15 + 0.075 * max(len(k) for k in rows)  # about 0.075 inch per character at 9 pt
+    width, height = label_w + tile * ncols + 0.15, top + (tile + gap) * len(rows)
+    fig = Figure(figsize=(width, height))
+    for i, (label, images) in enumerate(rows.items()):
+        bottom = height - top - (i + 1) * (tile + gap)
+        ax = fig.add_axes((label_w / width, bottom / height, tile * ncols / width, tile / height))
         ax.imshow(mosaic(images, ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    fig.suptitle(title, fontsize=11)
+        ax.set_axis_off()
+        fig.text((label_w - 0.1) / width, (bottom + tile / 2) / height, label, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=11, y=1 - 0.1 / height, va="top")
     return plots.save_figure(fig, path)
 
 
