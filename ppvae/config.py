@@ -182,6 +182,15 @@ class DataSpec:
         Where downloads are kept; default ``$PPVAE_CACHE`` or the user cache folder.
     mirror : str or None
         Base URL to download the standard files from instead of the official mirror.
+    stream : {"auto", true, false}
+        Read a ``.npy`` source by rows during training instead of holding it in memory
+        (data larger than memory). ``"auto"`` streams when the prepared float32 training
+        split would exceed ``memory_budget_mb``; ``true`` needs a ``.npy`` file.
+    memory_budget_mb : float
+        Size in MiB above which ``stream = "auto"`` streams (default 1024).
+    block_rows : int
+        When streaming, each epoch shuffles blocks of this many contiguous rows, and
+        rows within windows of a few blocks, so reads stay sequential.
     """
 
     source: str = "embedded"
@@ -192,9 +201,19 @@ class DataSpec:
     split_seed: int = 0
     cache_dir: str | None = None
     mirror: str | None = None
+    stream: str | bool = "auto"
+    memory_budget_mb: float = 1024.0
+    block_rows: int = 4096
 
     def __post_init__(self) -> None:
         _check(isinstance(self.source, str) and self.source, f"data.source must be a name or a path, got {self.source!r}")
+        _check(self.stream in ("auto", True, False) and (self.stream == "auto" or isinstance(self.stream, bool)),
+               f'data.stream = {self.stream!r} is not valid; choose one of: "auto", true, false')
+        _check(_is_number(self.memory_budget_mb) and self.memory_budget_mb > 0,
+               f"data.memory_budget_mb must be a positive number of MiB, got {self.memory_budget_mb!r}")
+        object.__setattr__(self, "memory_budget_mb", float(self.memory_budget_mb))
+        _check(_is_int(self.block_rows) and self.block_rows > 0,
+               f"data.block_rows must be a positive integer, got {self.block_rows!r}")
         _choice("data", "scale", self.scale, SCALE_MODES)
         _choice("data", "binarize", self.binarize, BINARIZE_MODES)
         _check(isinstance(self.standardize, bool), f"data.standardize must be true or false, got {self.standardize!r}")

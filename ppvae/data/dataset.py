@@ -18,8 +18,8 @@ class Dataset:
     ----------
     name : str
         Human-readable origin (``"embedded MNIST test digits"``, a file path, ...).
-    train : numpy.ndarray
-        float32, shape ``(n_train, *event_shape)``. With ``binarize == "dynamic"`` it
+    train : numpy.ndarray or StreamingRows
+        float32, shape ``(n_train, *event_shape)`` (read on demand when :attr:`streaming`). With ``binarize == "dynamic"`` it
         holds the probabilities that every minibatch is binarized from.
     heldout : numpy.ndarray
         float32, shape ``(n_heldout, *event_shape)``, already in its final form (binarized
@@ -46,6 +46,15 @@ class Dataset:
     train_labels: np.ndarray | None = None
     heldout_labels: np.ndarray | None = None
     transform: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the splits are read from their file on demand (``data.stream``).
+
+        Then ``train`` and ``heldout`` are :class:`~ppvae.data.streaming.StreamingRows`:
+        index or slice them (or iterate ``.chunks()``) to get prepared float32 rows.
+        """
+        return not isinstance(self.train, np.ndarray)
 
     @property
     def num_features(self) -> int:

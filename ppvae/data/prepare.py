@@ -73,6 +73,20 @@ def _read_source(spec: DataSpec) -> RawData:
     return RawData(str(path), x, labels)
 
 
+def _split_indices(n: int, spec: DataSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers ``(train, heldout)`` of the seeded split of ``n`` datapoints, in split order."""
+    n_heldout = round(spec.heldout_fraction * n)  # an int already; halves round to even
+    n_train = n - n_heldout
+    if n_train < 1 or n_heldout < 1:
+        raise DataError(
+            f"{name} has {n} datapoint(s): data.heldout_fraction = {spec.heldout_fraction} leaves "
+            f"{n_train} for training and {n_heldout} held out; need at least 1 of each: "
+            "add data or change data.heldout_fraction"
+        )
+    perm = np.random.default_rng(spec.split_seed).permutation(n)
+    return perm[:n_train], perm[n_train:]
+
+
 def _split(raw: RawData, spec: DataSpec):
     """Return ``(x_train, y_train, x_heldout, y_heldout)``.
 
@@ -82,17 +96,7 @@ def _split(raw: RawData, spec: DataSpec):
     """
     if raw.x_test is not None:
         return raw.x, raw.labels, raw.x_test, raw.labels_test
-    n = raw.x.shape[0]
-    n_heldout = round(spec.heldout_fraction * n)  # an int already; halves round to even
-    n_train = n - n_heldout
-    if n_train < 1 or n_heldout < 1:
-        raise DataError(
-            f"{raw.name} has {n} datapoint(s): data.heldout_fraction = {spec.heldout_fraction} leaves "
-            f"{n_train} for training and {n_heldout} held out; need at least 1 of each: "
-            "add data or change data.heldout_fraction"
-        )
-    perm = np.random.default_rng(spec.split_seed).permutation(n)
-    train_idx, heldout_idx = perm[:n_train], perm[n_train:]
+    train_idx, heldout_idx = _split_indices(raw.x.shape[0], spec, raw.name)
     labels = raw.labels
     return (
         raw.x[train_idx],
@@ -113,24 +117,32 @@ def _in_unit(lo: float, hi: float) -> bool:
     return lo >= 0.0 and hi <= 1.0
 
 
-def _scale(x: np.ndarray, t: dict, dtype, name: str, new_data: bool) -> np.ndarray:
-    """Apply the scale step; returns a fresh array of ``dtype``."""
+def _check_unit(lo: float, hi: float, is_float: bool, name: str, new_data: bool) -> None:
+    """``data.scale = "unit"`` needs 0-255 grey levels: raw values in [0, 255], not already in [0, 1]."""
+    if lo < 0 or hi > 255:
+        raise DataError(
+            f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} has values in '
+            f'[{lo:g}, {hi:g}]; use data.scale = "minmax" or "none"'
+        )
+    if is_float and hi <= 1.0:
+        # Dividing [0, 1] data by 255 again would silently make it nearly all zero.
+        fix = ("pass the raw 0-255 grey levels, as the run was trained on" if new_data
+               else 'use data.scale = "none"')
+        raise DataError(
+            f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} already lies in '
+            f"[0, 1] (max {hi:g}); {fix}"
+        )
+
+
+def _scale(x: np.ndarray, t: dict, dtype, name: str, new_data: bool, check: bool = True) -> np.ndarray:
+    """Apply the scale step; returns a fresh array of ``dtype``.
+
+    ``check = False`` skips the range check, for chunks of data checked as a whole already.
+    """
     out = np.array(x, dtype=dtype)  # always a copy: the steps below work in place
     if t["scale"] == "unit":
-        lo, hi = _range(x)
-        if lo < 0 or hi > 255:
-            raise DataError(
-                f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} has values in '
-                f'[{lo:g}, {hi:g}]; use data.scale = "minmax" or "none"'
-            )
-        if x.dtype.kind == "f" and hi <= 1.0:
-            # Dividing [0, 1] data by 255 again would silently make it nearly all zero.
-            fix = ("pass the raw 0-255 grey levels, as the run was trained on" if new_data
-                   else 'use data.scale = "none"')
-            raise DataError(
-                f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} already lies in '
-                f"[0, 1] (max {hi:g}); {fix}"
-            )
+        if check:
+            _check_unit(*_range(x), x.dtype.kind == "f", name, new_data)
         out /= 255.0
     elif t["scale"] == "minmax":
         event = tuple(t["event_shape"])
@@ -273,6 +285,8 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     -------
     Dataset
         float32 C-contiguous splits, int64 labels (or ``None``) and the JSON ``transform``.
+        With ``data.stream`` on (see :func:`~ppvae.data.streaming.wants_streaming`) the
+        splits are :class:`~ppvae.data.streaming.StreamingRows` read from the ``.npy`` file.
 
     Raises
     ------
@@ -291,6 +305,10 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     """
     _check_support_name(support)
     likelihood = likelihood.lower()
+    from .streaming import load_streaming_dataset, wants_streaming  # it builds on this module
+
+    if wants_streaming(spec):
+        return load_streaming_dataset(spec, likelihood, support)
     raw = _read_source(spec)
     x_train, y_train, x_heldout, y_heldout = _split(raw, spec)
     if x_train.shape[1:] != x_heldout.shape[1:]:
