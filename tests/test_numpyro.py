@@ -47,15 +47,18 @@ CASES = [
     ("conv", "conv", "bernoulli", (12, 12), {}),
     ("mlp", "mlp", "continuous_bernoulli", (6, 5), {}),
     ("conv", "conv", "normal", (1, 8, 8), {"scale_mode": "shared"}),
+    # A 3-channel feature map, then transposed convolutions of exactly 8 and 4 filters.
+    ("conv", "conv-map", "bernoulli", (12, 12), {}),
 ]
 
 
 def _pair(encoder, decoder, likelihood, shape, lik_options, n_data=1000):
-    spec = ModelSpec(latent_dim=3, encoder=encoder, decoder=decoder, likelihood=likelihood,
+    decoder_options = {"mlp": {"hidden": [16]}, "conv": {"channels": [8, 4]}, "linear": {},
+                       "conv-map": {"channels": [8, 4], "map_channels": 3}}[decoder]
+    spec = ModelSpec(latent_dim=3, encoder=encoder, decoder=decoder.removesuffix("-map"), likelihood=likelihood,
                      likelihood_options=lik_options,
                      encoder_options={"hidden": [16]} if encoder == "mlp" else {"channels": [4, 8], "hidden": [16]},
-                     decoder_options={"hidden": [16]} if decoder == "mlp" else (
-                         {"channels": [8, 4]} if decoder == "conv" else {}))
+                     decoder_options=decoder_options)
     torch.manual_seed(0)
     tvae = pb.build_vae(spec, shape, dataset_size=n_data, register_params=False)
     # Perturb every parameter so biases and scales are not at their trivial initial values.
@@ -99,6 +102,23 @@ def test_same_weights_and_noise_give_the_same_elbo_terms(encoder, decoder, likel
         assert abs(a - b) <= 1e-5 * max(abs(a), abs(b)) + 1e-5, (name, a, b)
     assert t.data_scale == pytest.approx(j.data_scale)
     assert float(j.beta) == pytest.approx(beta)
+
+
+@pytest.mark.parametrize("map_channels,widths", [(None, [8, 4, 4, 1]), (3, [3, 8, 4, 1])])
+def test_conv_decoder_filters_follow_map_channels(map_channels, widths):
+    """Feature-map channels, then each transposed convolution's filters, then the output conv."""
+    from ppvae.errors import UsageError
+
+    options = {"channels": [8, 4], "map_channels": map_channels}
+    tdec = pb.nets.ConvDecoder(2, (12, 12), **options)
+    convs = [m for m in tdec.deconv if isinstance(m, (torch.nn.ConvTranspose2d, torch.nn.Conv2d))]
+    assert [tdec.start[0]] + [m.out_channels for m in convs] == widths
+    jdec = npb.nets.ConvDecoder(2, (12, 12), **options, key=jax.random.PRNGKey(0))
+    jconvs = [m for m in jdec.deconv.layers if hasattr(m, "out_channels")]
+    assert [jdec.start[0]] + [m.out_channels for m in jconvs] == widths
+    assert jdec(jnp.zeros((5, 2))).shape == (5, 12, 12)
+    with pytest.raises(UsageError, match="map_channels must be a positive integer"):
+        pb.nets.ConvDecoder(2, (12, 12), channels=[8], map_channels=0)
 
 
 def test_continuous_bernoulli_matches_torch():

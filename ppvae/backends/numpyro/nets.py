@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from ...errors import unknown_name
 from ...registry import register
-from ..shapes import hidden_list, image_shape
+from ..shapes import deconv_filters, hidden_list, image_shape
 
 BACKEND = "numpyro"
 
@@ -176,7 +176,10 @@ class LinearDecoder(eqx.Module):
 
 @register("decoder", "conv", backend=BACKEND)
 class ConvDecoder(eqx.Module):
-    """Transposed-convolution decoder: dense to a small feature map, then 3x3 stride-2 upsampling."""
+    """Transposed-convolution decoder: dense to a small feature map, then 3x3 stride-2 upsampling.
+
+    Settings as the Pyro backend's ``ConvDecoder`` (``map_channels`` included).
+    """
 
     dense: eqx.nn.Sequential
     deconv: eqx.nn.Sequential
@@ -184,7 +187,7 @@ class ConvDecoder(eqx.Module):
     param_shape: tuple = eqx.field(static=True)
 
     def __init__(self, latent_dim, param_shape, channels=(64, 32), kernel_size=3, hidden=(),
-                 activation="relu", *, key):
+                 activation="relu", map_channels=None, *, key):
         self.param_shape = tuple(param_shape)
         if len(self.param_shape) < 2:
             image_shape("decoder", "conv", self.param_shape)
@@ -193,12 +196,12 @@ class ConvDecoder(eqx.Module):
         channels = hidden_list("decoder channels", channels)
         hidden = hidden_list("decoder", hidden) if hidden else []
         factor = 2 ** len(channels)
-        self.start = (channels[0], math.ceil(spatial[0] / factor), math.ceil(spatial[1] / factor))
+        c, filters = deconv_filters(channels, map_channels)
+        self.start = (c, math.ceil(spatial[0] / factor), math.ceil(spatial[1] / factor))
         keys = _keys(key, len(channels) + 2)
         self.dense = mlp([latent_dim, *hidden, math.prod(self.start)], activation, keys[0])
         layers: list = [make_activation(activation)]
-        c = channels[0]
-        for i, c_out in enumerate(channels[1:] + [channels[-1]]):
+        for i, c_out in enumerate(filters):
             layers += [eqx.nn.ConvTranspose2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2,
                                               output_padding=1, key=keys[i + 1]),
                        make_activation(activation)]

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from ...errors import unknown_name
 from ...registry import register
-from ..shapes import hidden_list, image_shape
+from ..shapes import deconv_filters, hidden_list, image_shape
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -143,10 +143,19 @@ class LinearDecoder(nn.Module):
 
 @register("decoder", "conv", backend="pyro")
 class ConvDecoder(nn.Module):
-    """Transposed-convolution decoder: dense to a small feature map, then 3x3 stride-2 upsampling."""
+    """Transposed-convolution decoder: dense to a small feature map, then 3x3 stride-2 upsampling.
+
+    ``len(channels)`` transposed convolutions of stride 2 upsample the map, and a final
+    convolution gives the likelihood's parameters per pixel. With ``map_channels`` unset,
+    the dense layer makes a ``channels[0]``-channel map and the transposed convolutions
+    have ``channels[1:]`` filters followed by ``channels[-1]`` again; with
+    ``map_channels = m`` the map has ``m`` channels and the transposed convolutions have
+    exactly ``channels`` filters (``map_channels = 32, channels = [64, 32]``: a 32-channel
+    7x7 map, then 64 and 32 filters).
+    """
 
     def __init__(self, latent_dim, param_shape, channels=(64, 32), kernel_size=3, hidden=(),
-                 activation="relu"):
+                 activation="relu", map_channels=None):
         super().__init__()
         self.param_shape = tuple(param_shape)
         # Likelihoods with several parameters per pixel put them first: (k, [C,] H, W).
@@ -158,11 +167,11 @@ class ConvDecoder(nn.Module):
         hidden = hidden_list("decoder", hidden) if hidden else []
         factor = 2 ** len(channels)
         h0, w0 = math.ceil(spatial[0] / factor), math.ceil(spatial[1] / factor)
-        self.start = (channels[0], h0, w0)
+        c, filters = deconv_filters(channels, map_channels)
+        self.start = (c, h0, w0)
         self.dense = mlp([latent_dim, *hidden, math.prod(self.start)], activation)
         layers: list[nn.Module] = [make_activation(activation)]
-        c = channels[0]
-        for c_out in channels[1:] + [channels[-1]]:
+        for c_out in filters:
             layers += [nn.ConvTranspose2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2,
                                           output_padding=1), make_activation(activation)]
             c = c_out
