@@ -165,8 +165,11 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
     figures.khat_plot(khat, out / "khat.png",
                       title=f"PSIS k̂ of p(x,z)/q(z|x) for {n} points, S = {num_draws} draws each")
     files["khat_plot"] = "khat.png"
-    figures.kl_per_dim_plot(np.asarray(ev["kl_per_dim"]), active, out / "kl_per_dim.png")
-    files["kl_plot"] = "kl_per_dim.png"
+    # A non-diagonal q or a mixture prior has no per-dimension KL (the evaluation reports NaN
+    # there): no bar chart of NaNs, and the report says why.
+    if np.isfinite(np.asarray(ev["kl_per_dim"], dtype=float)).any():
+        figures.kl_per_dim_plot(np.asarray(ev["kl_per_dim"]), active, out / "kl_per_dim.png")
+        files["kl_plot"] = "kl_per_dim.png"
     worst = np.argsort(khat)[::-1][: min(8, n)]
     numbers["psis"]["worst_points"] = worst.tolist()
     if run.data_info.get("is_image"):
@@ -213,7 +216,10 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
         z_ref = np.asarray(ref["z"])                             # (chains, draws, m, Z)
         flat = [z_ref[:, :, k].reshape(-1, z_ref.shape[-1]) for k in range(m)]
         q_draws = [d["z"][:, k] for k in range(m)]
-        kl_dims = np.argsort(np.asarray(ev["kl_per_dim"]))[::-1]
+        # The two most informative dimensions: highest KL, or (no per-dimension KL) the
+        # highest variance of the posterior mean across points.
+        kl_per_dim = np.asarray(ev["kl_per_dim"], dtype=float)
+        kl_dims = np.argsort(kl_per_dim if np.isfinite(kl_per_dim).all() else variance)[::-1]
         dims = (int(kl_dims[0]), int(kl_dims[1])) if len(kl_dims) > 1 else (0, 0)
         figures.pair_overlay(flat, q_draws, dims, out / "q_vs_nuts.png",
                              labels=[f"point {k} (k̂ {khat[k]:.2f})" for k in range(m)])

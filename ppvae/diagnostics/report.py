@@ -79,12 +79,14 @@ def write_report(path: str | Path, numbers: dict, files: dict[str, str]) -> Path
         "across data by more than 0.01). "
         + (f"{inactive} dimension(s) carry almost no information: q equals the prior there and the decoder "
            "ignores them (posterior collapse)." if inactive else "No dimension has collapsed to the prior.")
-        + f" KL per dimension ranges from {np.nanmin(kl):.3f} to {np.nanmax(kl):.3f} nats "
-        f"(total {np.nansum(kl):.2f}).",
-        "",
-        f"![KL per latent dimension]({files.get('kl_plot', 'kl_per_dim.png')})",
+        + (f" KL per dimension ranges from {np.nanmin(kl):.3f} to {np.nanmax(kl):.3f} nats "
+           f"(total {np.nansum(kl):.2f})." if "kl_plot" in files else
+           " The KL does not split into per-dimension terms for this q(z|x) and prior (a non-diagonal "
+           "guide or a mixture prior), so activity is judged by the posterior mean alone."),
         "",
     ]
+    if "kl_plot" in files:
+        lines += [f"![KL per latent dimension]({files['kl_plot']})", ""]
     if "gaps" in numbers:
         g = numbers["gaps"]
         approx, amort = float(np.mean(g["approximation_gap"])), float(np.mean(g["amortization_gap"]))
