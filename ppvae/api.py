@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -90,6 +91,15 @@ def _with_plugins(cfg: Config, extra: Sequence[str | Path] = (), origin: str | N
 
 def _backend(name: str):
     return registry.load_backend(name)
+
+
+def process_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in a multi-process job (torchrun's RANK and WORLD_SIZE), else (0, 1)."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UsageError("RANK and WORLD_SIZE must be integers (torchrun sets them); unset them to train "
+                         "in one process") from None
 
 
 def _likelihood_support(cfg: Config) -> str:
@@ -171,6 +181,10 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     >>> run.summary["evaluation"]["heldout_log_px"]                      # doctest: +SKIP
     """
     say = echo or (lambda msg: log.info(msg))
+    rank, world = process_rank()
+    if rank:
+        # A multi-process job: rank 0 prints and writes the run folder, the others only train.
+        say, progress = (lambda msg: None), False
     if resume is not None:
         folder = RunFolder(resume)
         folder.check_exists()
@@ -182,6 +196,10 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     # config.toml records the source; a relative path would break once used from elsewhere.
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=absolute_source(cfg.data.source)))
     backend = _backend(cfg.train.backend)
+    if world > 1 and cfg.train.backend != "pyro":
+        raise UsageError(f"training on several processes (WORLD_SIZE={world}) is for the pyro backend; the "
+                         f"{cfg.train.backend} backend spreads batches over devices in one process with "
+                         "--set train.num_devices=N")
     cfg = _resolve(cfg)
     if resume is not None:
         changed = [f"{sec}.{f.name}" for sec in ("model", "data") for f in dataclasses.fields(getattr(cfg, sec))
@@ -202,12 +220,14 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         classes = infer_num_classes(cfg.model.num_classes, dataset.train_labels, dataset.heldout_labels,
                                     dataset.name)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
-    if resume is None:
+    if resume is None and not rank:
         folder.prepare_new(force=force)
 
     def record_config() -> None:
         # Called by the backend once the model is built and any checkpoint has loaded, so
         # a refused resume (or an unusable device) leaves the run folder untouched.
+        if rank:
+            return
         folder.write_config(cfg)
         folder.write_data_info(_data_info(dataset))
 
@@ -215,8 +235,12 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}")
     started = time.perf_counter()
     trained, records = backend.fit(cfg, dataset, folder.path, resume=resume is not None, progress=progress,
-                                   on_start=record_config, on_epoch=folder.write_metrics,
+                                   on_start=record_config, on_epoch=None if rank else folder.write_metrics,
                                    stop_after_steps=stop_after_steps)
+    if rank:
+        run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
+        run.summary = None  # rank 0 evaluates and reports
+        return run
     folder.write_metrics(records)
     run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
     if stop_after_steps is not None and (not records or records[-1]["epoch"] < cfg.train.epochs):

@@ -153,7 +153,10 @@ def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, p
         on_start: Callable[[], None] | None = None, on_epoch: Callable[[list], None] | None = None,
         stop_after_steps: int | None = None):
     """Train (or continue training) and return ``(TrainedVAE, records)``."""
-    trainer = Trainer(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
+    trainer_class = Trainer
+    if dataset.streaming:  # data.stream: batches read from the file (.streaming)
+        from .streaming import StreamingTrainer as trainer_class
+    trainer = trainer_class(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
     if resume:
         trainer.resume()
     if on_start is not None:

@@ -69,8 +69,11 @@ class Trainer:
         self.optimizer = optax.adam(t.lr)
         self.params = jax.device_put(initial_params(self.vae), self.device)
         self.opt_state = self.optimizer.init(self.params)
-        self.x_train = jax.device_put(jnp.asarray(dataset.train), self.device)
-        self.x_heldout = jax.device_put(jnp.asarray(dataset.heldout), self.device)
+        if dataset.streaming:  # rows stay in their file: .streaming.StreamingTrainer moves chunks
+            self.x_train = self.x_heldout = None
+        else:
+            self.x_train = jax.device_put(jnp.asarray(dataset.train), self.device)
+            self.x_heldout = jax.device_put(jnp.asarray(dataset.heldout), self.device)
         # A conditional VAE's labels sit on the device beside x and are gathered with the
         # batch indices inside the compiled epoch; None (no labels) is an empty pytree to jit.
         self.y_train, self.y_heldout = device_labels(cfg.model, dataset,

@@ -188,7 +188,10 @@ def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, p
     ``on_start`` is called once the model is built and any checkpoint has loaded, just
     before the first step; ``on_epoch`` after every epoch with the records so far.
     """
-    trainer = Trainer(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
+    trainer_class = Trainer
+    if dataset.streaming:  # data.stream: batches read from the file (.streaming)
+        from .streaming import StreamingTrainer as trainer_class
+    trainer = trainer_class(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
     if resume:
         trainer.resume()
     if on_start is not None:

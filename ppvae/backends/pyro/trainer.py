@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ from ...schedules import beta_at
 from ...training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
                          interrupted_message, progress_bar)
 from . import checkpoint
+from .distributed import Distributed
 from .evaluation import elbo_terms
 from .model import VAE, build_vae
 from .objectives import terms
@@ -87,11 +87,15 @@ class Trainer:
                  on_epoch: Callable[[list], None] | None = None):
         self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
         self.progress, self.on_epoch = progress, on_epoch
-        self.device = resolve_device(cfg.train.device)
+        # torchrun's environment makes this one process of a data-parallel job (.distributed).
+        self.dist = Distributed.from_env()
+        self.device = self.dist.device(resolve_device(cfg.train.device))
+        self.dist.start(self.device)
         t = cfg.train
         pyro.set_rng_seed(t.seed)
         self.vae = build_vae(cfg.model, dataset.event_shape, dataset_size=dataset.train.shape[0],
                              register_params=False).to(self.device)
+        self.dist.seed_noise(t.seed)  # the same initial weights on every rank, then its own noise
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr)
         self.x_train = torch.as_tensor(dataset.train, device=self.device)
         self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
@@ -108,7 +112,10 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
-        meta = {**self.state.meta(), "fingerprint": self.fingerprint, "backend": "pyro"}
+        ranks = self.dist.gather_rng()  # every rank takes part; only rank 0 writes
+        if not self.dist.is_primary:
+            return
+        meta = {**self.state.meta(), **ranks, "fingerprint": self.fingerprint, "backend": "pyro"}
         checkpoint.save(self.checkpoint_path, model=self.vae, optimizer=self.optimizer, meta=meta)
 
     def resume(self) -> None:
@@ -126,7 +133,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr
         checkpoint.restore_rng(rng)
+        self.dist.restore_rng(meta, self.cfg.train.seed, meta["step"])
         self.state = TrainState.from_meta(meta)
+        self.state.batch = self.dist.position(meta, self.state.batch, self.cfg.train.batch_size)
+        if not self.dist.is_primary:
+            self.state.partial = [0.0, 0.0, 0.0, 0.0]  # rank 0 carries the job's partial sums
 
     # -- the loop ------------------------------------------------------------------------------
     def _epoch_order(self, epoch: int) -> torch.Tensor:
@@ -154,6 +165,14 @@ class Trainer:
             "for a normal likelihood, then --resume"
         )
 
+    def _stop_signal(self, signals: SignalCatcher, first_bad: torch.Tensor) -> tuple[int | None, torch.Tensor]:
+        """The caught signal (and first bad step); a distributed job agrees on both at logging points."""
+        if not self.dist.active:
+            return signals.caught, first_bad
+        if self.state.step % self.cfg.train.log_every:
+            return None, first_bad
+        return self.dist.agree_on_stop(signals.caught, first_bad)
+
     def fit(self, stop_after_steps: int | None = None) -> TrainState:
         """Train until ``train.epochs`` epochs are done (or ``stop_after_steps``, for tests).
 
@@ -166,8 +185,10 @@ class Trainer:
         """
         t, s = self.cfg.train, self.state
         n = self.x_train.shape[0]
-        n_batches = math.ceil(n / t.batch_size)
+        n_batches = self.dist.num_batches(n, t.batch_size)
         dynamic = self.dataset.binarize == "dynamic"
+        if self.dist.active and self.dist.ddp is None:
+            self.dist.wrap(self.vae)
         with SignalCatcher() as signals:
             while s.epoch < t.epochs:
                 order = self._epoch_order(s.epoch)
@@ -180,15 +201,19 @@ class Trainer:
                 started = time.perf_counter() - s.partial_seconds
                 window_start, window_images = time.perf_counter(), 0
                 while s.batch < n_batches:
-                    idx = order[s.batch * t.batch_size:(s.batch + 1) * t.batch_size]
+                    idx, weight, scale = self.dist.shard(order, s.batch, t.batch_size)
                     xb = self.x_train[idx]
                     labels = {} if self.y_train is None else {"y": self.y_train[idx]}
                     if dynamic:
                         xb = torch.bernoulli(xb)
                     beta = beta_at(s.step, t)
                     try:
-                        tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
-                                   estimator=t.elbo, num_particles=t.num_particles, **labels)
+                        if self.dist.ddp is None:
+                            tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
+                                       estimator=t.elbo, num_particles=t.num_particles, **labels)
+                        else:
+                            tm = self.dist.terms(xb, beta=beta, estimator=t.elbo, num_particles=t.num_particles,
+                                                 weight=weight, scale=scale, **labels)
                         self.optimizer.zero_grad(set_to_none=True)
                         tm.loss.backward()
                         self.optimizer.step()
@@ -203,7 +228,7 @@ class Trainer:
                         bar.close()
                         self._nonfinite(first_bad, failure=str(exc).strip().splitlines()[0])
                         raise
-                    b = xb.shape[0]
+                    b = xb.shape[0] if weight else 0
                     with torch.no_grad():
                         acc += torch.stack([tm.loss, tm.reconstruction, tm.kl,
                                             torch.ones_like(tm.loss)]).double() * b
@@ -213,29 +238,32 @@ class Trainer:
                     s.batch += 1
                     window_images += b
                     bar.update(1)
+                    caught, first_bad = self._stop_signal(signals, first_bad)
                     if s.step % t.log_every == 0:
                         # The logging point: the only place the loop waits for the device.
                         self._nonfinite(first_bad)
                         rate = window_images / max(time.perf_counter() - window_start, 1e-9)
                         bar.set_postfix(loss=f"{acc[0].item() / acc[3].item():.2f}", img_s=f"{rate:.0f}")
                         window_start, window_images = time.perf_counter(), 0
-                    if signals.caught is not None or (stop_after_steps is not None and s.step >= stop_after_steps):
+                    if caught is not None or (stop_after_steps is not None and s.step >= stop_after_steps):
                         self._nonfinite(first_bad)
-                        s.partial = acc.tolist()
+                        s.partial = self.dist.sum(acc).tolist()
                         s.partial_seconds = time.perf_counter() - started
                         self.save()
                         bar.close()
-                        if signals.caught is not None:
-                            raise Interrupted(interrupted_message(signals.caught, s.step, s.epoch + 1, self.run_dir))
+                        if caught is not None:
+                            raise Interrupted(interrupted_message(caught, s.step, s.epoch + 1, self.run_dir))
                         return s
                 bar.close()
+                _, first_bad = self.dist.agree_on_stop(None, first_bad)
                 self._nonfinite(first_bad)
+                acc = self.dist.sum(acc)  # the job's sums: rank 0 records them
                 seconds = time.perf_counter() - started
                 loss, rec, kl, count = (acc / acc[3]).tolist()[:3] + [acc[3].item()]
                 record = {
                     "epoch": s.epoch + 1, "step": s.step, "loss": loss, "reconstruction": rec, "kl": kl,
                     "beta": beta_at(s.step - 1, t), "seconds": seconds, "images_per_s": count / seconds,
-                    **heldout_elbo(self.vae, self.x_heldout, self.y_heldout),
+                    **(heldout_elbo(self.vae, self.x_heldout, self.y_heldout) if self.dist.is_primary else {}),
                 }
                 s.records.append(record)
                 s.epoch += 1
