@@ -199,7 +199,7 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     if world > 1 and cfg.train.backend != "pyro":
         raise UsageError(f"training on several processes (WORLD_SIZE={world}) is for the pyro backend; the "
                          f"{cfg.train.backend} backend spreads batches over devices in one process with "
-                         "--set train.num_devices=N")
+                         "--num-devices N (train.num_devices)")
     cfg = _resolve(cfg)
     if resume is not None:
         changed = [f"{sec}.{f.name}" for sec in ("model", "data") for f in dataclasses.fields(getattr(cfg, sec))

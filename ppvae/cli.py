@@ -131,6 +131,51 @@ def cli():
 
 
 # ---------------------------------------------------------------------------------------- fit
+def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shortcuts) -> None:
+    """``ppvae fit --num-processes N`` (N != 1): check, then run this same command on N workers."""
+    from . import api
+    from .registry import load_backend
+    from .runs import RunFolder, default_run_dir
+
+    if num_processes < 1:
+        raise UsageError(f"--num-processes must be at least 1, got {num_processes}")
+    if resume is not None:
+        folder = RunFolder(resume)
+        folder.check_exists()
+        base = folder.read_config()
+    else:
+        base = spec
+    # The config is checked here once, so a bad setting is one line before any worker starts.
+    cfg = api.build_config(base, overrides, plugins=plugins, **shortcuts)
+    load_backend("pyro")  # an install hint, not a traceback, where torch is missing
+    from .backends.pyro.launch import check_processes, launch_fit
+
+    check_processes(num_processes, cfg.train.backend, cfg.train.device)
+    ctx = click.get_current_context()
+    args = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "num_processes" or value is None or value is False or value == ():
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+            continue
+        opt = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            args.append(opt)
+        else:
+            for item in (value if param.multiple else [value]):
+                args += [opt, str(item)]
+    run_dir = resume if resume is not None else out
+    if run_dir is None:
+        # Chosen once here: every worker must name the same folder.
+        run_dir = default_run_dir()
+        args += ["--out", str(run_dir)]
+    code = launch_fit(args, num_processes, run_dir)
+    if code:
+        sys.exit(code)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", help="embedded (default), mnist, fashion-mnist, a folder of MNIST-format files, "
@@ -144,7 +189,7 @@ def cli():
               "settings with --set model.guide_options.rank=4.")
 @click.option("--latent-dim", type=int, help="Size of z (default 20).")
 @click.option("--epochs", type=int, help="Passes over the training split (default 30).")
-@click.option("--batch-size", type=int, help="Minibatch size (default 128).")
+@click.option("--batch-size", type=int, help="Minibatch size (default 128); per process with --num-processes.")
 @click.option("--beta", type=float, help="KL weight β > 0 (default 1: the plain ELBO).")
 @click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
 @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
@@ -163,10 +208,15 @@ def cli():
               help="Continue the run in this folder from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Overwrite the files of an existing run folder given by --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("--num-processes", type=int, metavar="N",
+              help="Data-parallel training on N local processes (pyro backend; the same as torchrun "
+                   "--nproc-per-node N -m ppvae fit ...). Each process takes --batch-size points per step, "
+                   "so a step sees N times as many; gradients are averaged. CPU: gloo; CUDA: one GPU each.")
 @with_plugins
 @_handle_errors
 def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_dim, epochs, batch_size, beta,
-        beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet, plugins=()):
+        beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet,
+        num_processes=None, plugins=()):
     """Train a VAE and write a run folder.
 
     SPEC is an optional TOML file with [model], [data] and [train] tables (see models/);
@@ -193,6 +243,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
       ppvae fit --plugin my_prior.py --prior my_prior --out runs/mine
       ppvae fit runs/z2/config.toml --out runs/z2-again
       ppvae fit --resume runs/z2 --epochs 40
+      ppvae fit --num-processes 2 --out runs/ddp          # 2 processes, batch 128 each
     """
     from . import api
 
@@ -203,9 +254,14 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
                      decoder=decoder, guide=guide, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size,
                      beta=beta, beta_schedule=beta_schedule, lr=lr, elbo=elbo, num_particles=num_particles,
                      seed=seed, device=device)
+    if num_processes is not None and num_processes != 1:  # one process: this one
+        _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shortcuts)
+        return
     echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     run = api.fit(spec, out=out, resume=resume, force=force, progress=not quiet, overrides=overrides,
                   echo=echo, plugins=plugins, **shortcuts)
+    if run.summary is None:  # a process other than rank 0 of a multi-process job: rank 0 reports
+        return
     ev = run.summary["evaluation"]
     last = run.summary["final_epoch"] or {}
     click.echo(f"run folder: {run.path}")
