@@ -25,6 +25,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions.kl import kl_divergence
 from numpyro.infer.elbo import ELBO
+from numpyro.primitives import Messenger
 
 from ...errors import UsageError
 
@@ -53,11 +54,56 @@ def _with_particles(fn, num_particles: int):
     return wrapped
 
 
-def _traces(model, guide, rng_key, args, kwargs, num_particles: int):
+class LossKeys(NamedTuple):
+    """The keys that the estimators' seed handlers derive from one ``rng_key``, split ahead of time.
+
+    ``loss_keys(rng_key)`` gives exactly the keys that ``handlers.seed`` would derive inside
+    the loss (the guide's key, split once for its first sample site, and the model's key),
+    so passing them instead of ``rng_key`` changes no draw. Computed for a whole epoch in one
+    batched call (``jax.vmap(loss_keys)``) outside the compiled loop, they leave no key
+    split (a threefry loop in XLA) inside the loop's body.
+    """
+
+    guide_chain: jax.Array  # what the guide's seed handler keeps after its first split
+    guide_first: jax.Array  # the key of the guide's first sample site ("z")
+    model: jax.Array
+
+
+def loss_keys(rng_key) -> LossKeys:
+    """The :class:`LossKeys` of ``rng_key`` (the same splits, in the same order, as the seed handlers)."""
     guide_key, model_key = jax.random.split(rng_key)
+    guide_chain, guide_first = jax.random.split(guide_key)  # seed: self.rng_key, sample_key = split(...)
+    return LossKeys(guide_chain, guide_first, model_key)
+
+
+class _PresplitSeed(Messenger):
+    """``handlers.seed(fn, key)`` with its first split done ahead of time.
+
+    The first site that needs a key gets ``first``; later ones split ``chain`` as the seed
+    handler would have; sites that need no key (observed, replayed, given) are skipped by
+    the same test. One instance seeds one call.
+    """
+
+    def __init__(self, fn, chain, first):
+        self.rng_key, self.first = chain, first
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] not in ("sample", "prng_key", "plate", "control_flow"):
+            return
+        if msg["kwargs"]["rng_key"] is not None or msg["value"] is not None:
+            return
+        if self.first is not None:
+            msg["kwargs"]["rng_key"], self.first = self.first, None
+        else:
+            self.rng_key, msg["kwargs"]["rng_key"] = jax.random.split(self.rng_key)
+
+
+def _traces(model, guide, rng_key, args, kwargs, num_particles: int):
+    keys = rng_key if isinstance(rng_key, LossKeys) else loss_keys(rng_key)
     guide = _with_particles(guide, num_particles)
-    guide_tr = handlers.trace(handlers.seed(guide, guide_key)).get_trace(*args, **kwargs)
-    return _replayed(model, model_key, guide_tr, args, kwargs, num_particles), guide_tr
+    guide_tr = handlers.trace(_PresplitSeed(guide, keys.guide_chain, keys.guide_first)).get_trace(*args, **kwargs)
+    return _replayed(model, keys.model, guide_tr, args, kwargs, num_particles), guide_tr
 
 
 def _replayed(model, model_key, guide_tr, args, kwargs, num_particles: int):
@@ -153,7 +199,7 @@ def _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles
     coef = ((1.0 - beta) + beta * w).reshape(fn.batch_shape + (1,) * len(fn.event_shape))
     z_scaled = _scale_gradient(z, jax.lax.stop_gradient(coef))
     replay_tr = {**guide_tr, "z": {**zg, "value": z_scaled}}
-    model_key = jax.random.split(rng_key)[1]  # the key the first replay used
+    model_key = (rng_key if isinstance(rng_key, LossKeys) else loss_keys(rng_key)).model  # the first replay's
     model_tr = _replayed(model, model_key, replay_tr, args, kwargs, num_particles)
     x_site, zm = model_tr["x"], model_tr["z"]
     log_w_stopped = x_site["fn"].log_prob(x_site["value"]) + beta * (
@@ -164,7 +210,10 @@ def _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles
 
 
 def terms(model, guide, rng_key, *args, estimator: str = "meanfield", num_particles: int = 1, **kwargs) -> Terms:
-    """The objective's terms for one minibatch (see :func:`ppvae.backends.pyro.terms`)."""
+    """The objective's terms for one minibatch (see :func:`ppvae.backends.pyro.terms`).
+
+    ``rng_key`` is a JAX key or its :class:`LossKeys` (the same draws, split ahead of time).
+    """
     if estimator not in OBJECTIVES:
         raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
     model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)

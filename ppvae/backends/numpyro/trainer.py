@@ -35,7 +35,7 @@ from ...training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainSt
 from . import checkpoint
 from .evaluation import Evaluator
 from .model import build_vae, initial_params
-from .objectives import terms
+from .objectives import LossKeys, loss_keys, terms
 
 
 def resolve_device(name: str):
@@ -53,6 +53,16 @@ def resolve_device(name: str):
     if index >= len(gpus):
         raise UsageError(f"--device {name}: only {len(gpus)} GPU(s) are visible to JAX; use cuda:0")
     return gpus[index]
+
+
+def step_keys(key) -> tuple[jax.Array, LossKeys]:
+    """A training step's keys from its key: the binarization key and the loss's :class:`LossKeys`.
+
+    ``jax.vmap(step_keys)`` over an epoch's step keys gives every step's keys at once, the
+    same values as one step at a time.
+    """
+    binarize_key, loss_key = jax.random.split(key)
+    return binarize_key, loss_keys(loss_key)
 
 
 class Trainer:
@@ -101,7 +111,8 @@ class Trainer:
         return t.loss, jnp.stack([t.loss, t.reconstruction, t.kl])
 
     def _step(self, params, opt_state, key, xb, beta, yb=None):
-        binarize_key, loss_key = jax.random.split(key)
+        """One optimizer step; ``key`` is the step's key or its :func:`step_keys` (the same draws)."""
+        binarize_key, loss_key = key if isinstance(key, tuple) else step_keys(key)
         if self.dataset.binarize == "dynamic":
             xb = jax.random.bernoulli(binarize_key, xb).astype(xb.dtype)
         (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta, yb)
@@ -110,7 +121,9 @@ class Trainer:
 
     def _epoch(self, params, opt_state, key, x_train, batches, betas, y_train=None):
         self.compilations += 1  # runs only while JAX traces (compiles) this function
-        keys = jax.random.split(key, batches.shape[0])
+        # Every step's keys, split here in one batched call: the scanned body then runs no
+        # key split (each is a threefry loop in XLA), and the draws are the ones it would make.
+        keys = jax.vmap(step_keys)(jax.random.split(key, batches.shape[0]))
 
         def body(carry, inputs):
             params, opt_state = carry
