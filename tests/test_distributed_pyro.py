@@ -28,9 +28,9 @@ SETTINGS = {**FAST, "model.encoder_options.hidden": [16], "model.decoder_options
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +69,33 @@ def align_noise(rank: int, world: int) -> None:
 
 
 def _train_rank(rank: int, port: int, data: str, out: str) -> None:
-    """One process of the job (run by torch.multiprocessing): train STEPS steps, save the weights."""
+    """One process of the job (run by torch.multiprocessing).
+
+    Trains STEPS steps with aligned noise (``rank{r}.npz``), then with each rank's own
+    noise STEPS steps straight (``straight{r}.npz``) and 2 + (STEPS - 2) steps with a
+    resume in between (``resumed{r}.npz``).
+    """
+    from torch.distributions import normal
+
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    out = Path(out)
+    overrides = {**SETTINGS, "data.source": data, "train.batch_size": PER_RANK}
+    own_noise = normal._standard_normal
     align_noise(rank, WORLD)
-    run = ppvae.fit(out=Path(out) / "run", overrides={**SETTINGS, "data.source": data,
-                                                      "train.batch_size": PER_RANK},
-                    stop_after_steps=STEPS, pictures=False)
-    np.savez(Path(out) / f"rank{rank}.npz", **run.trained.state_arrays())
+    run = ppvae.fit(out=out / "run", overrides=overrides, stop_after_steps=STEPS, pictures=False)
+    np.savez(out / f"rank{rank}.npz", **run.trained.state_arrays())
+
+    normal._standard_normal = own_noise
+    for name, stops in (("straight", [STEPS]), ("resumed", [2, STEPS])):
+        for i, stop in enumerate(stops):
+            run = ppvae.fit(out=None if i else out / name, resume=out / name if i else None,
+                            overrides=None if i else overrides, stop_after_steps=stop, pictures=False)
+        np.savez(out / f"{name}{rank}.npz", **run.trained.state_arrays())
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_global_batch(points, tmp_path, monkeypatch):
     torch.multiprocessing.start_processes(_train_rank, args=(free_port(), str(points), str(tmp_path)),
                                           nprocs=WORLD, start_method="spawn")
@@ -102,3 +118,81 @@ def test_two_processes_match_one_process_with_the_global_batch(points, tmp_path,
     # weight for the uneven last batch shows as ~5e-4.
     for name, value in single.items():
         np.testing.assert_allclose(ranks[0][name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+    # The checkpoint carries every rank's RNG state: stopped after 2 steps and resumed, the
+    # job ends exactly where the uninterrupted one does (the ranks drew different noise).
+    for r in range(WORLD):
+        straight, resumed = np.load(tmp_path / f"straight{r}.npz"), np.load(tmp_path / f"resumed{r}.npz")
+        for name in straight:
+            np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
+
+
+def rank_pid(parent: int, rank: int) -> int | None:
+    """The pid of worker ``rank`` among the children of ``parent`` (Linux /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if f"RANK={rank}".encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker through /proc")
+def test_a_killed_process_ends_the_job_in_one_line_and_the_run_resumes(points, tmp_path):
+    run = tmp_path / "run"
+    # Many epochs of a tiny model: the job is still running when a worker is killed.
+    cmd = [sys.executable, "-m", "ppvae", "fit", "--num-processes", "2", "--data", str(points), "--epochs", "500",
+           "--batch-size", "8", "--latent-dim", "2", "--device", "cpu", "-q", "--out", str(run),
+           "--set", "model.encoder_options.hidden=[16]", "--set", "model.decoder_options.hidden=[16]"]
+    job = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "checkpoint.safetensors").exists() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.1)
+        victim = rank_pid(job.pid, 1)
+        assert victim is not None, job.communicate(timeout=5)
+        os.kill(victim, signal.SIGKILL)
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    lines = err.strip().splitlines()
+    assert job.returncode == 1 and out == ""
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: process 1 of 2 was killed by SIGKILL; the other processes were stopped.")
+    assert f"continue with: ppvae fit --resume {run} --num-processes 2" in lines[0]
+
+    # The checkpoint is intact; a run trained on 2 processes continues on 1 (same fingerprint).
+    done = len(ppvae.load(run).metrics())
+    assert f"(epoch {done}," in lines[0]
+    resumed = ppvae.fit(resume=run, epochs=done + 1, overrides={"train.eval_num_samples": 5}, pictures=False)
+    assert [r["epoch"] for r in resumed.metrics()] == list(range(1, done + 2))
+
+    # A worker's own error (here rank 0's: the folder is taken) is that one line, with its exit code.
+    taken = subprocess.run(cmd[:cmd.index("--epochs")] + ["--out", str(run)], cwd=tmp_path, capture_output=True,
+                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert taken.returncode == 2
+    assert taken.stderr.strip().splitlines() == [
+        f"Error: run folder {str(run)!r} already exists and is not empty; continue it with --resume {run}, "
+        "overwrite it with --force, or pick another --out"]
+
+
+def test_process_counts_that_cannot_work_are_refused_in_one_line():
+    from click.testing import CliRunner
+
+    from ppvae.cli import cli
+
+    for args, expected in [
+        (["--num-processes", "0"], "--num-processes must be at least 1, got 0"),
+        (["--num-processes", "2", "--backend", "numpyro"], "--num-devices N"),
+        (["--num-processes", "2", "--device", "cuda:1"], "names one GPU"),
+    ]:
+        result = CliRunner().invoke(cli, ["fit", *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("Error: ") and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1

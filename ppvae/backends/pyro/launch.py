@@ -36,6 +36,8 @@ __all__ = ["check_processes", "launch_fit"]
 
 # Worker lines that stop the live relay: what follows is reported once, at the end.
 _HOLD = (b"Error: ", b"Traceback (most recent call last)")
+# torch prefixes the lines of an uncaught exception in a worker with "[rankN]: ".
+_RANK_PREFIX = re.compile(rb"^\[rank\d+\]:\s*")
 # A failure that is only the consequence of another process vanishing.
 _SECONDARY = (PEER_LOST, "SIGTERM received", "Connection closed by peer", "Connection reset by peer",
               "DistBackendError", "Broken pipe")
@@ -111,7 +113,7 @@ class _Relay:
                 continue
             out = b""
             for seg in done.splitlines(keepends=True):
-                if self.held[name] or seg.lstrip(b"\r").startswith(_HOLD):
+                if self.held[name] or _RANK_PREFIX.sub(b"", seg.lstrip(b"\r")).startswith(_HOLD):
                     self.held[name] += seg
                 else:
                     out += seg
@@ -144,12 +146,12 @@ def _checkpoint_note(run_dir: Path, num_processes: int) -> str:
 
     path = Path(run_dir) / FILENAME
     if not path.is_file():
-        return f"no checkpoint was written to {str(run_dir)!r}; start the job again"
+        return f"No checkpoint was written to {str(run_dir)!r}; start the job again"
     try:
         _, meta = load_arrays(path)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the job already failed
-        return f"the checkpoint {str(path)!r} could not be read ({exc})"
-    return (f"the last checkpoint (epoch {meta['epoch']}, step {meta['step']}) in {str(run_dir)!r} is intact; "
+        return f"The checkpoint {str(path)!r} could not be read ({exc})"
+    return (f"The last checkpoint (epoch {meta['epoch']}, step {meta['step']}) in {str(run_dir)!r} is intact; "
             f"continue with: ppvae fit --resume {run_dir} --num-processes {num_processes}")
 
 
@@ -167,8 +169,7 @@ def _report(failures: dict, world: int, held0: str, relay: _Relay, run_dir: Path
         else:
             files = relay.files(f.local_rank, "stderr.log")
             err = Path(files[0]).read_text(errors="replace") if files else ""
-        # torch prefixes an uncaught exception's lines with "[rankN]: ".
-        lines = [re.sub(r"^\[rank\d+\]:\s*", "", line) for line in _lines(err)]
+        lines = [_RANK_PREFIX.sub(b"", line.encode()).decode() for line in _lines(err)]
         error_line = next((line for line in reversed(lines) if line.startswith("Error: ")), None)
         last = lines[-1] if lines else ""
         stopped = f.exitcode < 0 and f.signal_name() in ("SIGTERM", "SIGINT")  # by the agent, after another
