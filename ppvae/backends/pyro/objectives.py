@@ -2,7 +2,9 @@
 the plain or the doubly-reparameterized gradient).
 
 All three are computed from one guide trace and the model replayed on it, so the
-reconstruction term, the KL term and the loss come from the *same* draws. Every term is
+reconstruction term, the KL term and the loss come from the *same* draws. For ppvae's own
+VAE outside any Pyro handler the two traces' sites are computed directly, with the same
+values and gradients (:mod:`.direct`); every other model/guide pair is traced. Every term is
 first formed per datapoint (shape ``(K, B)`` for K particles and B points); the plate's
 dataset scale N/B is applied only at the end. That order matters for the IWAE bound:
 ``log mean_k w_k`` must be taken per datapoint *before* anything is summed over the
@@ -37,6 +39,7 @@ from pyro.infer import ELBO
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from ...errors import UsageError
+from .direct import direct_traces
 
 __all__ = ["Terms", "terms", "log_weights", "VAEObjective", "OBJECTIVES"]
 
@@ -62,6 +65,10 @@ class Terms:
 
 
 def _traces(model, guide, args, kwargs, num_particles: int):
+    # ppvae's own VAE outside any handler: the same sites without the handler stack (see .direct).
+    sites = direct_traces(model, guide, args, kwargs, num_particles)
+    if sites is not None:
+        return sites
     if num_particles > 1:
         # Particles are an outer batch dimension, left of the "data" plate (dim -1).
         model = pyro.plate("particles", num_particles, dim=-2)(model)
@@ -76,7 +83,10 @@ def _site_log_prob(site) -> torch.Tensor:
 
 
 def _parts(model_tr, guide_tr, analytic_kl: bool):
-    """Per-datapoint log p(x|z), KL part, log p(z) - log q(z|x), β and the data scale."""
+    """Per-datapoint log p(x|z), KL part, log p(z) - log q(z|x), β and the data scale.
+
+    With ``analytic_kl`` and a closed-form KL, ``log p(z) - log q(z|x)`` is ``None``.
+    """
     try:
         x_site, zm, zg = model_tr.nodes["x"], model_tr.nodes["z"], guide_tr.nodes["z"]
     except KeyError as exc:  # a user's model without the contract's sites
@@ -89,16 +99,14 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
         )
     beta = zg["scale"] / data_scale
     log_px = _site_log_prob(x_site)
-    log_pz = _site_log_prob(zm)
-    log_qz = _site_log_prob(zg)
-    sampled_kl = log_qz - log_pz
-    kl = sampled_kl
     if analytic_kl:
         try:
-            kl = kl_divergence(zg["fn"], zm["fn"]).expand_as(log_px)
+            # log p(z) - log q(z|x) is not needed then: None (it is computed only when used).
+            return log_px, kl_divergence(zg["fn"], zm["fn"]).expand_as(log_px), None, beta, float(data_scale)
         except NotImplementedError:
-            kl = sampled_kl  # no closed form: fall back to the sampled estimate
-    return log_px, kl, -sampled_kl, beta, float(data_scale)
+            pass  # no closed form: fall back to the sampled estimate
+    sampled_kl = _site_log_prob(zg) - _site_log_prob(zm)
+    return log_px, sampled_kl, -sampled_kl, beta, float(data_scale)
 
 
 def _unsupported(fn, name: str) -> UsageError:
@@ -171,7 +179,8 @@ def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int 
     model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
     log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, estimator == "meanfield")
     if log_px.dim() == 1:  # one particle: add the particle dimension
-        log_px, kl, log_ratio = log_px[None], kl[None], log_ratio[None]
+        log_px, kl = log_px[None], kl[None]
+        log_ratio = None if log_ratio is None else log_ratio[None]
     reconstruction = -log_px.mean(0)
     kl_mean = kl.mean(0)
     if estimator in ("iwae", "dreg"):
