@@ -97,7 +97,10 @@ class Trainer:
         self.vae = build_vae(cfg.model, dataset.event_shape, dataset_size=dataset.train.shape[0],
                              register_params=False).to(self.device)
         self.dist.seed_noise(t.seed)  # the same initial weights on every rank, then its own noise
-        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr)
+        # foreach: one multi-tensor kernel per update term instead of a Python loop over the
+        # parameters; the same numbers as the loop (tests/test_pyro_golden.py), ~5 % less Adam
+        # time on CPU. (fused=True is 3x faster still on CPU but rounds differently: not used.)
+        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr, foreach=True)
         self.x_train = torch.as_tensor(dataset.train, device=self.device)
         self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
         # A conditional VAE's labels live on the device beside x: a batch's labels are
