@@ -219,7 +219,12 @@ def _overrides(source, **extra):
 
 # NumPyro compiles the chunk, the last step and the evaluation: about 30 s.
 @pytest.mark.parametrize("backend", ["pyro", pytest.param("numpyro", marks=pytest.mark.slow)])
-def test_training_streams_on_both_backends(tmp_path, digits_file, backend):
+def test_training_streams_on_both_backends(tmp_path, digits_file, backend, monkeypatch):
+    if backend == "numpyro":
+        import ppvae.backends.numpyro.streaming as jax_streaming
+
+        # Two minibatches per compiled call: the 3 full batches run as chunks of 2 and 1.
+        monkeypatch.setattr(jax_streaming, "CHUNK_BYTES", 2 * 64 * 28 * 28 * 4)
     run = ppvae.fit(out=tmp_path / "run", overrides=_overrides(digits_file, **{"train.backend": backend}),
                     pictures=backend == "pyro")
     assert run.config.data.stream is True
