@@ -131,6 +131,25 @@ def cli():
 
 
 # ---------------------------------------------------------------------------------------- fit
+def _ask_for_host_devices(num_devices: int, environ=None, modules=None) -> bool:
+    """Ask XLA for ``num_devices`` CPU devices (``--num-devices``): add the flag to XLA_FLAGS.
+
+    Only where JAX is not imported yet (it reads XLA_FLAGS once, at import) and XLA_FLAGS
+    does not set the count already; it adds host (CPU) devices only, so GPUs are unaffected.
+    Returns whether it changed the environment.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    flag = "--xla_force_host_platform_device_count"
+    flags = environ.get("XLA_FLAGS", "")
+    if num_devices <= 1 or flag in flags or "jax" in modules:
+        return False
+    environ["XLA_FLAGS"] = f"{flags} {flag}={num_devices}".strip()
+    return True
+
+
 def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shortcuts) -> None:
     """``ppvae fit --num-processes N`` (N != 1): check, then run this same command on N workers."""
     from . import api
@@ -189,7 +208,8 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
               "settings with --set model.guide_options.rank=4.")
 @click.option("--latent-dim", type=int, help="Size of z (default 20).")
 @click.option("--epochs", type=int, help="Passes over the training split (default 30).")
-@click.option("--batch-size", type=int, help="Minibatch size (default 128); per process with --num-processes.")
+@click.option("--batch-size", type=int, help="Minibatch size (default 128); per process with --num-processes, "
+              "global (split over the devices) with --num-devices.")
 @click.option("--beta", type=float, help="KL weight β > 0 (default 1: the plain ELBO).")
 @click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
 @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
@@ -212,11 +232,16 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
               help="Data-parallel training on N local processes (pyro backend; the same as torchrun "
                    "--nproc-per-node N -m ppvae fit ...). Each process takes --batch-size points per step, "
                    "so a step sees N times as many; gradients are averaged. CPU: gloo; CUDA: one GPU each.")
+@click.option("--num-devices", type=int, metavar="N",
+              help="Data-parallel training on N JAX devices in this process (numpyro backend; train.num_devices): "
+                   "--batch-size is the global batch, split evenly over the devices. On CPU, JAX needs "
+                   "XLA_FLAGS=--xla_force_host_platform_device_count=N before it starts; ppvae fit sets it "
+                   "itself unless JAX is already loaded (a --plugin that imports it) or XLA_FLAGS sets it.")
 @with_plugins
 @_handle_errors
 def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_dim, epochs, batch_size, beta,
         beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet,
-        num_processes=None, plugins=()):
+        num_processes=None, num_devices=None, plugins=()):
     """Train a VAE and write a run folder.
 
     SPEC is an optional TOML file with [model], [data] and [train] tables (see models/);
@@ -244,6 +269,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
       ppvae fit runs/z2/config.toml --out runs/z2-again
       ppvae fit --resume runs/z2 --epochs 40
       ppvae fit --num-processes 2 --out runs/ddp          # 2 processes, batch 128 each
+      ppvae fit --backend numpyro --num-devices 2         # 2 JAX devices, 64 of the 128 each
     """
     from . import api
 
@@ -253,7 +279,9 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
     shortcuts = dict(data=data, backend=backend, prior=prior, likelihood=likelihood, encoder=encoder,
                      decoder=decoder, guide=guide, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size,
                      beta=beta, beta_schedule=beta_schedule, lr=lr, elbo=elbo, num_particles=num_particles,
-                     seed=seed, device=device)
+                     seed=seed, device=device, num_devices=num_devices)
+    if num_devices is not None:
+        _ask_for_host_devices(num_devices)
     if num_processes is not None and num_processes != 1:  # one process: this one
         _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shortcuts)
         return

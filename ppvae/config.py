@@ -268,6 +268,11 @@ class TrainSpec:
         K of the importance-weighted log p(x) estimate computed at the end of ``fit``.
     checkpoint_every : int
         Epochs between checkpoints (the last epoch is always saved).
+    num_devices : int
+        Data-parallel training over this many JAX devices (numpyro backend): params
+        replicated, each step's batch split over the devices. ``batch_size`` is then the
+        global batch and must divide by ``num_devices``. Not part of the model's fingerprint:
+        a run may resume on another device count.
     """
 
     backend: str = "pyro"
@@ -285,6 +290,7 @@ class TrainSpec:
     log_every: int = 50
     eval_num_samples: int = 1000
     checkpoint_every: int = 1
+    num_devices: int = 1
 
     def __post_init__(self) -> None:
         _check(isinstance(self.backend, str) and self.backend, f"train.backend must be a name, got {self.backend!r}")
@@ -292,7 +298,7 @@ class TrainSpec:
         _choice("train", "elbo", self.elbo, ELBO_NAMES)
         _choice("train", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
         for key in ("num_particles", "epochs", "batch_size", "warmup_steps", "cycle_steps",
-                    "log_every", "eval_num_samples", "checkpoint_every"):
+                    "log_every", "eval_num_samples", "checkpoint_every", "num_devices"):
             value = getattr(self, key)
             _check(_is_int(value) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
         _check(_is_int(self.seed) and self.seed >= 0, f"train.seed must be a non-negative integer, got {self.seed!r}")
@@ -308,6 +314,10 @@ class TrainSpec:
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "beta", float(self.beta))
         validate_device(self.device, "train.device")
+        _check(self.num_devices == 1 or self.backend == "numpyro",
+               f"train.num_devices = {self.num_devices} splits batches over JAX devices and needs "
+               f"train.backend = \"numpyro\" (got {self.backend!r}); for the pyro backend use "
+               "ppvae fit --num-processes N")
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}

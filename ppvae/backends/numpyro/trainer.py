@@ -36,6 +36,7 @@ from . import checkpoint
 from .evaluation import Evaluator
 from .model import build_vae, initial_params
 from .objectives import LossKeys, loss_keys, terms
+from .sharding import data_parallel
 
 
 def resolve_device(name: str):
@@ -74,20 +75,25 @@ class Trainer:
         self.progress, self.on_epoch = progress, on_epoch
         t = cfg.train
         self.device = resolve_device(t.device)
+        #: train.num_devices > 1: the mesh and shardings (see .sharding); None on one device.
+        self.parallel = data_parallel(t.num_devices, t.device, t.batch_size)
+        if self.parallel is not None and dataset.streaming:
+            raise UsageError("train.num_devices > 1 needs the training data in memory; it does not work with "
+                             "data.stream = true yet: set one of them back (--num-devices 1)")
         init_key, self.train_key = jax.random.split(jax.random.PRNGKey(t.seed))
         self.vae = build_vae(cfg.model, dataset.event_shape, init_key, dataset_size=dataset.train.shape[0])
         self.optimizer = optax.adam(t.lr)
-        self.params = jax.device_put(initial_params(self.vae), self.device)
-        self.opt_state = self.optimizer.init(self.params)
+        self.params = self._place(initial_params(self.vae))
+        self.opt_state = self._place(self.optimizer.init(self.params))
         if dataset.streaming:  # rows stay in their file: .streaming.StreamingTrainer moves chunks
             self.x_train = self.x_heldout = None
         else:
-            self.x_train = jax.device_put(jnp.asarray(dataset.train), self.device)
-            self.x_heldout = jax.device_put(jnp.asarray(dataset.heldout), self.device)
+            self.x_train = self._place(jnp.asarray(dataset.train))
+            self.x_heldout = self._place(jnp.asarray(dataset.heldout))
         # A conditional VAE's labels sit on the device beside x and are gathered with the
         # batch indices inside the compiled epoch; None (no labels) is an empty pytree to jit.
         self.y_train, self.y_heldout = device_labels(cfg.model, dataset,
-                                                     lambda y: jax.device_put(jnp.asarray(y), self.device))
+                                                     lambda y: self._place(jnp.asarray(y)))
         self.evaluator = Evaluator(self.vae)
         self.state = TrainState()
         self.fingerprint = fingerprint(cfg, dataset.event_shape)
@@ -97,6 +103,10 @@ class Trainer:
         self._programs: dict = {}
         self.compile_seconds = 0.0
         self._step_fn = jax.jit(self._step)
+
+    def _place(self, tree):
+        """Arrays on the training device, or whole on every device of a data-parallel run."""
+        return jax.device_put(tree, self.device) if self.parallel is None else self.parallel.replicate(tree)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -128,8 +138,12 @@ class Trainer:
         def body(carry, inputs):
             params, opt_state = carry
             idx, beta, k = inputs
-            yb = None if y_train is None else y_train[idx]
-            params, opt_state, values = self._step(params, opt_state, k, x_train[idx], beta, yb)
+            xb, yb = x_train[idx], None if y_train is None else y_train[idx]
+            if self.parallel is not None:  # each device takes its rows; XLA all-reduces the gradient
+                xb, yb = self.parallel.constrain_batch(xb), self.parallel.constrain_batch(yb)
+            params, opt_state, values = self._step(params, opt_state, k, xb, beta, yb)
+            if self.parallel is not None:
+                params, opt_state = self.parallel.constrain_replicated((params, opt_state))
             return (params, opt_state), values
 
         (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (batches, betas, keys))
@@ -153,9 +167,9 @@ class Trainer:
         """Load the run's checkpoint: params, optimizer state, key and position."""
         params, opt_state, key, meta = checkpoint.load(self.checkpoint_path, self.params, self.opt_state,
                                                        self.fingerprint)
-        self.params = jax.device_put(params, self.device)
+        self.params = self._place(params)
         # A new learning rate on --resume takes effect: optax's Adam keeps no lr in its state.
-        self.opt_state = jax.device_put(opt_state, self.device)
+        self.opt_state = self._place(opt_state)
         self.train_key = key
         self.state = TrainState.from_meta(meta)
 
@@ -195,6 +209,8 @@ class Trainer:
             while s.epoch < t.epochs:
                 perm = np.random.default_rng([t.seed, s.epoch]).permutation(n)
                 batches = jnp.asarray(perm[: n_full * t.batch_size].reshape(n_full, t.batch_size))
+                if self.parallel is not None:  # the rest step (if any) runs whole on every device
+                    batches = self.parallel.shard_batches(batches)
                 betas = jnp.asarray([beta_at(s.step + i, t) for i in range(n_full)], dtype=jnp.float32)
                 epoch_key = jax.random.fold_in(self.train_key, s.epoch)
                 params, opt_state = self.params, self.opt_state
