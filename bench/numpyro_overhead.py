@@ -35,7 +35,8 @@ their ratio is an A/A control of the noise.
 
 Usage::
 
-    python bench/numpyro_overhead.py --hlo            # writes bench/results/numpyro_overhead.json
+    python bench/numpyro_overhead.py --hlo            # writes bench/results/numpyro_overhead.{json,md}
+    python bench/numpyro_overhead.py --rounds 20 --max-wait 0 --max-others-share 100   # a busy machine
     python bench/numpyro_overhead.py --rounds 100 --variant-rounds 60 --warmup 3 --hlo --variants
 
 ``--hlo`` counts the operations that the optimized (compiled) HLO of each program
@@ -319,26 +320,17 @@ VARIANTS = {
     "prior-constant": "the prior's loc/scale are not registered as params (ppvae.backends.numpyro.model."
                       "_has_params is False for NormalPrior): no zero-gradient Adam updates of 2x20 "
                       "constants, fewer loop-carried arrays",
-    "lazy-model-key": "objectives._traces seeds the guide with rng_key itself and the model with "
-                      "fold_in(rng_key, tag) instead of split(rng_key): a model with no free latent "
-                      "sites never uses its key, so XLA drops that threefry loop",
-    "site-key": "the 'z' site gets the key directly (numpyro.sample(..., rng_key=...)), skipping the "
-                "seed handler's split for it (a further threefry loop per step)",
     "flat-binarize": "Trainer._step draws the dynamic binarization on the batch flattened to (B, 784) and "
                      "reshapes back (the same random bits, bit for bit): XLA's elementwise loops of the "
                      "threefry/Bernoulli draw run over rows of 784 instead of 28",
 }
-_MODEL_KEY_TAG = 0x6D6F6465  # "mode": any constant that split() does not produce
 
 
 @contextlib.contextmanager
 def patched(variant: tuple[str, ...]):
     """Monkeypatch ppvae's NumPyro backend with the named candidate changes (see :data:`VARIANTS`)."""
     import jax
-    from numpyro import handlers
-    from numpyro.primitives import Messenger
-
-    from ppvae.backends.numpyro import components, model, objectives, trainer
+    from ppvae.backends.numpyro import components, model, trainer
 
     unknown = set(variant) - set(VARIANTS)
     if unknown:
@@ -348,41 +340,15 @@ def patched(variant: tuple[str, ...]):
             original = model._has_params
             stack.enter_context(mock.patch.object(
                 model, "_has_params", lambda m: not isinstance(m, components.NormalPrior) and original(m)))
-        if "lazy-model-key" in variant or "site-key" in variant:
-            lazy, site = "lazy-model-key" in variant, "site-key" in variant
-
-            class SiteKey(Messenger):
-                def __init__(self, fn, key):
-                    self.key = key
-                    super().__init__(fn)
-
-                def process_message(self, msg):
-                    if msg["type"] == "sample" and not msg["is_observed"] and msg["kwargs"].get("rng_key") is None:
-                        msg["kwargs"]["rng_key"] = self.key
-
-            def _traces(model_fn, guide, rng_key, args, kwargs, num_particles):
-                if lazy:
-                    guide_key, model_key = rng_key, jax.random.fold_in(rng_key, _MODEL_KEY_TAG)
-                else:
-                    guide_key, model_key = jax.random.split(rng_key)
-                guide = objectives._with_particles(guide, num_particles)
-                model_fn = objectives._with_particles(model_fn, num_particles)
-                seeded = SiteKey(guide, guide_key) if site else handlers.seed(guide, guide_key)
-                guide_tr = handlers.trace(seeded).get_trace(*args, **kwargs)
-                model_tr = handlers.trace(handlers.replay(handlers.seed(model_fn, model_key), guide_tr)).get_trace(
-                    *args, **kwargs)
-                return model_tr, guide_tr
-
-            stack.enter_context(mock.patch.object(objectives, "_traces", _traces))
         if "flat-binarize" in variant:
             import optax
 
-            def _step(self, params, opt_state, key, xb, beta):
-                binarize_key, loss_key = jax.random.split(key)
+            def _step(self, params, opt_state, key, xb, beta, yb=None):
+                binarize_key, loss_key = key if isinstance(key, tuple) else trainer.step_keys(key)
                 if self.dataset.binarize == "dynamic":
                     flat = xb.reshape(xb.shape[0], -1)
                     xb = jax.random.bernoulli(binarize_key, flat).astype(xb.dtype).reshape(xb.shape)
-                (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta)
+                (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta, yb)
                 updates, opt_state = self.optimizer.update(grads, opt_state, params)
                 return optax.apply_updates(params, updates), opt_state, values
 
@@ -601,7 +567,8 @@ def summarize(times: list[float]) -> dict:
 MAX_OTHERS_SHARE = 0.10
 
 
-def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float = 600.0) -> dict:
+def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float = 600.0,
+            max_share: float | None = None) -> dict:
     """Interleaved timing: per round one epoch of every program, the order rotated every round
     (A B C D, B C D A, ...); ``warmup`` rounds untimed.
 
@@ -612,7 +579,10 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
     The machine is shared: before each round it waits for other processes to go quiet, and a
     round during which other processes used more than ``MAX_OTHERS_SHARE`` of a core is
     recorded as contended and repeated (at most ``3 * rounds`` attempts in all).
+    ``max_share`` overrides ``MAX_OTHERS_SHARE`` (a large value accepts every round: the
+    only option on a machine that is never quiet; the ratios stay interleaved).
     """
+    max_share = MAX_OTHERS_SHARE if max_share is None else max_share
     times: dict[str, list[float]] = {s.name: [] for s in sides}
     warm: dict[str, list[float]] = {s.name: [] for s in sides}
     contended: list[dict] = []
@@ -620,7 +590,7 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
     done, attempts = 0, 0
     while done < warmup + rounds and attempts < warmup + 3 * rounds:
         attempts += 1
-        waited = wait_until_quiet(MAX_OTHERS_SHARE, max_wait) if done >= warmup else 0.0
+        waited = wait_until_quiet(max_share, max_wait) if done >= warmup and max_wait > 0 else 0.0
         shift = done % len(sides)
         order = sides[shift:] + sides[:shift]  # rotated: every program takes every position equally often
         order[-1].run_epoch()  # untimed primer: the first timed epoch does not start from an idle machine
@@ -630,7 +600,7 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
         share = (others_cpu_seconds() - cpu0) / (time.perf_counter() - t0)
         load = load_average()[0]
         # a negative share means a busy process ended during the round: contended too
-        clean = done < warmup or -MAX_OTHERS_SHARE < share < MAX_OTHERS_SHARE
+        clean = done < warmup or -max_share < share < max_share
         if clean:
             into = warm if done < warmup else times
             for name, seconds in got.items():
@@ -702,7 +672,35 @@ def print_profile(profile: dict) -> None:
     print()
 
 
+class _Tee:
+    """Writes to stdout and keeps a copy: the tables also go to the Markdown file."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, text):
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
 def main() -> None:
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        args, results = run()
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    header = (f"# `python bench/numpyro_overhead.py {' '.join(sys.argv[1:])}`\n\n"
+              f"Protocol {PROTOCOL}, {results['model']}, batch {results['batch_size']}, {results['date']}; "
+              f"{m['processor']} ({m['cpu_count']} CPUs), {m['device']}, jax {m['jax']}, numpyro {m['numpyro']}. "
+              f"Raw numbers: `{args.out.name}`.\n\n")
+    args.out.with_suffix(".md").write_text(header + "".join(tee.parts))
+
+
+def run():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="timed epochs per program (default 40)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs per program (default 2)")
@@ -715,6 +713,11 @@ def main() -> None:
                         help="also profile this many epochs of each program with JAX's profiler and "
                              "attribute XLA's per-operation times to categories")
     parser.add_argument("--skip-timing", action="store_true", help="no timing rounds (with --profile/--hlo)")
+    parser.add_argument("--max-wait", type=float, default=600.0,
+                        help="seconds to wait for a quiet machine before each round (default 600; 0: no wait)")
+    parser.add_argument("--max-others-share", type=float, default=MAX_OTHERS_SHARE,
+                        help="a round during which other processes used more than this share of a core is "
+                             f"repeated (default {MAX_OTHERS_SHARE}; e.g. 100 accepts every round)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "numpyro_overhead.json")
     args = parser.parse_args()
 
@@ -748,7 +751,8 @@ def main() -> None:
         if args.skip_timing:
             for side in sides:
                 side.run_epoch()  # compile
-        phase = None if args.skip_timing else measure(sides, args.rounds, args.warmup, "main")
+        phase = None if args.skip_timing else measure(sides, args.rounds, args.warmup, "main",
+                                                     args.max_wait, args.max_others_share)
         if phase is not None:
             ratios = {"meanfield (vs analytic-KL hand-written)": ratio(phase, ppvae_mf.name, hand_mf.name),
                       "trace (vs sampled-KL hand-written)": ratio(phase, ppvae_tr.name, hand_tr.name),
@@ -771,7 +775,7 @@ def main() -> None:
         profile_sides = list(sides)
         if args.profile:
             profile_sides.append(PPVAE(dataset, "meanfield", Path(tmp, "profiled"),
-                                       ("prior-constant", "lazy-model-key", "site-key")))
+                                       ("prior-constant",)))
             results["profile"] = {s.name: profile_side(s, args.profile, Path(tmp, f"profile{i}"))
                                   for i, s in enumerate(profile_sides)}
             print_profile(results["profile"])
@@ -779,13 +783,14 @@ def main() -> None:
         if args.variants:
             variant_sides = [Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr),
                              PPVAE(dataset, "meanfield", Path(tmp, "v0"))]
-            for i, variant in enumerate([("prior-constant",), ("lazy-model-key",), ("lazy-model-key", "site-key"),
-                                         ("prior-constant", "lazy-model-key", "site-key")]):
+            for i, variant in enumerate([("prior-constant",), ("flat-binarize",),
+                                         ("prior-constant", "flat-binarize")]):
                 variant_sides.append(PPVAE(dataset, "meanfield", Path(tmp, f"v{i + 1}"), variant))
             variant_sides.append(PPVAE(dataset, "trace", Path(tmp, "vt"),
-                                       ("prior-constant", "lazy-model-key", "site-key")))
+                                       ("prior-constant", "flat-binarize")))
             variant_sides.append(Hand(dataset.train, cfg.seed, cfg.batch_size, False, cfg.lr))
-            vphase = measure(variant_sides, args.variant_rounds or args.rounds, args.warmup, "variants")
+            vphase = measure(variant_sides, args.variant_rounds or args.rounds, args.warmup, "variants",
+                             args.max_wait, args.max_others_share)
             base = variant_sides[0].name
             vratios = {s.name: ratio(vphase, s.name, base) for s in variant_sides[1:-2]}
             vratios[variant_sides[-2].name + " (vs sampled-KL)"] = ratio(vphase, variant_sides[-2].name,
@@ -796,8 +801,7 @@ def main() -> None:
             print("Candidate changes (monkeypatched), interleaved with the hand-written epoch:")
             print_tables(vphase, vratios, n_train)
 
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return args, results
 
 
 if __name__ == "__main__":
