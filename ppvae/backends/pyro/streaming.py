@@ -11,11 +11,13 @@ the device; the final evaluation reads every held-out row, in chunks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 
+import pyro
 import torch
 
 from ...data.block_shuffle import BlockShuffle
@@ -61,6 +63,7 @@ class StreamingTrainer(Trainer):
         n = len(self.dataset.train)
         n_batches = math.ceil(n / t.batch_size)
         dynamic = self.dataset.binarize == "dynamic"
+        first_step = s.step
         with SignalCatcher() as signals:
             while s.epoch < t.epochs:
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
@@ -77,11 +80,13 @@ class StreamingTrainer(Trainer):
                             xb = torch.bernoulli(xb)
                         beta = beta_at(s.step, t)
                         try:
-                            tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
-                                       estimator=t.elbo, num_particles=t.num_particles)
-                            self.optimizer.zero_grad(set_to_none=True)
-                            tm.loss.backward()
-                            self.optimizer.step()
+                            # Argument checks on the first step of a fit only, as in Trainer.fit.
+                            with contextlib.nullcontext() if s.step == first_step else pyro.validation_enabled(False):
+                                tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
+                                           estimator=t.elbo, num_particles=t.num_particles)
+                                self.optimizer.zero_grad(set_to_none=True)
+                                tm.loss.backward()
+                                self.optimizer.step()
                         except UsageError:
                             bar.close()
                             raise
