@@ -173,6 +173,11 @@ class DataSpec:
     standardize : bool
         Shift and scale every feature to mean 0, sd 1 (statistics of the training split),
         for Gaussian likelihoods.
+    min_sd : float
+        With ``standardize``, divide by at least this (in the scaled units, e.g. 0.1 of
+        the grey-level range): a feature that is almost constant in training has a tiny
+        sd, and one unusual held-out value would otherwise become hundreds of sds and
+        dominate every mean. 0 (default) divides by the sd as it is.
     heldout_fraction : float
         Share of the data held out for evaluation, in (0, 1). Datasets with an official
         test set (MNIST with all four files) use it instead.
@@ -197,6 +202,7 @@ class DataSpec:
     scale: str = "auto"
     binarize: str = "auto"
     standardize: bool = False
+    min_sd: float = 0.0
     heldout_fraction: float = 0.2
     split_seed: int = 0
     cache_dir: str | None = None
@@ -217,6 +223,9 @@ class DataSpec:
         _choice("data", "scale", self.scale, SCALE_MODES)
         _choice("data", "binarize", self.binarize, BINARIZE_MODES)
         _check(isinstance(self.standardize, bool), f"data.standardize must be true or false, got {self.standardize!r}")
+        _check(_is_number(self.min_sd) and math.isfinite(self.min_sd) and self.min_sd >= 0,
+               f"data.min_sd must be a non-negative number, got {self.min_sd!r}")
+        object.__setattr__(self, "min_sd", float(self.min_sd))
         _check(
             _is_number(self.heldout_fraction) and 0.0 < self.heldout_fraction < 1.0,
             f"data.heldout_fraction must be between 0 and 1 (exclusive), got {self.heldout_fraction!r}",

@@ -462,6 +462,21 @@ def test_standardize(tmp_path):
         DataSpec(standardize=True, binarize="dynamic")
 
 
+def test_min_sd_bounds_what_a_near_constant_feature_is_divided_by(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.normal(loc=5, scale=[1.0, 0.01, 2.0], size=(400, 3))
+    source = _save(tmp_path, x)
+    ds = load_dataset(DataSpec(source=source, standardize=True, min_sd=0.5), "normal", "real")
+    sd = x[: len(x)].std(axis=0)
+    # Feature 1's sd (about 0.01) is raised to 0.5; the others keep their own sd.
+    assert ds.transform["sd"][1] == 0.5 and ds.transform["min_sd"] == 0.5
+    assert ds.transform["sd"][0] == pytest.approx(sd[0], rel=0.2) and ds.transform["sd"][2] > 1.5
+    assert np.abs(ds.train[:, 1]).max() < 0.2  # residuals of 0.01 divided by 0.5, not by 0.01
+    for bad in (-1, float("nan"), "x"):
+        with pytest.raises(UsageError, match="data.min_sd must be a non-negative number"):
+            DataSpec(standardize=True, min_sd=bad)
+
+
 def test_binarize_modes(tmp_path):
     ds = load_dataset(DataSpec(binarize="static"), "bernoulli", "unit_interval")
     assert set(np.unique(ds.train)) == {0.0, 1.0} and ds.binarize == "static"

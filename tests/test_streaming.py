@@ -78,8 +78,9 @@ def test_streamed_rows_equal_the_in_memory_rows(digits_file, settings, likelihoo
     assert streamed.train[5].shape == memory.train[5].shape and streamed.train[:4].dtype == np.float32
 
 
-def test_standardized_streamed_rows_match_to_float_rounding(table_file):
-    settings = {"binarize": "none", "standardize": True}
+@pytest.mark.parametrize("min_sd", [0.0, 0.8])
+def test_standardized_streamed_rows_match_to_float_rounding(table_file, min_sd):
+    settings = {"binarize": "none", "standardize": True, "min_sd": min_sd}
     memory = load_dataset(DataSpec(source=str(table_file), stream=False, **settings), "normal", "real")
     spec = DataSpec(source=str(table_file), stream=True, **settings)
     streamed = load_dataset(spec, "normal", "real")
@@ -87,7 +88,7 @@ def test_standardized_streamed_rows_match_to_float_rounding(table_file):
     # to about 1e-15 relative, far below the float32 rows' resolution (1.2e-7 relative).
     np.testing.assert_allclose(streamed.transform["mean"], memory.transform["mean"], rtol=1e-12)
     np.testing.assert_allclose(streamed.transform["sd"], memory.transform["sd"], rtol=1e-12)
-    assert streamed.transform["sd"][2] == 1.0  # the constant column
+    assert streamed.transform["sd"][2] == max(1.0, min_sd)  # the constant column
     np.testing.assert_allclose(streamed.train[:], memory.train[_train_order(N, spec)], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(streamed.heldout[:], memory.heldout, rtol=1e-6, atol=1e-6)
 

@@ -157,6 +157,11 @@ def _scale(x: np.ndarray, t: dict, dtype, name: str, new_data: bool, check: bool
     return out
 
 
+def floor_sd(sd: np.ndarray, t: dict) -> np.ndarray:
+    """The sd each feature is divided by: 1 for constant features, never below ``min_sd``."""
+    return np.maximum(np.where(sd > 0, sd, 1.0), t.get("min_sd", 0.0))
+
+
 def _standardize(x: np.ndarray, t: dict) -> np.ndarray:
     if t["standardize"]:
         event = tuple(t["event_shape"])
@@ -246,6 +251,7 @@ def _fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likelih
         "standardize": bool(spec.standardize),
         "mean": None,
         "sd": None,
+        "min_sd": float(spec.min_sd),
         "binarize": spec.binarize,
         "likelihood": likelihood,
         "support": support,
@@ -326,7 +332,7 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     if t["standardize"]:
         sd = train.std(axis=0, dtype=np.float64)
         t["mean"] = train.mean(axis=0, dtype=np.float64).ravel().tolist()
-        t["sd"] = np.where(sd > 0, sd, 1.0).ravel().tolist()  # constant features: sd 1
+        t["sd"] = floor_sd(sd, t).ravel().tolist()
         train = _standardize(train, t)
     heldout = _standardize(_scale(x_heldout, t, np.float64, raw.name, new_data=False), t)
 

@@ -283,7 +283,7 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     ``Dataset.heldout`` are :class:`StreamingRows`.
     """
     from .prepare import (_check_binarizable, _check_counts, _check_support, _check_unit, _fit_transform,
-                          _in_unit, _split_indices)
+                          _in_unit, _split_indices, floor_sd)
 
     path = Path(spec.source).expanduser()
     name = str(path)
@@ -319,7 +319,7 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
         moments = stats if one_pass else _chunked_stats(source, train_rows, t, train_dtype, name, moments=True)
         sd = np.sqrt(moments.m2 / moments.n)
         t["mean"] = moments.mean.tolist()
-        t["sd"] = np.where(sd > 0, sd, 1.0).tolist()
+        t["sd"] = floor_sd(sd, t).tolist()
     held = _chunked_stats(source, np.sort(heldout_rows), t, np.float64, name, moments=False)
     if t["scale"] == "unit":
         _check_unit(float(held.lo.min()), float(held.hi.max()), source.dtype.kind == "f", name, new_data=False)
