@@ -33,16 +33,20 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class HandVAE(nn.Module):
-    """mlp-400 as plain modules: ``forward(x, eps)`` gives (loss, reconstruction, KL) batch means."""
+    """mlp-400 as plain modules: ``forward(x, eps)`` gives (loss, reconstruction, KL) batch means.
 
-    def __init__(self, x_dim: int = 784, hidden: int = 400, z_dim: int = 20, analytic_kl: bool = True):
+    With ``num_particles`` K > 1 the loss is the negative IWAE bound (``eps`` of shape (K, B, Z)).
+    """
+
+    def __init__(self, x_dim: int = 784, hidden: int = 400, z_dim: int = 20, analytic_kl: bool = True,
+                 num_particles: int = 1):
         super().__init__()
         self.enc = nn.Linear(x_dim, hidden)
         self.loc = nn.Linear(hidden, z_dim)
         self.raw_scale = nn.Linear(hidden, z_dim)
         self.dec = nn.Linear(z_dim, hidden)
         self.out = nn.Linear(hidden, x_dim)
-        self.z_dim, self.analytic_kl = z_dim, analytic_kl
+        self.z_dim, self.analytic_kl, self.num_particles = z_dim, analytic_kl, num_particles
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor):
         h = F.relu(self.enc(x))
@@ -50,7 +54,12 @@ class HandVAE(nn.Module):
         scale = F.softplus(self.raw_scale(h)) + MIN_SCALE
         z = loc + scale * eps
         logits = self.out(F.relu(self.dec(z)))
-        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        rec = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        if self.num_particles > 1:  # IWAE: eps is (K, B, Z); -log mean_k w_k per datapoint
+            log_ratio = (-0.5 * eps**2 - scale.log() + 0.5 * z**2).sum(-1)
+            log_w = -rec - log_ratio
+            bound = torch.logsumexp(log_w, 0) - math.log(self.num_particles)
+            return -bound.mean(), rec.mean(), log_ratio.mean()
         if self.analytic_kl:
             kl = (0.5 * (scale**2 + loc**2 - 1.0) - scale.log()).sum(-1)
         else:  # log q(z|x) - log p(z); the 0.5 log(2 pi) terms cancel
@@ -89,12 +98,15 @@ class HandTorch:
     """
 
     def __init__(self, x_train, seed: int = 0, batch_size: int = 128, analytic_kl: bool = True,
-                 lr: float = 1e-3, device: str = "cpu", latent_dim: int = 20):
-        self.name = "hand-written PyTorch " + ("analytic KL" if analytic_kl else "sampled KL")
+                 lr: float = 1e-3, device: str = "cpu", latent_dim: int = 20, hidden: int = 400,
+                 num_particles: int = 1):
+        self.name = "hand-written PyTorch " + (f"IWAE K = {num_particles}" if num_particles > 1 else
+                                               "analytic KL" if analytic_kl else "sampled KL")
         self.device = torch.device(device)
         self.seed, self.batch_size, self.epoch = seed, batch_size, 0
         torch.manual_seed(seed)
-        self.model = HandVAE(z_dim=latent_dim, analytic_kl=analytic_kl).to(self.device)
+        x_dim = int(np.prod(np.shape(x_train)[1:]))
+        self.model = HandVAE(x_dim, hidden, latent_dim, analytic_kl, num_particles).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.x_train = torch.as_tensor(np.asarray(x_train, dtype=np.float32).reshape(len(x_train), -1),
                                        device=self.device)
@@ -115,7 +127,8 @@ class HandTorch:
         acc = torch.zeros((), device=self.device)
         for start in range(0, n, self.batch_size):
             xb = torch.bernoulli(self.x_train[order[start:start + self.batch_size]])
-            eps = torch.randn(xb.shape[0], self.model.z_dim, device=self.device)
+            k = self.model.num_particles
+            eps = torch.randn(*((k,) if k > 1 else ()), xb.shape[0], self.model.z_dim, device=self.device)
             loss, _, _ = self.model(xb, eps)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -131,12 +144,12 @@ class HandTorch:
         """Held-out ELBO per image (analytic KL, one draw), for the quality column."""
         x = torch.as_tensor(np.asarray(x_heldout, dtype=np.float32).reshape(len(x_heldout), -1),
                             device=self.device)
-        analytic = self.model.analytic_kl
-        self.model.analytic_kl = True
+        saved = self.model.analytic_kl, self.model.num_particles
+        self.model.analytic_kl, self.model.num_particles = True, 1
         try:
             loss, _, _ = self.model(x, torch.randn(x.shape[0], self.model.z_dim, device=self.device))
         finally:
-            self.model.analytic_kl = analytic
+            self.model.analytic_kl, self.model.num_particles = saved
         return -float(loss)
 
 
@@ -144,21 +157,24 @@ def same_function_check(vae, xb: torch.Tensor, estimator: str, seed: int = 0) ->
     """Max |ppvae - hand-written| over (loss, reconstruction, KL) on one batch, same weights and noise.
 
     ``vae`` is a ppvae Pyro-backend mlp VAE; ``xb`` a binarized batch (B, *event_shape); ``estimator``
-    ``meanfield`` (compared with the analytic KL) or ``trace`` (sampled KL).
+    ``meanfield`` (compared with the analytic KL), ``trace`` (sampled KL) or ``iwae`` (K = 3).
     """
     from ppvae.backends.pyro.objectives import terms
 
-    hand = HandVAE(z_dim=vae.latent_dim, analytic_kl=estimator == "meanfield").copy_from(vae)
+    k = 3 if estimator == "iwae" else 1
+    hand = HandVAE(z_dim=vae.latent_dim, analytic_kl=estimator == "meanfield", num_particles=k).copy_from(vae)
     torch.manual_seed(seed)
-    eps = torch.randn(xb.shape[0], vae.latent_dim)
+    eps = torch.randn(*((k,) if k > 1 else ()), xb.shape[0], vae.latent_dim)
     torch.manual_seed(seed)  # the guide's rsample draws the same standard Normal noise
     saved = vae.dataset_size
     vae.dataset_size = None
     try:
         with torch.no_grad():
-            t = terms(vae.model, vae.guide, xb, beta=1.0, estimator=estimator)
+            t = terms(vae.model, vae.guide, xb, beta=1.0, estimator=estimator, num_particles=k)
             mine = hand(xb.reshape(xb.shape[0], -1), eps)
     finally:
         vae.dataset_size = saved
     theirs = (t.loss, t.reconstruction, t.kl)
+    if k > 1:  # ppvae's IWAE terms report the sampled KL; compare the bound
+        return abs(float(mine[0]) - float(theirs[0]))
     return max(abs(float(a) - float(b)) for a, b in zip(mine, theirs))
