@@ -237,10 +237,8 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     trained, records = backend.fit(cfg, dataset, folder.path, resume=resume is not None, progress=progress,
                                    on_start=record_config, on_epoch=None if rank else folder.write_metrics,
                                    stop_after_steps=stop_after_steps)
-    if rank:
-        run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
-        run.summary = None  # rank 0 evaluates and reports
-        return run
+    if rank:  # rank 0 evaluates and reports; this process's Run has no summary
+        return Run(folder.path, cfg=cfg, trained=trained, dataset=dataset, data_info=_data_info(dataset))
     folder.write_metrics(records)
     run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
     if stop_after_steps is not None and (not records or records[-1]["epoch"] < cfg.train.epochs):
@@ -288,12 +286,13 @@ class Run:
     """
 
     def __init__(self, path: str | Path, *, cfg: Config | None = None, trained=None,
-                 dataset: Dataset | None = None, device: str = "auto"):
+                 dataset: Dataset | None = None, device: str = "auto", data_info: dict | None = None):
         self.folder = RunFolder(path)
         self.path = self.folder.path
         self.config = cfg or _with_plugins(self.folder.read_config(), origin=f"{self.folder.path / 'config.toml'}")
-        self.data_info = self.folder.read_data_info()
-        self.summary = self.folder.read_summary()
+        # Given by fit on a process other than rank 0, whose machine may not see the run folder.
+        self.data_info = self.folder.read_data_info() if data_info is None else data_info
+        self.summary = None if data_info is not None else self.folder.read_summary()
         self._trained = trained
         self._dataset = dataset
         self._device = device

@@ -231,7 +231,9 @@ def launch_fit(args: list[str], num_processes: int, run_dir: str | Path) -> int:
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1,
         logs_specs=DefaultLogsSpecs(log_dir=log_dir, redirects=Std.ALL, tee=Std.NONE),
     )
-    loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.distributed.launcher")]
+    # Every torch.distributed logger has its own level, so each is quietened, not just the parent.
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("torch.distributed")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:  # the agent's own log lines are replaced by the one-line report
         lg.setLevel(logging.CRITICAL)
