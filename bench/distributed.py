@@ -87,7 +87,7 @@ def main() -> None:
         rates = [r["images_per_s"] for r in result["runs"] if r["name"] == cfg["name"]]
         summary[cfg["name"]] = {"images_per_s_median": statistics.median(rates), "images_per_s": rates}
     base = summary[CONFIGS[0]["name"]]["images_per_s_median"]
-    for name, s in summary.items():
+    for s in summary.values():
         s["ratio_to_1_process"] = s["images_per_s_median"] / base
     result["summary"] = summary
     args.out.parent.mkdir(parents=True, exist_ok=True)

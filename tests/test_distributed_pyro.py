@@ -175,11 +175,11 @@ def test_a_killed_process_ends_the_job_in_one_line_and_the_run_resumes(points, t
 
     # A worker's own error (here rank 0's: the folder is taken) is that one line, with its exit code.
     taken = subprocess.run(cmd[:cmd.index("--epochs")] + ["--out", str(run)], cwd=tmp_path, capture_output=True,
-                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     assert taken.returncode == 2
     assert taken.stderr.strip().splitlines() == [
-        f"Error: run folder {str(run)!r} already exists and is not empty; continue it with --resume {run}, "
-        "overwrite it with --force, or pick another --out"]
+        (f"Error: run folder {str(run)!r} already exists and is not empty; continue it with --resume {run}, "
+         "overwrite it with --force, or pick another --out")]
 
 
 def test_process_counts_that_cannot_work_are_refused_in_one_line():

@@ -68,7 +68,7 @@ def check_processes(num_processes: int, backend: str, device: str) -> None:
     if device == "cuda" and gpus < num_processes:
         raise UsageError(f"--num-processes {num_processes} with --device cuda needs {num_processes} GPUs, but "
                          f"{gpus} are visible; use --num-processes {gpus}" if gpus else
-                         f"--device cuda: CUDA is not available here; use --device cpu")
+                         "--device cuda: CUDA is not available here; use --device cpu")
     if device == "auto" and 0 < gpus < num_processes:
         raise UsageError(f"--num-processes {num_processes}: {gpus} GPU(s) are visible, one per process is needed; "
                          f"use --num-processes {gpus}, or --device cpu")
