@@ -285,10 +285,12 @@ def _worker_command(backend: str, estimator: str, settings: dict, device: str, e
 
 
 def run_suite(quick: bool, backends, estimators, device: str, epochs: int | None, k5000_all: bool,
-              log=print) -> dict:
+              log=print, eval_k: list[int] | None = None, partial: Path | None = None) -> dict:
     settings = dict(QUICK if quick else FULL)
     if epochs is not None:
         settings["epochs"] = epochs
+    if eval_k is not None:
+        settings["eval_k"] = eval_k
     if settings["epochs"] < 2:
         raise SystemExit("--epochs must be at least 2 (one warm-up epoch, then timed epochs)")
     small_k, big_k = settings["eval_k"]
@@ -309,6 +311,10 @@ def run_suite(quick: bool, backends, estimators, device: str, epochs: int | None
                 tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
                 raise SystemExit(f"configuration {backend}/{estimator} failed:\n{tail}")
             result["configs"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if partial is not None:  # a long run can be inspected (and is not lost) while it goes on
+                from ppvae.io import atomic_write_text
+
+                atomic_write_text(partial, json.dumps(result, indent=2) + "\n")
     result["load_average_end"] = load_average()
     return result
 
@@ -399,6 +405,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per configuration (full: 10, quick: 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--k5000-all", action="store_true", help="log p(x) with the large K for every row")
+    parser.add_argument("--eval-k", default=None, metavar="SMALL,LARGE",
+                        help="the two K of log p(x) (default 1000,5000; quick: 20,50)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
@@ -415,15 +423,25 @@ def main(argv=None) -> None:
                          f"{', '.join(ESTIMATORS)}")
     if args.quick and args.out is None:
         raise SystemExit("--quick writes only where --out says (a scratch folder), never bench/RESULTS.md")
+    eval_k = None
+    if args.eval_k is not None:
+        try:
+            eval_k = [int(k) for k in args.eval_k.split(",")]
+        except ValueError:
+            eval_k = []
+        if len(eval_k) != 2 or min(eval_k) < 1:
+            raise SystemExit(f"--eval-k {args.eval_k}: give two positive numbers of samples, e.g. 1000,5000")
     out = args.out or HERE / "results"
-    result = run_suite(args.quick, backends, estimators, args.device, args.epochs, args.k5000_all,
-                       log=lambda msg: print(msg, file=sys.stderr))
-    section = markdown(result)
     out.mkdir(parents=True, exist_ok=True)
+    result = run_suite(args.quick, backends, estimators, args.device, args.epochs, args.k5000_all,
+                       log=lambda msg: print(msg, file=sys.stderr), eval_k=eval_k,
+                       partial=out / "suite.partial.json")
+    section = markdown(result)
     from ppvae.io import atomic_write_text
 
     atomic_write_text(out / "suite.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "suite.md", section)
+    (out / "suite.partial.json").unlink(missing_ok=True)
     if not args.quick and args.out is None:
         write_results_md(HERE / "RESULTS.md", section)
     print(section)

@@ -4,8 +4,8 @@
 each site's distribution (as the plates broadcast it), its value and its scale. Pyro's
 ``trace`` + ``replay`` of the guide and the model produce them by sending every
 ``pyro.sample`` through the handler stack (trace, replay, the ``"data"`` and
-``"particles"`` plates, ``scale``): on CPU that costs about as much per step as a
-quarter of the reference network's arithmetic. For a :class:`~ppvae.backends.pyro.model.VAE`
+``"particles"`` plates, ``scale``): on CPU about 0.7 ms per step, 5-6 % of the reference
+network's training step (``bench/RESULTS.md``). For a :class:`~ppvae.backends.pyro.model.VAE`
 built by ppvae (not a subclass), called with nothing but ``x``, ``beta`` and ``y`` and with
 no Pyro handler active, the sites are known in advance: this module computes them
 directly, with the same calls in the same order (so the same random draws), the same
