@@ -213,7 +213,8 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     dataset = load_dataset(cfg.data, cfg.model.likelihood, _likelihood_support(cfg))
     # Record what "auto" resolved to, so config.toml reproduces the run exactly.
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data, binarize=dataset.binarize, scale=dataset.transform.get("scale", cfg.data.scale)))
+        cfg.data, binarize=dataset.binarize, scale=dataset.transform.get("scale", cfg.data.scale),
+        stream=dataset.streaming))
     if cfg.model.conditional:
         # num_classes = 0 becomes the training labels' count; config.toml records the number,
         # so the run reloads without its data. No labels, or labels out of range: a DataError.
@@ -346,7 +347,11 @@ class Run:
         return self._dataset
 
     def heldout(self) -> np.ndarray:
-        """The run's held-out split, prepared."""
+        """The run's held-out split, prepared.
+
+        For a streamed run (``data.stream``) a :class:`~ppvae.data.streaming.StreamingRows`
+        read on demand: slice it (``run.heldout()[:100]``) or iterate ``.chunks()``.
+        """
         return self.dataset().heldout
 
     def load_data(self, source: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -425,6 +430,12 @@ class Run:
         """
         if not (isinstance(num_samples, int) and num_samples > 0):
             raise UsageError(f"--num-samples must be a positive integer, got {num_samples!r}")
+        if x is None and self.dataset().streaming:
+            # A streamed held-out split is evaluated chunk by chunk (it has no labels to probe).
+            from .chunked_evaluation import evaluate_in_chunks
+
+            return evaluate_in_chunks(self.trained, self.heldout(), num_samples=num_samples, seed=seed,
+                                      is_image=bool(self.data_info.get("is_image")))
         if x is None:
             x, labels, scored_on = self.heldout(), self.dataset().heldout_labels, "held-out split"
         else:
@@ -466,6 +477,7 @@ class Run:
         if len(train) > max_points:
             keep = np.sort(np.random.default_rng(0).choice(len(train), max_points, replace=False))
             train, train_labels = train[keep], None if train_labels is None else train_labels[keep]
+        train = train[:]  # a streamed split becomes rows here: at most max_points of them
         if ds.binarize == "dynamic":
             train = (np.random.default_rng(1).random(train.shape) < train).astype(np.float32)
         return self.encode(train, train_labels if self.num_classes else None)[0], train_labels
@@ -516,8 +528,16 @@ class Run:
                 raise DataError(f"{self.path} is a conditional VAE: scoring needs the class label of every point; "
                                 "pass labels (an .npz with 'y', or --labels FILE)")
             y = sample_labels(self.num_classes, len(x), labels)
-        scores = score_points(self.trained, x, latent_dim=self.config.model.latent_dim,
-                              num_samples=num_samples, seed=seed, y=y)
+        if not isinstance(x, np.ndarray):
+            # A streamed held-out split: scored chunk by chunk (chunk i draws with seed + i).
+            parts = [score_points(self.trained, chunk, latent_dim=self.config.model.latent_dim,
+                                  num_samples=num_samples, seed=seed + i, y=None)
+                     for i, chunk in enumerate(x.chunks())]
+            scores = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            x = x[:] if latent_density else x
+        else:
+            scores = score_points(self.trained, x, latent_dim=self.config.model.latent_dim,
+                                  num_samples=num_samples, seed=seed, y=y)
         if latent_density:
             from .scoring import latent_density_scores
 

@@ -101,8 +101,11 @@ class Trainer:
         # parameters; the same numbers as the loop (tests/test_pyro_golden.py), ~5 % less Adam
         # time on CPU. (fused=True is 3x faster still on CPU but rounds differently: not used.)
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr, foreach=True)
-        self.x_train = torch.as_tensor(dataset.train, device=self.device)
-        self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
+        if dataset.streaming:  # rows stay in their file: .streaming.StreamingTrainer moves batches
+            self.x_train = self.x_heldout = None
+        else:
+            self.x_train = torch.as_tensor(dataset.train, device=self.device)
+            self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
         # A conditional VAE's labels live on the device beside x: a batch's labels are
         # gathered with the same indices, so no step waits for the host.
         self.y_train, self.y_heldout = device_labels(cfg.model, dataset, lambda y: torch.as_tensor(
