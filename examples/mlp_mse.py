@@ -12,9 +12,10 @@ with σ fixed at 1, then shows:
 - what the fixed σ costs: the reconstruction is weighted 1/σ² times less, the code keeps
   fewer nats about each digit (KL), and the typical (median) held-out log p(x) per digit,
   from ``Run.score``, is much lower;
-- why the held-out *means* need care here: a pixel that is almost always 0 in training
-  has a tiny sd, so the rare held-out digit that inks it gets a standardized value in
-  the hundreds or more, and its log p(x) dominates the average;
+- why the spec floors the sd it standardizes by (``data.min_sd = 0.1``): a pixel that is
+  almost always 0 in training has a tiny sd, so without the floor the rare held-out digit
+  that inks it gets a standardized value in the hundreds or more, and its log p(x)
+  dominates the average (``--set data.min_sd=0`` shows it);
 - reconstructions and samples of both, mapped back to grey levels
   (``mse-reconstructions.png``, ``mse-samples.png`` in ``--out``).
 
@@ -152,10 +153,12 @@ def main(argv=None) -> dict:
           f"instead of {learned['median_log_px']:.0f}.")
     first = next(iter(runs.values()))
     worst = learned["worst"]
-    print(f"The held-out means are ruled by rare digits: digit {worst} has a pixel at "
-          f"{np.abs(first.heldout()[worst]).max():.0f} standardized units (a pixel almost always 0 in training, so "
-          f"its sd is tiny); its log p(x) is {learned['worst_log_px']:.3g} nats under the learned σ, which is "
-          "confident about small residuals. Standardizing near-constant pixels makes such outliers.")
+    floor = first.config.data.min_sd
+    print(f"The least likely held-out digit ({worst}) has log p(x) {learned['worst_log_px']:.3g} nats; its largest "
+          f"standardized pixel is {np.abs(first.heldout()[worst]).max():.0f} sds. "
+          + (f"The spec divides by at least data.min_sd = {floor:g}, which bounds such values; with "
+             "--set data.min_sd=0, near-constant training pixels make held-out outliers of hundreds of sds."
+             if floor > 0 else "Near-constant training pixels make such outliers: set data.min_sd (e.g. 0.1)."))
 
     x = first.heldout()[:10]
     rows = {"data": to_grey(first, x)}
