@@ -156,7 +156,11 @@ def test_conv_2d_spec_builds_the_described_torch_network():
     convs = [m for m in enc.conv if hasattr(m, "stride")]
     assert [(m.out_channels, m.kernel_size, m.stride) for m in convs] == [(32, (3, 3), (2, 2)), (64, (3, 3), (2, 2))]
     assert enc.dense[0][0].out_features == 64
-    assert dec.start == (64, 7, 7) and dec.dense[0].out_features == 7 * 7 * 64
+    # Dense to a 7x7x32 map, transposed convolutions of 64 then 32 filters, a 3x3 conv to the logits.
+    assert dec.start == (32, 7, 7) and dec.dense[0].out_features == 7 * 7 * 32
+    deconvs = [m for m in dec.deconv if hasattr(m, "stride")]
+    assert [(type(m).__name__, m.out_channels, m.stride) for m in deconvs] == [
+        ("ConvTranspose2d", 64, (2, 2)), ("ConvTranspose2d", 32, (2, 2)), ("Conv2d", 1, (1, 1))]
     import torch
 
     assert dec(torch.zeros(5, 2)).shape == (5, 28, 28)

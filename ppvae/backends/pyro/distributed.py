@@ -296,6 +296,18 @@ class Distributed:
             raise
         return {"world_size": self.world, "rank_rng": {str(r): s for r, s in enumerate(states)}}
 
+    def barrier(self) -> None:
+        """Wait until every rank reaches this point (e.g. rank 0 has written the checkpoint)."""
+        if not self.active:
+            return
+        import torch.distributed as dist
+
+        try:
+            dist.barrier()
+        except RuntimeError as exc:
+            self._peer_lost(exc)
+            raise
+
     def restore_rng(self, meta: dict, seed: int, step: int) -> None:
         """Put back this rank's saved RNG states; ranks the checkpoint does not know get (seed, rank, step)."""
         if not self.active or self.rank == 0:

@@ -120,10 +120,12 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
         ranks = self.dist.gather_rng()  # every rank takes part; only rank 0 writes
-        if not self.dist.is_primary:
-            return
-        meta = {**self.state.meta(), **ranks, "fingerprint": self.fingerprint, "backend": "pyro"}
-        checkpoint.save(self.checkpoint_path, model=self.vae, optimizer=self.optimizer, meta=meta)
+        if self.dist.is_primary:
+            meta = {**self.state.meta(), **ranks, "fingerprint": self.fingerprint, "backend": "pyro"}
+            checkpoint.save(self.checkpoint_path, model=self.vae, optimizer=self.optimizer, meta=meta)
+        # No rank goes on before the file is in place: whatever follows a save (a resume, a
+        # reader of the run folder) sees the checkpoint on every rank.
+        self.dist.barrier()
 
     def resume(self) -> None:
         """Load the run's checkpoint: weights, optimizer, RNG states and position."""
