@@ -322,7 +322,29 @@ VARIANTS = {
     "prior-constant": "the prior's loc/scale are not registered as params (ppvae.backends.numpyro.model."
                       "_has_params is False for NormalPrior): no zero-gradient Adam updates of 2x20 "
                       "constants, fewer loop-carried arrays",
+    "softplus-likelihood": "the 'x' site's Bernoulli log-probability as x * logits - softplus(logits) on "
+                           "(B, D) rows, the hand-written formula (no infinite-logit clause; other gradient bits)",
 }
+
+
+def _softplus_site_log_prob(original):
+    """A replacement for ``ppvae.backends.numpyro.objectives._site_log_prob`` (bench variant only)."""
+    import jax
+    import numpyro.distributions as dist
+
+    def site_log_prob(site):
+        fn, value = site["fn"], site["value"]
+        if not (isinstance(fn, dist.Independent) and type(fn.base_dist) is dist.BernoulliLogits):
+            return original(site)
+        k, logits = fn.reinterpreted_batch_ndims, fn.base_dist.logits
+        logits, x = logits.reshape(logits.shape[:-k] + (-1,)), value.reshape(value.shape[:-k] + (-1,))
+        return (x * logits - jax.nn.softplus(logits)).sum(-1)
+
+    return site_log_prob
+
+
+#: The variants that --variants times and --profile profiles (each a tuple of VARIANTS names).
+CANDIDATES = [("prior-constant",), ("softplus-likelihood",)]
 
 
 @contextlib.contextmanager
@@ -338,6 +360,11 @@ def patched(variant: tuple[str, ...]):
             original = model._has_params
             stack.enter_context(mock.patch.object(
                 model, "_has_params", lambda m: not isinstance(m, components.NormalPrior) and original(m)))
+        if "softplus-likelihood" in variant:
+            from ppvae.backends.numpyro import objectives
+
+            stack.enter_context(mock.patch.object(objectives, "_site_log_prob",
+                                                  _softplus_site_log_prob(objectives._site_log_prob)))
         yield
 
 
@@ -518,11 +545,14 @@ def profile_side(side, epochs: int, where: Path) -> dict:
     progs = ([side.trainer._programs["epoch"], side.trainer._programs.get("step")] if isinstance(side, PPVAE)
              else list(side.programs))
     instr: dict[tuple[str, str], tuple[str, str, str]] = {}  # (module, instruction) -> ...
+    shapes: dict[tuple[str, str], str] = {}
     for prog in progs:
         if prog is not None:
             text = prog.as_text()
             module = re.match(r"HloModule ([\w.\-]+)", text).group(1)
             instr.update({(module, k): v for k, v in _instructions(text).items()})
+            shapes.update({(module, m.group(1)): m.group(2) for m in re.finditer(
+                r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (\w+\[[^\]]*\])", text, re.M)})
     jax.profiler.start_trace(str(where), create_perfetto_trace=True)
     wall = sum(side.run_epoch() for _ in range(epochs))
     jax.profiler.stop_trace()
@@ -545,8 +575,11 @@ def profile_side(side, epochs: int, where: Path) -> dict:
                 exclusive[stack[-1]] -= float(events[i]["dur"])
             stack.append(i)
     cats: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    per_op: dict[tuple, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     for i, e in enumerate(events):
         op, name, kind = instr[(e["args"]["hlo_module"], e["name"])]
+        per_op[(e["args"]["hlo_module"], e["name"])][0] += exclusive[i] / 1e3 / epochs
+        per_op[(e["args"]["hlo_module"], e["name"])][1] += 1 / epochs
         label = next((lab for lab, test in _CATEGORIES if test(op, name, kind)), "other (unnamed fusions)")
         cats[label][0] += exclusive[i] / 1e3 / epochs
         cats[label][1] += 1 / epochs
@@ -554,7 +587,12 @@ def profile_side(side, epochs: int, where: Path) -> dict:
     return {"epochs": epochs, "wall_ms_per_epoch_profiled": 1e3 * wall / epochs,
             "thunk_ms_per_epoch": total, "thunks_per_epoch": sum(v[1] for v in cats.values()),
             "categories": {k: {"ms_per_epoch": round(v[0], 2), "thunks_per_epoch": round(v[1])}
-                           for k, v in sorted(cats.items(), key=lambda kv: -kv[1][0])}}
+                           for k, v in sorted(cats.items(), key=lambda kv: -kv[1][0])},
+            # the costliest instructions: what to compare between two programs
+            "top_instructions": [{"instruction": key[1], "opcode": instr[key][0], "shape": shapes.get(key, "?"),
+                                  "op_name": instr[key][1][-120:], "ms_per_epoch": round(v[0], 3),
+                                  "runs_per_epoch": round(v[1])}
+                                 for key, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:40]]}
 
 
 # -- the measurement -------------------------------------------------------------------------------------
@@ -684,6 +722,15 @@ def print_profile(profile: dict) -> None:
     print("| epoch wall time under the profiler | " + " | ".join(
         f"{profile[n]['wall_ms_per_epoch_profiled']:.1f}" for n in names) + " |")
     print()
+    for n in names:
+        print(f"Costliest instructions of {n} (ms per epoch, runs per epoch):")
+        print()
+        print("| ms | runs | opcode | shape | op_name |")
+        print("| --- | --- | --- | --- | --- |")
+        for t in profile[n].get("top_instructions", [])[:15]:
+            print(f"| {t['ms_per_epoch']:.2f} | {t['runs_per_epoch']} | {t['opcode']} | {t['shape']} | "
+                  f"{t['op_name'][-70:]} |")
+        print()
 
 
 class _Tee:
@@ -789,8 +836,8 @@ def run():
 
         profile_sides = list(sides)
         if args.profile:
-            profile_sides.append(PPVAE(dataset, "meanfield", Path(tmp, "profiled"),
-                                       ("prior-constant",)))
+            for i, variant in enumerate(CANDIDATES):
+                profile_sides.append(PPVAE(dataset, "meanfield", Path(tmp, f"profiled{i}"), variant))
             results["profile"] = {s.name: profile_side(s, args.profile, Path(tmp, f"profile{i}"))
                                   for i, s in enumerate(profile_sides)}
             print_profile(results["profile"])
@@ -798,7 +845,7 @@ def run():
         if args.variants:
             variant_sides = [Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr),
                              PPVAE(dataset, "meanfield", Path(tmp, "v0"))]
-            for i, variant in enumerate([("prior-constant",)]):
+            for i, variant in enumerate(CANDIDATES):
                 variant_sides.append(PPVAE(dataset, "meanfield", Path(tmp, f"v{i + 1}"), variant))
             variant_sides.append(PPVAE(dataset, "trace", Path(tmp, "vt"),
                                        ("prior-constant",)))
