@@ -116,8 +116,9 @@ def _site_log_prob(site) -> jax.Array:
 
     A Bernoulli over a multi-dimensional event (an image's ``(H, W)``) is scored on rows
     flattened to ``(..., H * W)``: NumPyro's own log-probability on the same numbers, so the
-    same values and gradients, but XLA's elementwise loops (forward and backward) then run
-    over rows of H * W values instead of W (28 for MNIST), which vectorize better.
+    same terms and gradients (the sum over the event may round differently in float32), but
+    XLA's elementwise loops (forward and backward) then run over rows of H * W values
+    instead of W (28 for MNIST), which vectorize better.
     """
     fn, value = site["fn"], site["value"]
     if isinstance(fn, dist.Independent) and type(fn.base_dist) is dist.BernoulliLogits:
