@@ -552,7 +552,7 @@ def profile_side(side, epochs: int, where: Path) -> dict:
             module = re.match(r"HloModule ([\w.\-]+)", text).group(1)
             instr.update({(module, k): v for k, v in _instructions(text).items()})
             shapes.update({(module, m.group(1)): m.group(2) for m in re.finditer(
-                r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (\w+\[[^\]]*\])", text, re.M)})
+                r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (\w+\[[^\]]*\])", text, re.MULTILINE)})
     jax.profiler.start_trace(str(where), create_perfetto_trace=True)
     wall = sum(side.run_epoch() for _ in range(epochs))
     jax.profiler.stop_trace()
