@@ -121,7 +121,7 @@ def test_a_guide_without_per_dimension_kl_says_so(tmp_path, digits_npy):
     """A low-rank q has no per-dimension KL: no NaN bar chart, and the report says why."""
     run = ppvae.fit(out=tmp_path / "run", guide="lowrank", latent_dim=3, epochs=1, data=str(digits_npy),
                     pictures=False, overrides={**FAST, "train.device": "cpu"})
-    d = diagnose(run, num_points=10, num_draws=20, gap_points=0, out=tmp_path / "d")
+    diagnose(run, num_points=10, num_draws=20, gap_points=0, out=tmp_path / "d")
     report = (tmp_path / "d" / "report.md").read_text()
     assert "does not split into per-dimension terms" in report and "nan" not in report.lower()
     assert not (tmp_path / "d" / "kl_per_dim.png").exists()
