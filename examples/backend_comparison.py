@@ -22,22 +22,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from ppvae.compare import compare
+from ppvae.data.standard import save_embedded_sample
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "mlp-400.toml"
-
-
-def tiny_digits(folder: Path, n: int = 300) -> str:
-    """The first ``n`` embedded MNIST digits with labels, as an .npz that ``data.source`` can name."""
-    from ppvae.data.standard import load_embedded
-
-    raw = load_embedded()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny-digits.npz"
-    np.savez(path, x=raw.x[:n], y=raw.labels[:n])
-    return str(path)
 
 
 def main(argv=None):
@@ -55,7 +43,7 @@ def main(argv=None):
     # table states K, and `ppvae evaluate RUN -k 5000` tightens any single run later.
     overrides = {"train.eval_num_samples": 200}
     if args.tiny:
-        overrides = {"data.source": tiny_digits(out), "train.batch_size": 64, "train.eval_num_samples": 10,
+        overrides = {"data.source": save_embedded_sample(out), "train.batch_size": 64, "train.eval_num_samples": 10,
                      "model.encoder_options.hidden": [32], "model.decoder_options.hidden": [32]}
     result = compare(SPEC, backends=args.backends, elbos=args.elbos,
                      seeds=args.seeds or ("0" if args.tiny else "0,1,2"),

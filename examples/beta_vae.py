@@ -21,71 +21,16 @@ models/beta-vae.toml (β = 4, with a linear KL warm-up) and the same VAE with β
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 
 import ppvae
 from ppvae import plots
+from ppvae.data.standard import save_embedded_sample
+from ppvae.plots import labelled_rows, side_by_side
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "beta-vae.toml"
-
-
-def tiny_digits(folder: Path, n: int = 300) -> str:
-    """The first ``n`` embedded MNIST digits with labels, as an .npz that ``data.source`` can name."""
-    from ppvae.data.standard import load_embedded
-
-    raw = load_embedded()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny-digits.npz"
-    np.savez(path, x=raw.x[:n], y=raw.labels[:n])
-    return str(path)
-
-
-def mosaic(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
-    """Tile ``(n, H, W)`` images into one array, ``ncols`` per row, separated by white lines."""
-    n, h, w = images.shape
-    nrows = math.ceil(n / ncols)
-    canvas = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad))
-    for k, image in enumerate(images):
-        r, c = divmod(k, ncols)
-        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
-    return canvas
-
-
-def labelled_rows(rows: dict, path: Path, title: str) -> Path:
-    """One row of images per entry of ``rows`` (label -> (n, H, W) in [0, 1]), label on the left."""
-    from matplotlib.figure import Figure
-
-    ncols = max(len(v) for v in rows.values())
-    # Laid out in inches, so that long row labels always fit to the left of the images.
-    tile, gap, top = 0.62, 0.06, 0.38
-    label_w = 0.15 + 0.075 * max(len(k) for k in rows)  # about 0.075 inch per character at 9 pt
-    width, height = label_w + tile * ncols + 0.15, top + (tile + gap) * len(rows)
-    fig = Figure(figsize=(width, height))
-    for i, (label, images) in enumerate(rows.items()):
-        bottom = height - top - (i + 1) * (tile + gap)
-        ax = fig.add_axes((label_w / width, bottom / height, tile * ncols / width, tile / height))
-        ax.imshow(mosaic(images, ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_axis_off()
-        fig.text((label_w - 0.1) / width, (bottom + tile / 2) / height, label, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=11, y=1 - 0.1 / height, va="top")
-    return plots.save_figure(fig, path)
-
-
-def side_by_side(panels: dict, path: Path, title: str, ncols: int = 8) -> Path:
-    """Image mosaics next to each other, one per entry of ``panels`` (title -> images)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(0.2 + 3.6 * len(panels), 4.3), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (name, images) in zip(axes, panels.items()):
-        ax.imshow(mosaic(images, ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_axis_off()
-        ax.set_title(name, fontsize=10)
-    fig.suptitle(title, fontsize=11)
-    return plots.save_figure(fig, path)
 
 
 def kl_bars(results: dict, path: Path) -> Path:
@@ -119,7 +64,7 @@ def main(argv=None) -> dict:
 
     overrides = {"train.eval_num_samples": 500}
     if args.tiny:
-        overrides = {"data.source": tiny_digits(out), "train.epochs": 1, "train.batch_size": 64,
+        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
                      "train.warmup_steps": 2, "train.eval_num_samples": 10, "model.latent_dim": 4,
                      "model.encoder_options.hidden": [32], "model.decoder_options.hidden": [32]}
     spec_beta = ppvae.build_config(SPEC).train.beta

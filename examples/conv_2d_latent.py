@@ -35,20 +35,10 @@ import numpy as np
 
 import ppvae
 from ppvae import plots
+from ppvae.data.standard import save_embedded_sample
 from ppvae.latent_plots import plot_latent
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "conv-2d.toml"
-
-
-def tiny_digits(folder: Path, n: int = 300) -> str:
-    """The first ``n`` embedded MNIST digits with labels, as an .npz that ``data.source`` can name."""
-    from ppvae.data.standard import load_embedded
-
-    raw = load_embedded()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tiny-digits.npz"
-    np.savez(path, x=raw.x[:n], y=raw.labels[:n])
-    return str(path)
 
 
 def main(argv=None) -> dict:
@@ -63,7 +53,7 @@ def main(argv=None) -> dict:
     # default K = 1000 on 2,000 held-out digits would take longer than the training on a CPU.
     overrides = {"train.eval_num_samples": 100, **({"train.epochs": args.epochs} if args.epochs else {})}
     if args.tiny:
-        overrides = {"data.source": tiny_digits(out), "train.epochs": 1, "train.batch_size": 64,
+        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
                      "train.eval_num_samples": 10, "model.encoder_options.channels": [4, 8],
                      "model.encoder_options.hidden": [16], "model.decoder_options.channels": [8, 4]}
     run = ppvae.fit(SPEC, out=out / "conv-2d", force=True, overrides=overrides)

@@ -46,6 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "image_grid",
     "reconstruction_grid",
+    "labelled_rows",
+    "side_by_side",
     "table_grid",
     "loss_curves",
     "elbo_vs_time",
@@ -430,6 +432,95 @@ def reconstruction_grid(
         title=_compose_title(title, scaled),
         row_labels=["data", "reconstruction"] * npairs, gap_before_row=gaps,
     )
+    return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------ rows and panels of images
+
+
+def _mosaic(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
+    """Tile ``(n, H, W)`` images into one array, ``ncols`` per row, separated by white lines."""
+    n, h, w = images.shape
+    nrows = math.ceil(n / ncols)
+    canvas = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad))
+    for k, image in enumerate(images):
+        r, c = divmod(k, ncols)
+        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
+    return canvas
+
+
+def labelled_rows(rows: Mapping[str, Any], path: str | os.PathLike, title: str | None = None) -> Path:
+    """One row of images per entry of ``rows``, its label on the left, and write a PNG.
+
+    For comparing models side by side: ``{"data": x, "model A": recon_a, "model B": recon_b}``.
+
+    Parameters
+    ----------
+    rows : mapping of str to array_like
+        Label -> ``(n, H, W)`` images with values in [0, 1] (shown as grey levels, not rescaled).
+    path : str or path-like
+        Destination PNG.
+    title : str, optional
+        Title above the rows.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    from matplotlib.figure import Figure
+
+    rows = {str(k): np.asarray(v, dtype=float) for k, v in rows.items()}
+    ncols = max(len(v) for v in rows.values())
+    # Laid out in inches, so that long row labels always fit to the left of the images.
+    tile, gap, top = 0.62, 0.06, 0.38
+    label_w = 0.15 + 0.075 * max(len(k) for k in rows)  # about 0.075 inch per character at 9 pt
+    width, height = label_w + tile * ncols + 0.15, top + (tile + gap) * len(rows)
+    fig = Figure(figsize=(width, height))
+    for i, (label, images) in enumerate(rows.items()):
+        bottom = height - top - (i + 1) * (tile + gap)
+        ax = fig.add_axes((label_w / width, bottom / height, tile * ncols / width, tile / height))
+        ax.imshow(_mosaic(images, ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_axis_off()
+        fig.text((label_w - 0.1) / width, (bottom + tile / 2) / height, label, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.1 / height, va="top")
+    return save_figure(fig, path)
+
+
+def side_by_side(panels: Mapping[str, Any], path: str | os.PathLike, title: str | None = None,
+                 ncols: int = 8) -> Path:
+    """Image mosaics next to each other, one per entry of ``panels``, and write a PNG.
+
+    For comparing samples of several models: ``{"model A": run_a.sample(64), ...}``.
+
+    Parameters
+    ----------
+    panels : mapping of str to array_like
+        Panel title -> ``(n, H, W)`` images with values in [0, 1].
+    path : str or path-like
+        Destination PNG.
+    title : str, optional
+        Title above the panels.
+    ncols : int
+        Images per row in each panel.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(0.2 + 3.6 * len(panels), 4.3), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, images) in zip(axes, panels.items()):
+        ax.imshow(_mosaic(np.asarray(images, dtype=float), ncols), cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(name, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
 
 

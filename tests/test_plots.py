@@ -454,3 +454,14 @@ def test_elbo_vs_time_bad_input_leaves_file_untouched(tmp_path, bad, words):
     assert words in str(info.value)
     assert target.read_bytes() == b"old bytes"
     assert only_files(tmp_path) == {"picture.png"}
+
+
+def test_labelled_rows_and_side_by_side_write_pngs(tmp_path):
+    from ppvae.plots import labelled_rows, side_by_side
+
+    rng = np.random.default_rng(0)
+    rows = {"data": rng.random((6, 8, 8)), "a much longer row label": rng.random((4, 8, 8))}
+    out = labelled_rows(rows, tmp_path / "rows.png", "two rows")
+    side = side_by_side({"A": rng.random((9, 8, 8)), "B": rng.random((9, 8, 8))}, tmp_path / "side.png", ncols=3)
+    for path in (out, side):
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -25,6 +25,7 @@ from ..errors import DataError, UsageError
 from .idx import parse_idx, read_idx
 
 __all__ = [
+    "save_embedded_sample",
     "STANDARD_DATASETS",
     "StandardDataset",
     "RawData",
@@ -448,3 +449,22 @@ def load_idx_folder(path: str | os.PathLike) -> RawData:
     split, (x, y) = next(iter(loaded.items()))
     which = "test" if split == "test" else "training"
     return RawData(f"{title} {which} files in {folder}", x, y)
+
+
+def save_embedded_sample(folder: str | os.PathLike, n: int = 300) -> str:
+    """Write the first ``n`` embedded digits with their labels as ``folder/tiny-digits.npz``.
+
+    A small real dataset that ``data.source`` can name, for smoke runs (the examples'
+    ``--tiny`` mode) and tests.
+
+    Returns
+    -------
+    str
+        The path of the ``.npz`` file.
+    """
+    raw = load_embedded()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny-digits.npz"
+    np.savez(path, x=raw.x[:n], y=raw.labels[:n])
+    return str(path)
