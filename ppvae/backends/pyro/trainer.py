@@ -153,6 +153,19 @@ class Trainer:
         perm = np.random.default_rng([self.cfg.train.seed, epoch]).permutation(self.x_train.shape[0])
         return torch.as_tensor(perm, device=self.device)
 
+    def _epoch_batches(self, epoch: int, first: int, n_batches: int):
+        """Batches ``first`` to ``n_batches - 1`` of ``epoch``: ``(x, labels, weight, scale)`` on the device.
+
+        ``labels`` are the keyword arguments of the model and guide (``{"y": ...}`` for a
+        conditional VAE); ``weight`` and ``scale`` are this process's share of a global batch
+        (see :meth:`.distributed.Distributed.shard`; 1 and 1 in a single process). The
+        training rows are on the device, so a batch is a gather there.
+        """
+        order = self._epoch_order(epoch)
+        for b in range(first, n_batches):
+            idx, weight, scale = self.dist.shard(order, b, self.cfg.train.batch_size)
+            yield self.x_train[idx], ({} if self.y_train is None else {"y": self.y_train[idx]}), weight, scale
+
     def _nonfinite(self, first_bad: torch.Tensor, failure: str | None = None) -> None:
         """Raise the non-finite-loss error if a bad step was marked (or ``failure`` is given)."""
         bad_step = int(first_bad.item())
@@ -193,7 +206,7 @@ class Trainer:
             On SIGINT/SIGTERM, after a checkpoint was saved.
         """
         t, s = self.cfg.train, self.state
-        n = self.x_train.shape[0]
+        n = len(self.dataset.train)
         n_batches = self.dist.num_batches(n, t.batch_size)
         dynamic = self.dataset.binarize == "dynamic"
         first_step = s.step
@@ -201,7 +214,6 @@ class Trainer:
             self.dist.wrap(self.vae)
         with SignalCatcher() as signals:
             while s.epoch < t.epochs:
-                order = self._epoch_order(s.epoch)
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
                 first_bad = torch.tensor(-1, device=self.device)
                 # The step counter lives on the device too, so marking a bad step costs no transfer.
@@ -210,10 +222,8 @@ class Trainer:
                 bar.update(s.batch)
                 started = time.perf_counter() - s.partial_seconds
                 window_start, window_images = time.perf_counter(), 0
-                while s.batch < n_batches:
-                    idx, weight, scale = self.dist.shard(order, s.batch, t.batch_size)
-                    xb = self.x_train[idx]
-                    labels = {} if self.y_train is None else {"y": self.y_train[idx]}
+                batches = self._epoch_batches(s.epoch, s.batch, n_batches)
+                for xb, labels, weight, scale in batches:
                     if dynamic:
                         xb = torch.bernoulli(xb)
                     beta = beta_at(s.step, t)
@@ -265,6 +275,7 @@ class Trainer:
                         s.partial_seconds = time.perf_counter() - started
                         self.save()
                         bar.close()
+                        batches.close()
                         if caught is not None:
                             raise Interrupted(interrupted_message(caught, s.step, s.epoch + 1, self.run_dir))
                         return s
