@@ -1,4 +1,4 @@
-"""The NumPyro training loop for a streamed dataset (``data.stream``): the epoch in chunks.
+"""The NumPyro trainer for a streamed dataset (``data.stream``): the epoch in chunks.
 
 The in-memory trainer runs a whole epoch as one compiled ``lax.scan`` over data already
 on the device. Here the training rows stay in their file: the epoch's order is a
@@ -25,7 +25,6 @@ from ...data.block_shuffle import BlockShuffle
 from ...data.prefetch import Prefetcher
 from ...data.streaming import EPOCH_HELDOUT_ROWS, WINDOW_BLOCKS
 from ...schedules import beta_at
-from ...training import Interrupted, SignalCatcher, TrainState, interrupted_message, progress_bar
 from .trainer import Trainer
 
 __all__ = ["StreamingTrainer"]
@@ -72,62 +71,32 @@ class StreamingTrainer(Trainer):
         if rest:
             yield n_full, rows.take(order.positions(n_full * bs, n_full * bs + rest))
 
-    def fit(self, stop_after_steps: int | None = None) -> TrainState:
-        """Train until ``train.epochs`` epochs are done; stops only at epoch ends, as in memory."""
+    def _train_epoch(self, epoch: int, n_full: int, rest: int):
+        """The epoch as a few compiled scans over chunks read from the file, then the last small batch."""
         t, s = self.cfg.train, self.state
-        n = len(self.dataset.train)
-        n_full, rest = divmod(n, t.batch_size)
-        bar = progress_bar(t.epochs, "training", self.progress, unit="epoch")
-        bar.update(s.epoch)
-        with SignalCatcher() as signals:
-            while s.epoch < t.epochs:
-                epoch_key = jax.random.fold_in(self.train_key, s.epoch)
-                params, opt_state = self.params, self.opt_state
-                started = time.perf_counter()
-                compile_before = self.compile_seconds
-                parts = []
-                with Prefetcher(self._chunks(s.epoch, n_full, rest), depth=2) as chunks:
-                    for c, (first, x) in enumerate(chunks):
-                        key = jax.random.fold_in(epoch_key, c)
-                        if first < n_full:
-                            m = x.shape[0]
-                            xs = jax.device_put(x, self.device)
-                            betas = jnp.asarray([beta_at(s.step + first + i, t) for i in range(m)], dtype=jnp.float32)
-                            keys = jax.random.split(key, m)
-                            fn = self._program(("chunk", m), self._chunk_fn, params, opt_state, keys, xs, betas)
-                            params, opt_state, values = fn(params, opt_state, keys, xs, betas)
-                            parts.append((values, t.batch_size))
-                        else:
-                            xb = jax.device_put(x, self.device)
-                            beta = jnp.float32(beta_at(s.step + n_full, t))
-                            fn = self._program("step", self._step_fn, params, opt_state, key, xb, beta)
-                            params, opt_state, values = fn(params, opt_state, key, xb, beta)
-                            parts.append((values[None], rest))
-                parts = [(np.asarray(v, dtype=np.float64), b) for v, b in parts]  # waits for the device
-                # Compilation happens inside the loop here; it is not training time.
-                seconds = time.perf_counter() - started - (self.compile_seconds - compile_before)
-                values = np.concatenate([v for v, _ in parts])
-                self._check_finite(values)
-                weights = np.concatenate([np.full(len(v), b) for v, b in parts])
-                loss, rec, kl = (values * weights[:, None]).sum(0) / weights.sum()
-                self.params, self.opt_state = params, opt_state
-                s.step += len(values)
-                record = {"epoch": s.epoch + 1, "step": s.step, "loss": float(loss), "reconstruction": float(rec),
-                          "kl": float(kl), "beta": beta_at(s.step - 1, t), "seconds": seconds,
-                          "images_per_s": n / seconds, **self._heldout_elbo()}
-                s.records.append(record)
-                s.epoch += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.2f}", img_s=f"{n / seconds:.0f}")
-                stop = signals.caught is not None or (stop_after_steps is not None and s.step >= stop_after_steps)
-                if stop or s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs:
-                    self.save()
-                if self.on_epoch is not None:
-                    self.on_epoch(list(s.records))
-                if signals.caught is not None:
-                    bar.close()
-                    raise Interrupted(interrupted_message(signals.caught, s.step, s.epoch, self.run_dir))
-                if stop:
-                    break
-        bar.close()
-        return s
+        epoch_key = jax.random.fold_in(self.train_key, epoch)
+        params, opt_state = self.params, self.opt_state
+        started = time.perf_counter()
+        compile_before = self.compile_seconds
+        parts = []
+        with Prefetcher(self._chunks(epoch, n_full, rest), depth=2) as chunks:
+            for c, (first, x) in enumerate(chunks):
+                key = jax.random.fold_in(epoch_key, c)
+                if first < n_full:
+                    m = x.shape[0]
+                    xs = jax.device_put(x, self.device)
+                    betas = jnp.asarray([beta_at(s.step + first + i, t) for i in range(m)], dtype=jnp.float32)
+                    keys = jax.random.split(key, m)
+                    fn = self._program(("chunk", m), self._chunk_fn, params, opt_state, keys, xs, betas)
+                    params, opt_state, values = fn(params, opt_state, keys, xs, betas)
+                    parts.append((values, t.batch_size))
+                else:
+                    xb = jax.device_put(x, self.device)
+                    beta = jnp.float32(beta_at(s.step + n_full, t))
+                    fn = self._program("step", self._step_fn, params, opt_state, key, xb, beta)
+                    params, opt_state, values = fn(params, opt_state, key, xb, beta)
+                    parts.append((values[None], rest))
+        parts = [(np.asarray(v, dtype=np.float64), b) for v, b in parts]  # waits for the device
+        # Compilation happens inside the loop here; it is not training time.
+        seconds = time.perf_counter() - started - (self.compile_seconds - compile_before)
+        return params, opt_state, parts, seconds

@@ -198,6 +198,45 @@ class Trainer:
             "a smaller --beta, or standardized data for a normal likelihood, then --resume"
         )
 
+    def _train_epoch(self, epoch: int, n_full: int, rest: int):
+        """One epoch's optimizer steps: ``(params, opt_state, parts, seconds)``.
+
+        ``parts`` holds ``(values, batch size)`` per compiled call, ``values`` a float64
+        array of (loss, reconstruction, KL) per step; ``seconds`` is the training time,
+        compilation excluded. In memory: the full batches in one compiled epoch, then the
+        last smaller batch in one compiled step.
+        """
+        t, s = self.cfg.train, self.state
+        n = n_full * t.batch_size + rest
+        perm = np.random.default_rng([t.seed, epoch]).permutation(n)
+        batches = jnp.asarray(perm[: n_full * t.batch_size].reshape(n_full, t.batch_size))
+        if self.parallel is not None:  # the rest step (if any) runs whole on every device
+            batches = self.parallel.shard_batches(batches)
+        betas = jnp.asarray([beta_at(s.step + i, t) for i in range(n_full)], dtype=jnp.float32)
+        epoch_key = jax.random.fold_in(self.train_key, epoch)
+        params, opt_state = self.params, self.opt_state
+        rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
+        rest_y = None if self.y_train is None else self.y_train[rest_idx]
+        rest_beta = jnp.float32(beta_at(s.step + n_full, t))
+        rest_key = jax.random.fold_in(epoch_key, n_full + 1)
+        # Compile before the clock starts: compilation is not training time.
+        epoch_fn = self._program("epoch", self._epoch_fn, params, opt_state, epoch_key, self.x_train,
+                                 batches, betas, self.y_train) if n_full else None
+        step_fn = self._program("step", self._step_fn, params, opt_state, rest_key,
+                                self.x_train[rest_idx], rest_beta, rest_y) if rest else None
+        started = time.perf_counter()
+        parts = []
+        if n_full:
+            params, opt_state, values = epoch_fn(params, opt_state, epoch_key, self.x_train, batches, betas,
+                                                 self.y_train)
+            parts.append((np.asarray(values, dtype=np.float64), t.batch_size))
+        if rest:
+            params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx],
+                                                rest_beta, rest_y)
+            parts.append((np.asarray(values, dtype=np.float64)[None], rest))
+        seconds = time.perf_counter() - started  # np.asarray above waited for the device
+        return params, opt_state, parts, seconds
+
     def fit(self, stop_after_steps: int | None = None) -> TrainState:
         """Train until ``train.epochs`` epochs are done.
 
@@ -205,39 +244,13 @@ class Trainer:
         many steps: this backend's unit of work is the compiled epoch.
         """
         t, s = self.cfg.train, self.state
-        n = self.x_train.shape[0]
+        n = len(self.dataset.train)
         n_full, rest = divmod(n, t.batch_size)
         bar = progress_bar(t.epochs, "training", self.progress, unit="epoch")
         bar.update(s.epoch)
         with SignalCatcher() as signals:
             while s.epoch < t.epochs:
-                perm = np.random.default_rng([t.seed, s.epoch]).permutation(n)
-                batches = jnp.asarray(perm[: n_full * t.batch_size].reshape(n_full, t.batch_size))
-                if self.parallel is not None:  # the rest step (if any) runs whole on every device
-                    batches = self.parallel.shard_batches(batches)
-                betas = jnp.asarray([beta_at(s.step + i, t) for i in range(n_full)], dtype=jnp.float32)
-                epoch_key = jax.random.fold_in(self.train_key, s.epoch)
-                params, opt_state = self.params, self.opt_state
-                rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
-                rest_y = None if self.y_train is None else self.y_train[rest_idx]
-                rest_beta = jnp.float32(beta_at(s.step + n_full, t))
-                rest_key = jax.random.fold_in(epoch_key, n_full + 1)
-                # Compile before the clock starts: compilation is not training time.
-                epoch_fn = self._program("epoch", self._epoch_fn, params, opt_state, epoch_key, self.x_train,
-                                         batches, betas, self.y_train) if n_full else None
-                step_fn = self._program("step", self._step_fn, params, opt_state, rest_key,
-                                        self.x_train[rest_idx], rest_beta, rest_y) if rest else None
-                started = time.perf_counter()
-                parts = []
-                if n_full:
-                    params, opt_state, values = epoch_fn(params, opt_state, epoch_key, self.x_train, batches, betas,
-                                                         self.y_train)
-                    parts.append((np.asarray(values, dtype=np.float64), t.batch_size))
-                if rest:
-                    params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx],
-                                                        rest_beta, rest_y)
-                    parts.append((np.asarray(values, dtype=np.float64)[None], rest))
-                seconds = time.perf_counter() - started  # np.asarray above waited for the device
+                params, opt_state, parts, seconds = self._train_epoch(s.epoch, n_full, rest)
                 values = np.concatenate([v for v, _ in parts])
                 self._check_finite(values)
                 weights = np.concatenate([np.full(len(v), b) for v, b in parts])
