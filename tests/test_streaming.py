@@ -204,6 +204,14 @@ def test_cli_stream_on_csv_is_one_line(tmp_path):
     assert "np.loadtxt" in lines[0] and ".npy" in lines[0]
 
 
+def test_stream_true_on_a_missing_file_says_it_does_not_exist(tmp_path):
+    result = CliRunner().invoke(cli, ["fit", "--data", str(tmp_path / "missing.npy"), "--set", "data.stream=true",
+                                      "--out", str(tmp_path / "run")])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code != 0 and len(lines) == 1 and "does not exist" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("value", ["yes", 2])
 def test_bad_stream_setting_lists_the_choices(value):
     with pytest.raises(UsageError, match='choose one of: "auto", true, false'):

@@ -194,6 +194,8 @@ def wants_streaming(spec: DataSpec) -> bool:
     from .prepare import _standard_name
 
     path = Path(spec.source).expanduser()
+    if _standard_name(spec.source) is None and not path.exists():
+        return False  # the loader's own message says the file does not exist
     is_npy = _standard_name(spec.source) is None and path.is_file() and path.suffix.lower() == ".npy"
     if not is_npy:
         if spec.stream is True:
