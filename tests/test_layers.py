@@ -1,0 +1,56 @@
+"""The house's rules, checked by the tools configured in pyproject.toml.
+
+``lint-imports`` keeps the layers (only ``ppvae.backends`` imports a framework; the two
+backends never import each other) and ``ruff check`` keeps the code free of pyflakes
+errors. They run here so that the README's one test command, which CI runs, checks them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tool(name: str) -> str:
+    # The tool installed beside this interpreter (the test extras), not one from elsewhere on PATH.
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed; pip install -e '.[test]' brings it")
+    return found
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_import_contracts_are_kept():
+    res = _run(_tool("lint-imports"), "--no-cache")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 broken" in res.stdout
+
+
+def test_ruff_check_passes():
+    res = _run(_tool("ruff"), "check", "--no-cache", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_framework_import_outside_backends_breaks_the_contract(tmp_path):
+    # The contract must be able to fail: a copy of the package whose io module imports torch
+    # inside a function (imports in functions count) is reported as broken.
+    pkg = tmp_path / "ppvae"
+    shutil.copytree(ROOT / "ppvae", pkg, ignore=shutil.ignore_patterns("__pycache__", "embedded"))
+    with (pkg / "io.py").open("a") as fh:
+        fh.write("\n\ndef _probe():\n    import torch  # noqa: F401\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
+    res = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert res.returncode != 0
+    assert "ppvae.io is not allowed to import torch" in res.stdout
