@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppvae.inference.estimators import estimator_names
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 SPEC = HERE.parent / "models" / "mlp-400.toml"
@@ -222,7 +224,7 @@ def torch_ops(fn, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--estimator", default="meanfield", choices=["meanfield", "trace", "iwae", "dreg"])
+    parser.add_argument("--estimator", default="meanfield", choices=list(estimator_names()))
     parser.add_argument("--num-particles", type=int, default=1)
     parser.add_argument("--reps", type=int, default=300, help="interleaved steps per program")
     parser.add_argument("--epochs", type=int, default=5, help="interleaved epochs, Trainer.fit vs hand-written")

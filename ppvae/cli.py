@@ -17,7 +17,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .config import BETA_SCHEDULES, ELBO_NAMES, parse_override, validate_device
+from .config import BETA_SCHEDULES, parse_override, validate_device
+from .inference.estimators import estimator_names, importance_weighted_names
+from .inference.estimators import help_text as estimators_help
 from .errors import PPVAEError, UsageError
 from .io import atomic_path
 
@@ -213,9 +215,7 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
 @click.option("--beta", type=float, help="KL weight β > 0 (default 1: the plain ELBO).")
 @click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
 @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
-@click.option("--elbo", type=click.Choice(ELBO_NAMES),
-              help="meanfield (analytic KL, default), trace (sampled ELBO), iwae (importance weighted) or "
-                   "dreg (the iwae bound with doubly-reparameterized, lower-variance encoder gradients).")
+@click.option("--elbo", type=click.Choice(estimator_names()), help=estimators_help())
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @click.option("--seed", type=int, help="Seed of every random draw in training (default 0).")
 @click.option("--device", help="auto (default), cpu, cuda or cuda:N.")
@@ -564,8 +564,9 @@ def decode(run, latents, out, label, device, force):
 @click.option("--backends", default="pyro", show_default=True, metavar="NAMES",
               help="Comma-separated inference backends: pyro, numpyro.")
 @click.option("--elbos", default="meanfield", show_default=True, metavar="NAMES",
-              help="Comma-separated training estimators: meanfield, trace, iwae, dreg (iwae and dreg use the spec's "
-                   "train.num_particles as K, or 5 when that is 1).")
+              help=f"Comma-separated training estimators: {', '.join(estimator_names())} "
+                   f"({' and '.join(importance_weighted_names())} use the spec's train.num_particles as K, "
+                   "or 5 when that is 1).")
 @click.option("--seeds", default="0", show_default=True, metavar="SEEDS",
               help="Comma-separated training seeds; each row is mean ± spread over them.")
 @click.option("--epochs", type=int, help="Epochs of every run (default: the spec's).")

@@ -39,7 +39,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import registry
-from .config import ELBO_NAMES, Config
+from .config import Config
+from .inference.estimators import estimator_names, importance_weighted_names
 from .errors import BackendUnavailableError, TrainingError, UsageError
 from .io import atomic_write_json, atomic_write_text
 from .runs import RunFolder
@@ -52,7 +53,7 @@ __all__ = ["compare", "ComparisonResult", "aggregate", "mark_vs_best", "add_mark
 DEFAULT_IWAE_PARTICLES = 5
 
 #: The estimators whose K is shown in their row's label (importance-weighted bounds).
-IMPORTANCE_WEIGHTED = ("iwae", "dreg")
+IMPORTANCE_WEIGHTED = importance_weighted_names()
 
 #: The benchmark protocol whose data the default spec uses.
 PROTOCOL = "MNIST-10k v1"
@@ -551,7 +552,7 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
     say = echo or (lambda msg: None)
     # 1. Names, before any import or training.
     backends = parse_names(backends, "backend", tuple(registry.BACKENDS), "--backends")
-    elbos = parse_names(elbos, "estimator", ELBO_NAMES, "--elbos")
+    elbos = parse_names(elbos, "estimator", estimator_names(), "--elbos")
     seeds = parse_seeds(seeds)
     # 2. The spec, the output folder, the backends and the data.
     base = api.build_config(spec, overrides, epochs=epochs, device=device)

@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import tomli_w
 
 from .errors import UsageError
+from .inference.estimators import estimator, estimator_names
 
 __all__ = [
     "ModelSpec",
@@ -44,7 +45,8 @@ __all__ = [
     "validate_device",
 ]
 
-ELBO_NAMES = ("meanfield", "trace", "iwae", "dreg")
+#: The estimators' names, read from the one table of estimators (ppvae.inference.estimators).
+ELBO_NAMES = estimator_names()
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 BINARIZE_MODES = ("auto", "dynamic", "static", "none")
 SCALE_MODES = ("auto", "unit", "minmax", "none")
@@ -371,9 +373,9 @@ class Config:
         object.__setattr__(self, "plugins", tuple(dict.fromkeys(value)))
         # DReG evaluates log q at stopped guide parameters, which a flow cannot offer (its
         # parameters live inside networks): say so before any run folder is written.
-        _check(not (self.train.elbo == "dreg" and getattr(self.model, "guide", None) == "iaf"),
-               'train.elbo = "dreg" needs a Gaussian guide (model.guide = diagonal, lowrank or fullrank), '
-               'not model.guide = "iaf"; train the flow with --elbo iwae')
+        _check(not (estimator(self.train.elbo).gaussian_guide_only and getattr(self.model, "guide", None) == "iaf"),
+               f'train.elbo = "{self.train.elbo}" needs a Gaussian guide (model.guide = diagonal, lowrank or '
+               'fullrank), not model.guide = "iaf"; train the flow with --elbo iwae')
 
     # -- construction -----------------------------------------------------------------
     @classmethod

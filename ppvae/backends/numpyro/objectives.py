@@ -28,8 +28,8 @@ from numpyro.infer.elbo import ELBO
 from numpyro.primitives import Messenger
 
 from ...errors import UsageError
+from ...inference import estimators
 
-OBJECTIVES = ("meanfield", "trace", "iwae", "dreg")
 
 
 class Terms(NamedTuple):
@@ -233,15 +233,14 @@ def terms(model, guide, rng_key, *args, estimator: str = "meanfield", num_partic
 
     ``rng_key`` is a JAX key or its :class:`LossKeys` (the same draws, split ahead of time).
     """
-    if estimator not in OBJECTIVES:
-        raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
+    entry = estimators.estimator(estimator)
     model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
-    log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, estimator == "meanfield")
+    log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, entry.analytic_kl)
     if log_px.ndim == 1:
         log_px, kl, log_ratio = log_px[None], kl[None], log_ratio[None]
     reconstruction = -log_px.mean(0)
     kl_mean = kl.mean(0)
-    if estimator in ("iwae", "dreg"):
+    if entry.importance_weighted:
         log_w = log_px + beta * log_ratio
         loss = -(jax.scipy.special.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
         if estimator == "dreg":
@@ -268,8 +267,7 @@ class VAEObjective(ELBO):
     """
 
     def __init__(self, estimator: str = "meanfield", num_particles: int = 1):
-        if estimator not in OBJECTIVES:
-            raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
+        estimators.estimator(estimator)  # an unknown name fails here, listing the valid ones
         super().__init__(num_particles=num_particles)
         self.estimator = estimator
 

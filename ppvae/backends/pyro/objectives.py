@@ -39,11 +39,11 @@ from pyro.infer import ELBO
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from ...errors import UsageError
+from ...inference import estimators
 from .direct import direct_traces
 
-__all__ = ["Terms", "terms", "log_weights", "VAEObjective", "OBJECTIVES"]
+__all__ = ["Terms", "terms", "log_weights", "VAEObjective"]
 
-OBJECTIVES = ("meanfield", "trace", "iwae", "dreg")
 
 
 @dataclass
@@ -174,16 +174,15 @@ def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int 
     num_particles : int
         K: samples of z per datapoint.
     """
-    if estimator not in OBJECTIVES:
-        raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
+    entry = estimators.estimator(estimator)
     model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
-    log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, estimator == "meanfield")
+    log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, entry.analytic_kl)
     if log_px.dim() == 1:  # one particle: add the particle dimension
         log_px, kl = log_px[None], kl[None]
         log_ratio = None if log_ratio is None else log_ratio[None]
     reconstruction = -log_px.mean(0)
     kl_mean = kl.mean(0)
-    if estimator in ("iwae", "dreg"):
+    if entry.importance_weighted:
         log_w = log_px + beta * log_ratio
         loss = -(torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
         if estimator == "dreg":
@@ -226,8 +225,7 @@ class VAEObjective(ELBO):
 
     def __init__(self, estimator: str = "meanfield", num_particles: int = 1):
         super().__init__(num_particles=num_particles, vectorize_particles=True)
-        if estimator not in OBJECTIVES:
-            raise UsageError(f"unknown estimator {estimator!r}; valid: {', '.join(OBJECTIVES)}")
+        estimators.estimator(estimator)  # an unknown name fails here, listing the valid ones
         self.estimator = estimator
 
     def _get_trace(self, model, guide, args, kwargs):

@@ -1,0 +1,98 @@
+"""The table of estimators: the one place that names them.
+
+Config validation, the CLI's ``--elbo`` and ``--elbos`` choices and help, ``compare`` and
+both backends read this table. A new estimator is one entry here plus its implementation
+in each backend's objectives.
+
+Examples
+--------
+>>> from ppvae.inference import estimator, estimator_names
+>>> estimator_names()
+('meanfield', 'trace', 'iwae', 'dreg')
+>>> estimator("iwae").importance_weighted
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+__all__ = ["Estimator", "ESTIMATORS", "estimator", "estimator_names", "importance_weighted_names", "help_text"]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """One training objective and what it promises.
+
+    Parameters
+    ----------
+    name : str
+        The spec's ``train.elbo`` value.
+    bound : str
+        What its loss is minus (a lower bound on log p(x) for every entry here).
+    summary : str
+        One line for ``--help`` and the docs.
+    importance_weighted : bool
+        Whether ``train.num_particles`` is the K of an importance-weighted bound (the
+        bound tightens with K). Otherwise the particles are averaged into a plain ELBO.
+    analytic_kl : bool
+        Whether it uses the closed-form KL(q || p) where the prior and guide have one.
+    gaussian_guide_only : bool
+        Whether it needs a reparameterized Gaussian q(z|x) (DReG rewrites its score).
+    backends : tuple of str
+        The backends that implement it.
+    """
+
+    name: str
+    bound: str
+    summary: str
+    importance_weighted: bool = False
+    analytic_kl: bool = False
+    gaussian_guide_only: bool = False
+    backends: tuple[str, ...] = ("pyro", "numpyro")
+
+
+#: name -> Estimator, in the order the CLI and the docs list them (the first is the default).
+ESTIMATORS: dict[str, Estimator] = {
+    e.name: e
+    for e in (
+        Estimator("meanfield", "ELBO", "analytic KL where the prior and guide have one", analytic_kl=True),
+        Estimator("trace", "ELBO", "sampled ELBO"),
+        Estimator("iwae", "IWAE bound (K samples)", "importance-weighted bound", importance_weighted=True),
+        Estimator("dreg", "IWAE bound (K samples)",
+                  "the iwae bound with doubly-reparameterized, lower-variance encoder gradients",
+                  importance_weighted=True, gaussian_guide_only=True),
+    )
+}
+
+
+def estimator_names() -> tuple[str, ...]:
+    """Return every estimator's name, in table order."""
+    return tuple(ESTIMATORS)
+
+
+def importance_weighted_names() -> tuple[str, ...]:
+    """Return the names whose ``num_particles`` is the K of an importance-weighted bound."""
+    return tuple(name for name, e in ESTIMATORS.items() if e.importance_weighted)
+
+
+def estimator(name: str) -> Estimator:
+    """Return the table entry for ``name``.
+
+    Raises
+    ------
+    UsageError
+        For an unknown name, listing the valid ones.
+    """
+    try:
+        return ESTIMATORS[name]
+    except (KeyError, TypeError):
+        raise UsageError(f"unknown estimator {name!r}; valid: {', '.join(ESTIMATORS)}") from None
+
+
+def help_text() -> str:
+    """One sentence listing every estimator and what it is, for ``--help``."""
+    parts = [f"{e.name} ({e.summary}{', default' if i == 0 else ''})" for i, e in enumerate(ESTIMATORS.values())]
+    return ", ".join(parts[:-1]) + " or " + parts[-1] + "."
