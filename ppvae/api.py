@@ -28,6 +28,7 @@ from . import registry
 from .conditioning import infer_num_classes, sample_labels
 from .config import Config, ModelSpec, TrainSpec
 from .data import Dataset, absolute_source, load_dataset, load_source
+from .backends.base import Backend
 from .errors import DataError, UsageError
 from .runs import RunFolder, default_run_dir
 
@@ -89,7 +90,8 @@ def _with_plugins(cfg: Config, extra: Sequence[str | Path] = (), origin: str | N
     return dataclasses.replace(cfg, plugins=paths) if paths != cfg.plugins else cfg
 
 
-def _backend(name: str):
+def _backend(name: str) -> Backend:
+    """The backend called ``name``, seen through the Backend interface (the API calls nothing else)."""
     return registry.load_backend(name)
 
 
@@ -124,11 +126,12 @@ def _data_info(ds: Dataset) -> dict:
             "transform": ds.transform}
 
 
-def _versions() -> dict:
+def _versions(backend: Backend) -> dict:
+    """Versions of Python, ppvae, numpy and the backend's own packages, for summary.json."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("ppvae", "torch", "pyro-ppl", "numpy"):
+    for pkg in ("ppvae", "numpy", *backend.PACKAGES):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -254,7 +257,7 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         "compile_seconds": float(getattr(trained, "compile_seconds", 0.0)),
         "wall_seconds_this_session": time.perf_counter() - started,
         "final_epoch": records[-1] if records else None, "evaluation": evaluation,
-        "data": dataset.name, "versions": _versions(),
+        "data": dataset.name, "versions": _versions(backend),
     }
     folder.write_summary(summary)
     run.summary = summary

@@ -30,6 +30,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from .backends.base import Backend
 from .errors import BackendUnavailableError, UsageError, unknown_name
 
 __all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
@@ -162,8 +163,10 @@ def registered_since(count: int) -> list[Component]:
     return sorted(found, key=lambda c: c.order)
 
 
-def load_backend(backend: str):
-    """Import a backend's package (which registers its built-in components).
+def load_backend(backend: str) -> Backend:
+    """Import a backend's package (which registers its built-in components) and return it.
+
+    The package implements :class:`ppvae.backends.base.Backend`; callers use nothing else of it.
 
     Raises
     ------

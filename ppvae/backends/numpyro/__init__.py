@@ -14,6 +14,10 @@ from .model import VAE, build_vae, initial_params
 from .objectives import VAEObjective, log_weights, terms
 from .trained import TrainedVAE, fit, load
 
-__all__ = ["adapt_portable", "VAE", "build_vae", "initial_params", "VAEObjective", "terms", "log_weights", "TrainedVAE",
+#: The Backend interface (ppvae.backends.base): the spec's name and the packages a run records.
+NAME = "numpyro"
+PACKAGES = ("jax", "jaxlib", "numpyro", "equinox", "optax")
+
+__all__ = ["NAME", "PACKAGES", "adapt_portable", "VAE", "build_vae", "initial_params", "VAEObjective", "terms", "log_weights", "TrainedVAE",
            "fit", "load", "params_from_torch", "jax_view",
            "local_gaps", "nuts_reference", "compare_to_q"]

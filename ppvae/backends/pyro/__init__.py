@@ -9,5 +9,9 @@ from .model import VAE, build_vae
 from .objectives import VAEObjective, log_weights, terms
 from .trained import TrainedVAE, fit, load
 
-__all__ = ["adapt_portable", "VAE", "build_vae", "VAEObjective", "terms", "log_weights",
+#: The Backend interface (ppvae.backends.base): the spec's name and the packages a run records.
+NAME = "pyro"
+PACKAGES = ("torch", "pyro-ppl")
+
+__all__ = ["NAME", "PACKAGES", "adapt_portable", "VAE", "build_vae", "VAEObjective", "terms", "log_weights",
            "TrainedVAE", "fit", "load"]
