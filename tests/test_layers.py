@@ -48,6 +48,43 @@ def test_every_module_outside_backends_is_under_the_framework_contract():
     assert present - {"ppvae.backends"} == listed
 
 
+def _import_cycles(package: str) -> list[list[str]]:
+    """The strongly connected components of more than one module in the package's import graph."""
+    import grimp
+
+    graph = grimp.build_graph(package, cache_dir=None)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                cycles.append(sorted([v, *component]))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_import_cycle_in_the_package():
+    # Imports inside functions count: grimp reads every import statement, wherever it stands.
+    assert _import_cycles("ppvae") == []
+
+
 def test_ruff_check_passes():
     res = _run(_tool("ruff"), "check", "--no-cache", ".")
     assert res.returncode == 0, res.stdout + res.stderr

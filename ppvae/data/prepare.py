@@ -18,8 +18,24 @@ from ..config import DataSpec
 from ..errors import DataError, UsageError
 from .arrays import check_array, is_8bit_image, read_array_file
 from .dataset import Dataset
+from .transform import (
+    SUPPORTS,
+    binarize_values,
+    check_binarizable,
+    check_counts,
+    check_support,
+    check_support_name,
+    finish_values,
+    fit_transform,
+    floor_sd,
+    in_unit,
+    scale_values,
+    split_indices,
+    standard_name,
+    standardize_values,
+    value_range,
+)
 from .standard import (
-    STANDARD_DATASETS,
     RawData,
     is_idx_folder,
     load_embedded,
@@ -29,27 +45,16 @@ from .standard import (
 
 __all__ = ["load_dataset", "prepare_new", "load_source", "SUPPORTS"]
 
-#: Supports a likelihood can declare: data in [0, 1], any finite value, or counts
-#: (non-negative integers, never rescaled).
-SUPPORTS = ("unit_interval", "real", "count")
-#: Rows checked at a time for integer counts, so the check never copies a whole large array.
-_COUNT_CHECK_ROWS = 4096
-_TRANSFORM_VERSION = 1
 
 
 # -- reading and splitting ------------------------------------------------------------
 
 
-def _standard_name(source: str) -> str | None:
-    key = source.lower()
-    if key == "embedded" or key in STANDARD_DATASETS:
-        return key
-    return None
 
 
 def _read_source(spec: DataSpec) -> RawData:
     """Read ``spec.source`` without any preprocessing."""
-    name = _standard_name(spec.source)
+    name = standard_name(spec.source)
     path = Path(spec.source).expanduser()
     if name is not None or path.is_dir():
         if name == "embedded":
@@ -73,18 +78,6 @@ def _read_source(spec: DataSpec) -> RawData:
     return RawData(str(path), x, labels)
 
 
-def _split_indices(n: int, spec: DataSpec, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Row numbers ``(train, heldout)`` of the seeded split of ``n`` datapoints, in split order."""
-    n_heldout = round(spec.heldout_fraction * n)  # an int already; halves round to even
-    n_train = n - n_heldout
-    if n_train < 1 or n_heldout < 1:
-        raise DataError(
-            f"{name} has {n} datapoint(s): data.heldout_fraction = {spec.heldout_fraction} leaves "
-            f"{n_train} for training and {n_heldout} held out; need at least 1 of each: "
-            "add data or change data.heldout_fraction"
-        )
-    perm = np.random.default_rng(spec.split_seed).permutation(n)
-    return perm[:n_train], perm[n_train:]
 
 
 def _split(raw: RawData, spec: DataSpec):
@@ -96,7 +89,7 @@ def _split(raw: RawData, spec: DataSpec):
     """
     if raw.x_test is not None:
         return raw.x, raw.labels, raw.x_test, raw.labels_test
-    train_idx, heldout_idx = _split_indices(raw.x.shape[0], spec, raw.name)
+    train_idx, heldout_idx = split_indices(raw.x.shape[0], spec, raw.name)
     labels = raw.labels
     return (
         raw.x[train_idx],
@@ -109,165 +102,33 @@ def _split(raw: RawData, spec: DataSpec):
 # -- the transform --------------------------------------------------------------------
 
 
-def _range(*arrays: np.ndarray) -> tuple[float, float]:
-    return (min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays))
 
 
-def _in_unit(lo: float, hi: float) -> bool:
-    return lo >= 0.0 and hi <= 1.0
 
 
-def _check_unit(lo: float, hi: float, is_float: bool, name: str, new_data: bool) -> None:
-    """``data.scale = "unit"`` needs 0-255 grey levels: raw values in [0, 255], not already in [0, 1]."""
-    if lo < 0 or hi > 255:
-        raise DataError(
-            f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} has values in '
-            f'[{lo:g}, {hi:g}]; use data.scale = "minmax" or "none"'
-        )
-    if is_float and hi <= 1.0:
-        # Dividing [0, 1] data by 255 again would silently make it nearly all zero.
-        fix = ("pass the raw 0-255 grey levels, as the run was trained on" if new_data
-               else 'use data.scale = "none"')
-        raise DataError(
-            f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} already lies in '
-            f"[0, 1] (max {hi:g}); {fix}"
-        )
 
 
-def _scale(x: np.ndarray, t: dict, dtype, name: str, new_data: bool, check: bool = True) -> np.ndarray:
-    """Apply the scale step; returns a fresh array of ``dtype``.
-
-    ``check = False`` skips the range check, for chunks of data checked as a whole already.
-    """
-    out = np.array(x, dtype=dtype)  # always a copy: the steps below work in place
-    if t["scale"] == "unit":
-        if check:
-            _check_unit(*_range(x), x.dtype.kind == "f", name, new_data)
-        out /= 255.0
-    elif t["scale"] == "minmax":
-        event = tuple(t["event_shape"])
-        lo = np.asarray(t["minmax_min"], dtype=dtype).reshape(event)
-        hi = np.asarray(t["minmax_max"], dtype=dtype).reshape(event)
-        # Constant features map to 0; data beyond the training range is clipped so that
-        # held-out and new data stay in [0, 1] like the training split.
-        width = np.where(hi > lo, hi - lo, 1.0).astype(dtype)
-        out -= lo
-        out /= width
-        np.clip(out, 0.0, 1.0, out=out)
-    return out
 
 
-def floor_sd(sd: np.ndarray, t: dict) -> np.ndarray:
-    """The sd each feature is divided by: 1 for constant features, never below ``min_sd``."""
-    return np.maximum(np.where(sd > 0, sd, 1.0), t.get("min_sd", 0.0))
 
 
-def _standardize(x: np.ndarray, t: dict) -> np.ndarray:
-    if t["standardize"]:
-        event = tuple(t["event_shape"])
-        x -= np.asarray(t["mean"], dtype=x.dtype).reshape(event)
-        x /= np.asarray(t["sd"], dtype=x.dtype).reshape(event)
-    return x
 
 
-def _binarize(x: np.ndarray, seed: int) -> np.ndarray:
-    """One Bernoulli(x) draw per value, in C order (the benchmark protocol's recipe)."""
-    return (np.random.default_rng(seed).random(x.shape) < x).astype(np.float32)
 
 
-def _check_binarizable(lo: float, hi: float, mode: str, name: str) -> None:
-    if not _in_unit(lo, hi):
-        raise DataError(
-            f"data.binarize = {mode!r} draws Bernoulli(value) bits, so it needs data in [0, 1], but {name} "
-            f'lies in [{lo:g}, {hi:g}]; set data.scale = "unit" (8-bit images) or "minmax", or data.binarize = "none"'
-        )
 
 
-def _check_support(lo: float, hi: float, t: dict, name: str) -> None:
-    if t.get("support") != "unit_interval" or _in_unit(lo, hi):
-        return
-    likelihood = t.get("likelihood", "?")
-    if t.get("standardize"):
-        fix = "set data.standardize = false, or use a 'normal' likelihood"
-    else:
-        fix = "use --set data.scale=\"unit\" (8-bit images) or \"minmax\", or a 'normal' likelihood"
-    raise DataError(
-        f"{name} has values outside [0, 1] (min {lo:.3g}, max {hi:.3g}) but likelihood "
-        f"{likelihood!r} needs [0, 1]; {fix}"
-    )
 
 
-def _check_counts(t: dict, name: str, *arrays: np.ndarray) -> None:
-    """Count likelihoods (support ``"count"``) need non-negative integers after preprocessing."""
-    if t.get("support") != "count":
-        return
-    negative = fraction = None
-    for x in arrays:
-        for start in range(0, x.shape[0], _COUNT_CHECK_ROWS):
-            block = x[start:start + _COUNT_CHECK_ROWS]
-            if negative is None and (block < 0).any():
-                negative = float(block.min())
-            if fraction is None:
-                off = block[block != np.round(block)]
-                fraction = float(off.flat[0]) if off.size else None
-    if negative is None and fraction is None:
-        return
-    found = (f"negative values (min {negative:.3g})" if negative is not None
-             else f"non-integer values (e.g. {fraction:.4g})")
-    fixes = []
-    if t.get("scale") in ("unit", "minmax"):
-        fixes.append(f'set data.scale = "none" (data.scale = "{t["scale"]}" rescales the counts)')
-    if t.get("standardize"):
-        fixes.append("set data.standardize = false")
-    fix = " and ".join(fixes) or "pass non-negative integer counts, or use a 'normal' likelihood"
-    raise DataError(
-        f"{name} has {found} but likelihood {t.get('likelihood', '?')!r} models counts "
-        f"(non-negative integers); {fix}"
-    )
 
 
-def _finish(x: np.ndarray, t: dict, seed: int, name: str) -> np.ndarray:
-    """Binarize (when on) with ``seed`` and return float32, C-contiguous."""
-    if t["binarize"] != "none":
-        _check_binarizable(*_range(x), t["binarize"], name)
-        return _binarize(x, seed)
-    return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def _fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likelihood: str,
-                   support: str) -> dict:
-    """The transform with its training statistics; ``binarize`` is resolved later."""
-    scale = spec.scale
-    if scale == "auto":
-        # Counts stay counts: 8-bit data is divided by 255 only for the other supports.
-        scale = "unit" if eight_bit and support != "count" else "none"
-    t = {
-        "version": _TRANSFORM_VERSION,
-        "event_shape": list(x_train.shape[1:]),
-        "is_image": x_train.ndim in (3, 4),
-        "scale": scale,
-        "minmax_min": None,
-        "minmax_max": None,
-        "standardize": bool(spec.standardize),
-        "mean": None,
-        "sd": None,
-        "min_sd": float(spec.min_sd),
-        "binarize": spec.binarize,
-        "likelihood": likelihood,
-        "support": support,
-    }
-    if scale == "minmax":
-        t["minmax_min"] = x_train.min(axis=0).astype(np.float64).ravel().tolist()
-        t["minmax_max"] = x_train.max(axis=0).astype(np.float64).ravel().tolist()
-    return t
 
 
 # -- public API -------------------------------------------------------------------------
 
 
-def _check_support_name(support: str) -> None:
-    if support not in SUPPORTS:
-        raise UsageError(f"unknown likelihood support {support!r}; expected one of: {', '.join(SUPPORTS)}")
 
 
 def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
@@ -309,9 +170,9 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     >>> ds.train.shape, ds.heldout.shape, ds.binarize  # doctest: +SKIP
     ((8000, 28, 28), (2000, 28, 28), 'dynamic')
     """
-    _check_support_name(support)
+    check_support_name(support)
     likelihood = likelihood.lower()
-    from .streaming import load_streaming_dataset, wants_streaming  # it builds on this module
+    from .streaming import load_streaming_dataset, wants_streaming  # loaded only when needed
 
     if wants_streaming(spec):
         return load_streaming_dataset(spec, likelihood, support)
@@ -323,33 +184,33 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
             f"{x_heldout.shape[1:]}; use files from the same dataset"
         )
     eight_bit = is_8bit_image(x_train) and is_8bit_image(x_heldout)
-    t = _fit_transform(x_train, eight_bit, spec, likelihood, support)
+    t = fit_transform(x_train, eight_bit, spec, likelihood, support)
 
     # Binarization compares float64 uniforms with the data, so the data is float64 too
     # wherever it gets binarized: that is what reproduces the protocol's draws exactly.
     train_dtype = np.float64 if spec.binarize == "static" else np.float32
-    train = _scale(x_train, t, train_dtype, raw.name, new_data=False)
+    train = scale_values(x_train, t, train_dtype, raw.name, new_data=False)
     if t["standardize"]:
         sd = train.std(axis=0, dtype=np.float64)
         t["mean"] = train.mean(axis=0, dtype=np.float64).ravel().tolist()
         t["sd"] = floor_sd(sd, t).ravel().tolist()
-        train = _standardize(train, t)
-    heldout = _standardize(_scale(x_heldout, t, np.float64, raw.name, new_data=False), t)
+        train = standardize_values(train, t)
+    heldout = standardize_values(scale_values(x_heldout, t, np.float64, raw.name, new_data=False), t)
 
-    lo, hi = _range(train, heldout)
+    lo, hi = value_range(train, heldout)
     if spec.binarize == "auto":
-        binarizable = likelihood == "bernoulli" and not t["standardize"] and _in_unit(lo, hi)
+        binarizable = likelihood == "bernoulli" and not t["standardize"] and in_unit(lo, hi)
         t["binarize"] = "dynamic" if binarizable else "none"
     elif spec.binarize != "none":
-        _check_binarizable(lo, hi, spec.binarize, raw.name)
+        check_binarizable(lo, hi, spec.binarize, raw.name)
     # The held-out split goes through exactly the steps prepare_new() takes.
-    heldout = _finish(heldout, t, spec.split_seed + 1, raw.name)
+    heldout = finish_values(heldout, t, spec.split_seed + 1, raw.name)
     if t["binarize"] == "static":
-        train = _binarize(train, spec.split_seed + 2)
+        train = binarize_values(train, spec.split_seed + 2)
     else:
         train = np.ascontiguousarray(train, dtype=np.float32)
-    _check_support(*_range(train, heldout), t, raw.name)
-    _check_counts(t, raw.name, train, heldout)
+    check_support(*value_range(train, heldout), t, raw.name)
+    check_counts(t, raw.name, train, heldout)
     return Dataset(
         name=raw.name,
         train=train,
@@ -417,10 +278,10 @@ def prepare_new(x, transform: dict, split_seed: int, *, name: str = "data") -> n
         else:
             raise _shape_error(name, event, tuple(x.shape[1:]))
     check_array(x, name)
-    out = _standardize(_scale(x, transform, np.float64, name, new_data=True), transform)
-    out = _finish(out, transform, split_seed + 1, name)
-    _check_support(*_range(out), transform, name)
-    _check_counts(transform, name, out)
+    out = standardize_values(scale_values(x, transform, np.float64, name, new_data=True), transform)
+    out = finish_values(out, transform, split_seed + 1, name)
+    check_support(*value_range(out), transform, name)
+    check_counts(transform, name, out)
     return out
 
 
@@ -451,7 +312,7 @@ def load_source(source: str, spec: DataSpec, transform: dict) -> tuple[np.ndarra
         As :func:`load_dataset` and :func:`prepare_new`.
     """
     path = Path(source).expanduser()
-    if _standard_name(source) is not None or is_idx_folder(path):
+    if standard_name(source) is not None or is_idx_folder(path):
         sub = dataclasses.replace(spec, source=source)
         raw = _read_source(sub)
         _, _, x_heldout, y_heldout = _split(raw, sub)
@@ -470,6 +331,6 @@ def absolute_source(source: str) -> str:
     would stop working as soon as the run is used from another folder.
     """
     path = Path(source).expanduser()
-    if _standard_name(source) is not None or not path.exists():
+    if standard_name(source) is not None or not path.exists():
         return source
     return str(path.resolve())

@@ -27,6 +27,19 @@ from ..errors import DataError, UsageError
 from .arrays import is_8bit_image
 from .dataset import Dataset
 from .npy_rows import NpyRows, npy_header
+from .transform import (
+    check_binarizable,
+    check_counts,
+    check_support,
+    check_unit,
+    fit_transform,
+    floor_sd,
+    in_unit,
+    scale_values,
+    split_indices,
+    standard_name,
+    standardize_values,
+)
 
 __all__ = ["StreamingRows", "load_streaming_dataset", "wants_streaming", "CHUNK_ROWS", "EPOCH_HELDOUT_ROWS",
            "WINDOW_BLOCKS"]
@@ -133,11 +146,10 @@ class StreamingRows:
 
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Prepared float32 rows at positions ``idx`` of this split."""
-        from .prepare import _scale, _standardize
 
         idx = np.asarray(idx, dtype=np.int64)
         raw = self.source.read(self.rows[idx])
-        out = _standardize(_scale(raw, self.transform, self.work_dtype, self.name, new_data=False, check=False),
+        out = standardize_values(scale_values(raw, self.transform, self.work_dtype, self.name, new_data=False, check=False),
                            self.transform)
         if self.binarize_seed is None:
             return np.ascontiguousarray(out, dtype=np.float32)
@@ -191,15 +203,14 @@ def wants_streaming(spec: DataSpec) -> bool:
     """
     if spec.stream is False:
         return False
-    from .prepare import _standard_name
 
     path = Path(spec.source).expanduser()
-    if _standard_name(spec.source) is None and not path.exists():
+    if standard_name(spec.source) is None and not path.exists():
         return False  # the loader's own message says the file does not exist
-    is_npy = _standard_name(spec.source) is None and path.is_file() and path.suffix.lower() == ".npy"
+    is_npy = standard_name(spec.source) is None and path.is_file() and path.suffix.lower() == ".npy"
     if not is_npy:
         if spec.stream is True:
-            what = ("a standard dataset" if _standard_name(spec.source) is not None
+            what = ("a standard dataset" if standard_name(spec.source) is not None
                     else "a folder" if path.is_dir() else f"a {path.suffix or 'file without extension'} file")
             raise UsageError(f"data.stream = true reads rows of a .npy file, but {spec.source!r} is {what}; "
                              f"{_convert_hint(spec.source)}")
@@ -254,13 +265,12 @@ def _check_finite(chunk: np.ndarray, start: int, name: str) -> None:
 def _chunked_stats(source: NpyRows, rows: np.ndarray, t: dict, work_dtype, name: str, moments: bool,
                    ) -> _FeatureStats:
     """One pass over ``rows`` (sorted reads): per-feature raw min/max, and moments of the scaled rows."""
-    from .prepare import _scale
 
     stats = _FeatureStats(moments)
     for start in range(0, len(rows), CHUNK_ROWS):
         raw = source.read(rows[start:start + CHUNK_ROWS])
         _check_finite(raw, start, name)
-        scaled = _scale(raw, t, work_dtype, name, new_data=False, check=False) if moments else None
+        scaled = scale_values(raw, t, work_dtype, name, new_data=False, check=False) if moments else None
         stats.add(raw, scaled)
     return stats
 
@@ -284,8 +294,6 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     The same split, transform and checks as the in-memory path; ``Dataset.train`` and
     ``Dataset.heldout`` are :class:`StreamingRows`.
     """
-    from .prepare import (_check_binarizable, _check_counts, _check_support, _check_unit, _fit_transform,
-                          _in_unit, _split_indices, floor_sd)
 
     path = Path(spec.source).expanduser()
     name = str(path)
@@ -296,7 +304,7 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
         check_array(np.zeros((1,) + source.shape[1:], source.dtype) if source.shape else np.zeros(()), name)
     if len(source) == 0 or 0 in source.row_shape:
         raise DataError(f"{name} holds no data (shape {source.shape}); expected at least one datapoint")
-    train_split, heldout_rows = _split_indices(len(source), spec, name)
+    train_split, heldout_rows = split_indices(len(source), spec, name)
     index_dtype = np.int32 if len(source) < 2**31 else np.int64
     # Training rows sorted (sequential reads); ``order`` is each one's place in the in-memory split.
     order = np.argsort(train_split, kind="stable")
@@ -307,14 +315,14 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     if not eight_bit and source.dtype.kind in "iu" and len(source.shape) in (3, 4):
         eight_bit = all(is_8bit_image(source.read_range(s, s + CHUNK_ROWS))
                         for s in range(0, len(source), CHUNK_ROWS))
-    t = _fit_transform(source.read_range(0, 1), eight_bit, spec, likelihood, support)
+    t = fit_transform(source.read_range(0, 1), eight_bit, spec, likelihood, support)
     static = spec.binarize == "static"
     train_dtype = np.float64 if static else np.float32
     # Moments need the scale first; with minmax scaling that takes its own pass.
     one_pass = t["standardize"] and t["scale"] != "minmax"
     stats = _chunked_stats(source, train_rows, t, train_dtype, name, moments=one_pass)
     if t["scale"] == "unit":
-        _check_unit(float(stats.lo.min()), float(stats.hi.max()), source.dtype.kind == "f", name, new_data=False)
+        check_unit(float(stats.lo.min()), float(stats.hi.max()), source.dtype.kind == "f", name, new_data=False)
     if t["scale"] == "minmax":
         t["minmax_min"], t["minmax_max"] = stats.lo.tolist(), stats.hi.tolist()
     if t["standardize"]:
@@ -324,21 +332,21 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
         t["sd"] = floor_sd(sd, t).tolist()
     held = _chunked_stats(source, np.sort(heldout_rows), t, np.float64, name, moments=False)
     if t["scale"] == "unit":
-        _check_unit(float(held.lo.min()), float(held.hi.max()), source.dtype.kind == "f", name, new_data=False)
+        check_unit(float(held.lo.min()), float(held.hi.max()), source.dtype.kind == "f", name, new_data=False)
     lo_t, hi_t = _prepared_range(stats.lo, stats.hi, t)
     lo_h, hi_h = _prepared_range(held.lo, held.hi, t)
     lo, hi = min(lo_t, lo_h), max(hi_t, hi_h)
     if spec.binarize == "auto":
-        binarizable = likelihood == "bernoulli" and not t["standardize"] and _in_unit(lo, hi)
+        binarizable = likelihood == "bernoulli" and not t["standardize"] and in_unit(lo, hi)
         t["binarize"] = "dynamic" if binarizable else "none"
     elif spec.binarize != "none":
-        _check_binarizable(lo, hi, spec.binarize, name)
+        check_binarizable(lo, hi, spec.binarize, name)
     train = StreamingRows(source, train_rows, t, train_dtype, binarize_seed=spec.split_seed + 2 if static else None,
                           positions=order.astype(index_dtype) if static else None, name=name)
     heldout = StreamingRows(source, heldout_rows, t, np.float64, name=name,
                             binarize_seed=None if t["binarize"] == "none" else spec.split_seed + 1)
     # Binarized data is 0/1; otherwise the range follows from the per-feature one.
-    _check_support(*((0.0, 1.0) if t["binarize"] != "none" else (lo, hi)), t, name)
-    _check_counts(t, name, train, heldout)
+    check_support(*((0.0, 1.0) if t["binarize"] != "none" else (lo, hi)), t, name)
+    check_counts(t, name, train, heldout)
     return Dataset(name=name, train=train, heldout=heldout, event_shape=tuple(source.row_shape),
                    is_image=t["is_image"], binarize=t["binarize"], transform=t)
