@@ -255,10 +255,10 @@ class Hand:
 # -- the ppvae side -----------------------------------------------------------------------------------
 def ppvae_config(elbo: str):
     from ppvae import registry
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
 
     registry.load_backend("numpyro")
-    return _resolve(build_config(SPEC, {"train.backend": "numpyro", "train.device": "cpu", "train.elbo": elbo}))
+    return resolve_config(build_config(SPEC, {"train.backend": "numpyro", "train.device": "cpu", "train.elbo": elbo}))
 
 
 class PPVAE:

@@ -36,11 +36,11 @@ SPEC = HERE.parent / "models" / "mlp-400.toml"
 
 def trainer(dataset, num_devices: int, device: str, run_dir: Path):
     from ppvae import registry
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
     from ppvae.backends.numpyro.trainer import Trainer
 
     registry.load_backend("numpyro")
-    cfg = _resolve(build_config(SPEC, {"train.backend": "numpyro", "train.device": device, "train.epochs": 10_000,
+    cfg = resolve_config(build_config(SPEC, {"train.backend": "numpyro", "train.device": device, "train.epochs": 10_000,
                                        "train.num_devices": num_devices}))
     return Trainer(cfg, dataset, run_dir, progress=False)
 

@@ -57,11 +57,11 @@ def setup(estimator: str, num_particles: int = 1):
     import torch
 
     from handwritten_torch import HandTorch
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
     from ppvae.backends.pyro.trainer import Trainer
     from ppvae.data import load_dataset
 
-    cfg = _resolve(build_config(SPEC, {"train.device": "cpu", "train.elbo": estimator,
+    cfg = resolve_config(build_config(SPEC, {"train.device": "cpu", "train.elbo": estimator,
                                        "train.num_particles": num_particles}))
     dataset = load_dataset(cfg.data, "bernoulli", "unit_interval")
     trainer = Trainer(cfg, dataset, Path(tempfile.mkdtemp()), progress=False)

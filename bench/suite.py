@@ -107,10 +107,10 @@ class PeakRSS:
 
 # -- one configuration (the worker, in its own process) ------------------------------------
 def _dataset(settings: dict):
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
     from ppvae.data import load_dataset
 
-    cfg = _resolve(build_config(SPEC))
+    cfg = resolve_config(build_config(SPEC))
     ds = load_dataset(cfg.data, cfg.model.likelihood, "unit_interval")
     assert ds.binarize == "dynamic"
     if settings["train_images"] is None:
@@ -123,11 +123,11 @@ def _dataset(settings: dict):
 
 def _config(backend: str, estimator: str, settings: dict, device: str):
     from ppvae import registry
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
 
     registry.load_backend(backend)
     h = settings["hidden"]
-    return _resolve(build_config(SPEC, {
+    return resolve_config(build_config(SPEC, {
         "train.backend": backend, "train.elbo": estimator, "train.num_particles": ESTIMATORS[estimator],
         "train.device": device, "model.encoder_options.hidden": [h], "model.decoder_options.hidden": [h]}))
 

@@ -109,8 +109,12 @@ def _likelihood_support(cfg: Config) -> str:
     return getattr(comp.factory, "support", "real")
 
 
-def _resolve(cfg: Config) -> Config:
-    """Fill every component setting with its default so config.toml is complete."""
+def resolve_config(cfg: Config) -> Config:
+    """Fill every component setting with its default, so that config.toml is complete.
+
+    ``fit`` resolves its spec with this; ``compare`` and the benchmarks use it to build
+    exactly the configuration a fit would train.
+    """
     model = dataclasses.replace(cfg.model, **{
         f"{kind}_options": registry.resolve_options(kind, getattr(cfg.model, kind), cfg.train.backend,
                                                     cfg.model.options(kind))
@@ -203,10 +207,10 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         raise UsageError(f"training on several processes (WORLD_SIZE={world}) is for the pyro backend; the "
                          f"{cfg.train.backend} backend spreads batches over devices in one process with "
                          "--num-devices N (train.num_devices)")
-    cfg = _resolve(cfg)
+    cfg = resolve_config(cfg)
     if resume is not None:
         changed = [f"{sec}.{f.name}" for sec in ("model", "data") for f in dataclasses.fields(getattr(cfg, sec))
-                   if getattr(getattr(cfg, sec), f.name) != getattr(getattr(_resolve(saved), sec), f.name)
+                   if getattr(getattr(cfg, sec), f.name) != getattr(getattr(resolve_config(saved), sec), f.name)
                    and f.name not in ("cache_dir", "mirror")]
         if changed or cfg.train.backend != saved.train.backend:
             raise UsageError(

@@ -400,10 +400,10 @@ def _row_config(base: Config, backend: str, elbo: str) -> tuple[Config, int]:
 
 def _check_runnable(cfg: Config) -> Config:
     """Resolve the components for the row's backend; say which backend cannot run the spec."""
-    from .api import _resolve
+    from .api import resolve_config
 
     try:
-        return _resolve(cfg)
+        return resolve_config(cfg)
     except UsageError as exc:
         backend = cfg.train.backend
         raise UsageError(f"the {backend} backend cannot run this spec: {str(exc).rstrip('.')}; "

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataError, UsageError
-from .plots import (_MARGIN, _TITLE_FONTSIZE, _as_images, _compose_title, _draw_tiles, _needs_scaling, _new_figure,
-                    _to_unit, _wrap, save_figure, table_grid)
+from .plots import (MARGIN, TITLE_FONTSIZE, as_images, compose_title, draw_tiles, needs_scaling, new_figure,
+                    to_unit, wrap_text, save_figure, table_grid)
 
 __all__ = ["project_2d", "normal_quantile_grid", "latent_scatter", "manifold_grid", "interpolation_strip",
            "plot_latent", "plot_interpolation"]
@@ -119,9 +119,9 @@ def _check_points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray | No
 def _tile_manifold(images: np.ndarray) -> tuple[np.ndarray, bool]:
     """(g, g, H, W[, 3]) images -> one big (g*H, g*W[, 3]) picture in [0, 1], with 1-pixel gaps."""
     g1, g2 = images.shape[:2]
-    flat = _as_images(images.reshape(g1 * g2, *images.shape[2:]), "manifold_grid")
-    scaled = _needs_scaling(flat)
-    flat = _to_unit(flat, scaled)
+    flat = as_images(images.reshape(g1 * g2, *images.shape[2:]), "manifold_grid")
+    scaled = needs_scaling(flat)
+    flat = to_unit(flat, scaled)
     h, w = flat.shape[1:3]
     gap = 1
     big = np.ones((g1 * (h + gap) - gap, g2 * (w + gap) - gap) + flat.shape[3:])
@@ -192,7 +192,7 @@ def latent_scatter(points: Any, path: str | os.PathLike, *, labels: Any = None,
         images, z1, z2 = _check_manifold(*manifold)
     width = 7.0 + (6.2 if manifold is not None else 0.0) + (1.0 if labels is not None else 0.0)
     height = 6.0 + (0.5 if title else 0.0)
-    fig = _new_figure(width, height, layout="constrained")
+    fig = new_figure(width, height, layout="constrained")
     if manifold is None:
         ax = fig.add_subplot()
     else:
@@ -209,9 +209,9 @@ def latent_scatter(points: Any, path: str | os.PathLike, *, labels: Any = None,
                     va="bottom", ha="left", color="0.2")
         scaled = _draw_manifold(ax_m, images, z1, z2)
         ax_m.set_title(f"decoded means of p(x|z) on a {len(z2)} x {len(z1)} grid of z", fontsize=10, loc="left")
-    full_title = _compose_title(title, scaled)
+    full_title = compose_title(title, scaled)
     if full_title is not None:
-        fig.suptitle(_wrap(full_title, width - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+        fig.suptitle(wrap_text(full_title, width - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)
 
 
@@ -232,12 +232,12 @@ def manifold_grid(images: Any, z1: Any, z2: Any, path: str | os.PathLike, *, tit
     """
     images, z1, z2 = _check_manifold(images, z1, z2)
     size = min(9.0, max(4.0, 0.45 * max(len(z1), len(z2))))
-    fig = _new_figure(size + 0.8, size + 0.8 + (0.5 if title else 0.0), layout="constrained")
+    fig = new_figure(size + 0.8, size + 0.8 + (0.5 if title else 0.0), layout="constrained")
     ax = fig.add_subplot()
     scaled = _draw_manifold(ax, images, z1, z2)
-    full_title = _compose_title(title, scaled)
+    full_title = compose_title(title, scaled)
     if full_title is not None:
-        fig.suptitle(_wrap(full_title, size + 0.8 - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+        fig.suptitle(wrap_text(full_title, size + 0.8 - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)
 
 
@@ -275,12 +275,12 @@ def interpolation_strip(start: Any, decoded: Any, end: Any, path: str | os.PathL
         note = f"rows: {start_label}, {steps} decoded steps, {end_label}"
         return table_grid(rows, path, title=f"{title}\n{note}" if title else note)
     tiles = np.concatenate([start, decoded, end])
-    scaled = _needs_scaling(_as_images(tiles, "interpolation_strip"))
-    tiles = _to_unit(_as_images(tiles, "interpolation_strip"), scaled)
+    scaled = needs_scaling(as_images(tiles, "interpolation_strip"))
+    tiles = to_unit(as_images(tiles, "interpolation_strip"), scaled)
     t = np.linspace(0.0, 1.0, steps)
     positions = [(0, k) for k in range(steps + 2)]
     labels = [start_label] + [f"t={v:.2g}" for v in t] + [end_label]
-    fig = _draw_tiles(tiles, positions, nrows=1, ncols=steps + 2, title=_compose_title(title, scaled),
+    fig = draw_tiles(tiles, positions, nrows=1, ncols=steps + 2, title=compose_title(title, scaled),
                       tile_labels=labels)
     return save_figure(fig, path)
 

@@ -62,14 +62,18 @@ _CLIP_TOLERANCE = 0.05
 # Note added to the title when images had to be min-max scaled.
 _SCALED_NOTE = "(each image min-max scaled to [0, 1] for display)"
 
-_TITLE_FONTSIZE = 12.0
+# The house style. TITLE_FONTSIZE, MARGIN and the helpers new_figure, wrap_text, as_images,
+# needs_scaling, to_unit, compose_title and draw_tiles are public so that the other picture
+# modules (latent_plots, score_plots, diagnostics.figures) draw in the same style; they are
+# left out of __all__, which lists the pictures a user asks for.
+TITLE_FONTSIZE = 12.0
 _NOTE_FONTSIZE = 9.0
 _LABEL_FONTSIZE_MAX = 9.0
 _LABEL_FONTSIZE_MIN = 5.0
 _ROW_LABEL_FONTSIZE = 9.0
 # Rough width of one character, as a fraction of the font size (DejaVu Sans).
 _CHAR_WIDTH = 0.58
-_MARGIN = 0.12  # inches around the whole picture
+MARGIN = 0.12  # inches around the whole picture
 _MIN_TITLED_WIDTH = 4.0  # inches; a figure with a title is at least this wide
 
 
@@ -101,7 +105,7 @@ def save_figure(fig: "Figure", path: str | os.PathLike) -> Path:
     return path
 
 
-def _new_figure(width: float, height: float, *, layout: str | None = None) -> "Figure":
+def new_figure(width: float, height: float, *, layout: str | None = None) -> "Figure":
     """A free-standing figure with an Agg canvas (no pyplot, no global state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -111,7 +115,7 @@ def _new_figure(width: float, height: float, *, layout: str | None = None) -> "F
     return fig
 
 
-def _wrap(text: str, width_in: float, fontsize: float) -> str:
+def wrap_text(text: str, width_in: float, fontsize: float) -> str:
     """Wrap ``text`` so that each line fits in ``width_in`` inches at ``fontsize``."""
     chars = max(10, int(width_in * 72.0 / (_CHAR_WIDTH * fontsize)))
     lines = []
@@ -128,7 +132,7 @@ def _text_width(text: str, fontsize: float) -> float:
 # --------------------------------------------------------------------------- images
 
 
-def _as_images(images: Any, what: str) -> np.ndarray:
+def as_images(images: Any, what: str) -> np.ndarray:
     """Validate ``images`` and return float64 ``(n, H, W)`` or ``(n, H, W, 3)``."""
     try:
         arr = np.asarray(images)
@@ -165,14 +169,14 @@ def _as_images(images: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _needs_scaling(*arrays: np.ndarray) -> bool:
+def needs_scaling(*arrays: np.ndarray) -> bool:
     """Whether any value lies clearly outside [0, 1] (beyond clipping tolerance)."""
     lo = min(float(a.min()) for a in arrays)
     hi = max(float(a.max()) for a in arrays)
     return lo < -_CLIP_TOLERANCE or hi > 1.0 + _CLIP_TOLERANCE
 
 
-def _to_unit(arr: np.ndarray, scale: bool) -> np.ndarray:
+def to_unit(arr: np.ndarray, scale: bool) -> np.ndarray:
     """Clip to [0, 1], or min-max scale each image to [0, 1] when ``scale``."""
     if not scale:
         return np.clip(arr, 0.0, 1.0)
@@ -184,7 +188,7 @@ def _to_unit(arr: np.ndarray, scale: bool) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def _compose_title(title: str | None, scaled: bool) -> str | None:
+def compose_title(title: str | None, scaled: bool) -> str | None:
     if scaled:
         return _SCALED_NOTE if title is None else f"{title}\n{_SCALED_NOTE}"
     return None if title is None else str(title)
@@ -200,7 +204,7 @@ def _tile_width(ncols: int, nrows: int, aspect: float) -> float:
     return s
 
 
-def _draw_tiles(
+def draw_tiles(
     images: np.ndarray,
     positions: Sequence[tuple[int, int]],
     *,
@@ -243,23 +247,23 @@ def _draw_tiles(
             label_h = (label_fs * 1.3 + 2.0) / 72.0
 
     # Row labels to the left of the grid.
-    left = _MARGIN
+    left = MARGIN
     if row_labels is not None:
         widest = max((_text_width(str(lab), _ROW_LABEL_FONTSIZE) for lab in row_labels), default=0)
         left += widest + 0.12
 
     grid_w = ncols * tile_w + (ncols - 1) * col_gap
-    fig_w = left + grid_w + _MARGIN
+    fig_w = left + grid_w + MARGIN
     if title is not None:
         fig_w = max(fig_w, _MIN_TITLED_WIDTH)
-    extra = fig_w - (left + grid_w + _MARGIN)
+    extra = fig_w - (left + grid_w + MARGIN)
     left += extra / 2.0  # centre the grid when the title forced a wider figure
 
-    top = _MARGIN
+    top = MARGIN
     title_text = None
     if title is not None:
-        title_text = _wrap(title, fig_w - 2 * _MARGIN, _TITLE_FONTSIZE)
-        top += (title_text.count("\n") + 1) * _TITLE_FONTSIZE * 1.3 / 72.0 + 0.1
+        title_text = wrap_text(title, fig_w - 2 * MARGIN, TITLE_FONTSIZE)
+        top += (title_text.count("\n") + 1) * TITLE_FONTSIZE * 1.3 / 72.0 + 0.1
 
     row_tops = []  # inches from the top of the figure to the top of each row's tiles
     y = top
@@ -267,13 +271,13 @@ def _draw_tiles(
         y += gap_before_row[r] + label_h
         row_tops.append(y)
         y += tile_h
-    fig_h = y + _MARGIN
+    fig_h = y + MARGIN
 
-    fig = _new_figure(fig_w, fig_h)
+    fig = new_figure(fig_w, fig_h)
     if title_text is not None:
         fig.suptitle(
-            title_text, x=0.5, y=1.0 - _MARGIN / fig_h, ha="center", va="top",
-            fontsize=_TITLE_FONTSIZE,
+            title_text, x=0.5, y=1.0 - MARGIN / fig_h, ha="center", va="top",
+            fontsize=TITLE_FONTSIZE,
         )
     # One axes spanning the figure, in inch coordinates; every tile is an image artist
     # placed by ``extent``. (One Axes per tile costs ~10 ms each; this is ~20x faster.)
@@ -341,7 +345,7 @@ def image_grid(
     ppvae.errors.UsageError
         If ``ncols`` is not a positive integer.
     """
-    arr = _as_images(images, "image_grid")
+    arr = as_images(images, "image_grid")
     n = arr.shape[0]
     if ncols is None:
         ncols = math.ceil(math.sqrt(n))
@@ -354,12 +358,12 @@ def image_grid(
             raise DataError(
                 f"image_grid: got {len(labels)} labels for {n} images; give one per image"
             )
-    scaled = _needs_scaling(arr)
-    arr = _to_unit(arr, scaled)
+    scaled = needs_scaling(arr)
+    arr = to_unit(arr, scaled)
     nrows = math.ceil(n / ncols)
     positions = [(k // ncols, k % ncols) for k in range(n)]
-    fig = _draw_tiles(
-        arr, positions, nrows=nrows, ncols=ncols, title=_compose_title(title, scaled),
+    fig = draw_tiles(
+        arr, positions, nrows=nrows, ncols=ncols, title=compose_title(title, scaled),
         tile_labels=labels,
     )
     return save_figure(fig, path)
@@ -399,8 +403,8 @@ def reconstruction_grid(
         If either array has the wrong shape, is empty or holds NaN/inf, or the two
         shapes differ.
     """
-    orig = _as_images(originals, "reconstruction_grid (originals)")
-    recon = _as_images(reconstructions, "reconstruction_grid (reconstructions)")
+    orig = as_images(originals, "reconstruction_grid (originals)")
+    recon = as_images(reconstructions, "reconstruction_grid (reconstructions)")
     if orig.shape != recon.shape:
         raise DataError(
             f"reconstruction_grid: originals {orig.shape} and reconstructions "
@@ -409,9 +413,9 @@ def reconstruction_grid(
     n = orig.shape[0]
     ncols = n if n <= 10 else math.ceil(math.sqrt(2 * n))
     npairs = math.ceil(n / ncols)
-    scaled = _needs_scaling(orig, recon)
-    orig = _to_unit(orig, scaled)
-    recon = _to_unit(recon, scaled)
+    scaled = needs_scaling(orig, recon)
+    orig = to_unit(orig, scaled)
+    recon = to_unit(recon, scaled)
 
     tiles = []
     positions = []
@@ -427,9 +431,9 @@ def reconstruction_grid(
     tile_w = _tile_width(ncols, nrows, orig.shape[1] / orig.shape[2])
     small = max(0.03, 0.06 * tile_w)
     gaps = [0.0] + [small if r % 2 else 4 * small for r in range(1, nrows)]
-    fig = _draw_tiles(
+    fig = draw_tiles(
         np.stack(tiles), positions, nrows=nrows, ncols=ncols,
-        title=_compose_title(title, scaled),
+        title=compose_title(title, scaled),
         row_labels=["data", "reconstruction"] * npairs, gap_before_row=gaps,
     )
     return save_figure(fig, path)
@@ -619,7 +623,7 @@ def table_grid(
     height = min(7.0, max(2.0, 0.25 * n)) + 1.0 + label_room + (0.5 if title else 0.0)
     if title is not None:
         width = max(width, _MIN_TITLED_WIDTH)
-    fig = _new_figure(width, height, layout="constrained")
+    fig = new_figure(width, height, layout="constrained")
     ax = fig.add_subplot()
     interp = "nearest" if (n <= 300 and d <= 300) else "auto"
     im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation=interp)
@@ -638,7 +642,7 @@ def table_grid(
         ax.xaxis.set_major_locator(MaxNLocator(nbins=min(d, 12), integer=True))
         ax.set_xlabel("feature index")
     if title is not None:
-        fig.suptitle(_wrap(title, width - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+        fig.suptitle(wrap_text(title, width - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)
 
 
@@ -756,7 +760,7 @@ def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     npanels = 3 if beta_varies else 2
     heights = [3.0, 2.6] + ([1.6] if beta_varies else [])
     fig_h = sum(heights) + 0.4 + (0.4 if title else 0.0)
-    fig = _new_figure(8.0, fig_h, layout="constrained")
+    fig = new_figure(8.0, fig_h, layout="constrained")
     axes = fig.subplots(npanels, 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": heights})[:, 0]
 
@@ -787,7 +791,7 @@ def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
         if np.all(finite_epochs == np.round(finite_epochs)):
             axes[-1].set_xticks(np.arange(first, last + 1.0))
     if title is not None:
-        fig.suptitle(_wrap(title, 8.0 - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+        fig.suptitle(wrap_text(title, 8.0 - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)
 
 
@@ -892,7 +896,7 @@ def elbo_vs_time(series: Mapping[str, Any], path: str | os.PathLike, *,
     lines = _as_series(series)
 
     fig_h = 5.0 + (0.4 if title else 0.0)
-    fig = _new_figure(8.0, fig_h, layout="constrained")
+    fig = new_figure(8.0, fig_h, layout="constrained")
     ax = fig.add_subplot()
     for i, (label, x, y, s) in enumerate(lines):
         color = f"C{i % 10}"
@@ -921,5 +925,5 @@ def elbo_vs_time(series: Mapping[str, Any], path: str | os.PathLike, *,
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best", frameon=False)
     if title is not None:
-        fig.suptitle(_wrap(title, 8.0 - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+        fig.suptitle(wrap_text(title, 8.0 - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import DataError
-from .plots import _MARGIN, _TITLE_FONTSIZE, _new_figure, _wrap, save_figure
+from .plots import MARGIN, TITLE_FONTSIZE, new_figure, wrap_text, save_figure
 
 __all__ = ["score_histograms"]
 
@@ -64,7 +64,7 @@ def score_histograms(scores: Mapping[str, np.ndarray], positives: np.ndarray, pa
     nrows = -(-(k + 1) // ncols)
     width = 4.6 * ncols
     height = 4.2 * nrows + (0.5 if title else 0.0)
-    fig = _new_figure(width, height, layout="constrained")
+    fig = new_figure(width, height, layout="constrained")
     grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in grid[k + 1:]:
         ax.set_visible(False)
@@ -106,5 +106,5 @@ def score_histograms(scores: Mapping[str, np.ndarray], positives: np.ndarray, pa
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     ax.grid(True, alpha=0.3)
     if title is not None:
-        fig.suptitle(_wrap(title, width - 2 * _MARGIN, _TITLE_FONTSIZE), fontsize=_TITLE_FONTSIZE)
+        fig.suptitle(wrap_text(title, width - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)

@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
     assert _ask_for_host_devices(2)
     import jax
     import numpy as np
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
     from ppvae.backends.numpyro.trainer import Trainer
     from ppvae.data import load_dataset
 
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
     out = {"cpu_devices": len(jax.devices("cpu"))}
     params = {}
     for n in (1, 2):
-        cfg = _resolve(build_config(overrides={
+        cfg = resolve_config(build_config(overrides={
             "data.source": data, "train.backend": "numpyro", "train.device": "cpu", "train.epochs": 1,
             "train.batch_size": 48, "train.seed": 3, "train.lr": 3e-3, "train.num_devices": n,
             "train.elbo": "trace", "model.latent_dim": 3,
@@ -93,9 +93,9 @@ def test_two_devices_with_half_batches_reproduce_one_device(tmp_path):
 
 
 def _config(**train):
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
 
-    return _resolve(build_config(overrides={**FAST, "train.backend": "numpyro", "model.latent_dim": 2,
+    return resolve_config(build_config(overrides={**FAST, "train.backend": "numpyro", "model.latent_dim": 2,
                                             **{f"train.{k}": v for k, v in train.items()}}))
 
 

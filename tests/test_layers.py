@@ -85,6 +85,19 @@ def test_no_import_cycle_in_the_package():
     assert _import_cycles("ppvae") == []
 
 
+def test_no_module_imports_another_modules_private_name():
+    # A leading underscore says "this module's own": a name another module needs is public.
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "ppvae").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ppvae")):
+                offenders += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+    assert offenders == []
+
+
 def test_ruff_check_passes():
     res = _run(_tool("ruff"), "check", "--no-cache", ".")
     assert res.returncode == 0, res.stdout + res.stderr

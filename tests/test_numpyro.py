@@ -122,16 +122,16 @@ def test_conv_decoder_filters_follow_map_channels(map_channels, widths):
 
 
 def test_continuous_bernoulli_matches_torch():
-    from ppvae.backends.numpyro.components import _ContinuousBernoulli
+    from ppvae.backends.numpyro.likelihoods import ContinuousBernoulliDistribution
 
     logits = np.array([-30.0, -3.0, -0.01, 0.0, 0.002, 1.5, 25.0], dtype=np.float32)
     x = np.array([0.0, 0.2, 0.5, 0.9, 1.0, 0.33, 0.7], dtype=np.float32)
     ref = torch.distributions.ContinuousBernoulli(logits=torch.as_tensor(logits))
-    ours = _ContinuousBernoulli(jnp.asarray(logits))
+    ours = ContinuousBernoulliDistribution(jnp.asarray(logits))
     np.testing.assert_allclose(np.asarray(ours.log_prob(jnp.asarray(x))), ref.log_prob(torch.as_tensor(x)).numpy(),
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(ours.mean), ref.mean.numpy(), rtol=1e-4, atol=1e-5)
-    grads = jax.grad(lambda lg: _ContinuousBernoulli(lg).log_prob(jnp.asarray(x)).sum())(jnp.asarray(logits))
+    grads = jax.grad(lambda lg: ContinuousBernoulliDistribution(lg).log_prob(jnp.asarray(x)).sum())(jnp.asarray(logits))
     assert np.isfinite(np.asarray(grads)).all()
 
 
@@ -160,10 +160,10 @@ def fit_np(out, digits, **extra):
 
 def test_the_epoch_compiles_once_and_never_again(tmp_path, digits_npy):
     from ppvae.backends.numpyro.trainer import Trainer
-    from ppvae.api import build_config, _resolve
+    from ppvae.api import build_config, resolve_config
     from ppvae.data import load_dataset
 
-    cfg = _resolve(build_config(overrides={**FAST, "data.source": str(digits_npy), "train.backend": "numpyro",
+    cfg = resolve_config(build_config(overrides={**FAST, "data.source": str(digits_npy), "train.backend": "numpyro",
                                            "train.epochs": 4, "train.batch_size": 64}))
     ds = load_dataset(cfg.data, "bernoulli", "unit_interval")
     trainer = Trainer(cfg, ds, tmp_path, progress=False)

@@ -42,11 +42,11 @@ def golden_data(tmp_path_factory):
 
 
 def train_records(data_path, run_dir, elbo: str) -> list[list[float]]:
-    from ppvae.api import _resolve, build_config
+    from ppvae.api import resolve_config, build_config
     from ppvae.backends.numpyro.trainer import Trainer
     from ppvae.data import load_dataset
 
-    cfg = _resolve(build_config(overrides={
+    cfg = resolve_config(build_config(overrides={
         "data.source": str(data_path), "data.heldout_fraction": 0.2, "train.backend": "numpyro",
         "train.device": "cpu", "train.elbo": elbo, "train.num_particles": 2 if elbo in ("iwae", "dreg") else 1,
         "train.epochs": 2, "train.batch_size": 64, "train.seed": 7, "train.lr": 3e-3,

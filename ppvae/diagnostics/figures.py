@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..plots import _new_figure, save_figure
+from ..plots import new_figure, save_figure
 
 __all__ = ["khat_plot", "kl_per_dim_plot", "gaps_plot", "pair_overlay"]
 
 
 def khat_plot(khat: np.ndarray, path: str | Path, *, title: str | None = None) -> Path:
     """Pareto k-hat of every evaluated point, with the 0.5 and 0.7 thresholds."""
-    fig = _new_figure(8, 4, layout="constrained")
+    fig = new_figure(8, 4, layout="constrained")
     ax = fig.add_subplot()
     idx = np.arange(len(khat))
     zones = [(khat <= 0.5, "tab:green", "k̂ ≤ 0.5 good"), ((khat > 0.5) & (khat <= 0.7), "tab:orange",
@@ -34,7 +34,7 @@ def khat_plot(khat: np.ndarray, path: str | Path, *, title: str | None = None) -
 
 def kl_per_dim_plot(kl: np.ndarray, active: np.ndarray, path: str | Path, *, title: str | None = None) -> Path:
     """KL(q || p) per latent dimension (averaged over points); inactive dimensions in grey."""
-    fig = _new_figure(max(5, 0.35 * len(kl) + 2), 3.6, layout="constrained")
+    fig = new_figure(max(5, 0.35 * len(kl) + 2), 3.6, layout="constrained")
     ax = fig.add_subplot()
     colors = np.where(active, "tab:blue", "lightgrey")
     ax.bar(np.arange(len(kl)), kl, color=colors)
@@ -50,7 +50,7 @@ def gaps_plot(approximation: np.ndarray, amortization: np.ndarray, path: str | P
               title: str | None = None) -> Path:
     """Per point: approximation gap (family) and amortization gap (encoder), stacked."""
     order = np.argsort(approximation + amortization)[::-1]
-    fig = _new_figure(8, 4, layout="constrained")
+    fig = new_figure(8, 4, layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(order))
     ax.bar(x, approximation[order], color="tab:purple", label="approximation gap: log p(x) − ELBO(q*)")
@@ -69,7 +69,7 @@ def pair_overlay(reference: list[np.ndarray], amortized: list[np.ndarray], dims:
                  path: str | Path, *, labels: list[str] | None = None, title: str | None = None) -> Path:
     """For each point, NUTS draws and q(z|x) draws over two latent dimensions."""
     n = len(reference)
-    fig = _new_figure(3.2 * n, 3.4, layout="constrained")
+    fig = new_figure(3.2 * n, 3.4, layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     i, j = dims
     for k, ax in enumerate(axes):

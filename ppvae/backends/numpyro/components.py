@@ -20,7 +20,6 @@ from .likelihoods import (  # noqa: F401  (registration)
     NormalLikelihood,
     PoissonLikelihood,
     ZINBLikelihood,
-    _ContinuousBernoulli,
 )
 from .priors import (  # noqa: F401  (registration)
     LaplacePrior,

@@ -83,7 +83,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
         self.event_shape = tuple(event_shape)
 
     def __call__(self, params):
-        return _ContinuousBernoulli(params, validate_args=False).to_event(self.event_dim)
+        return ContinuousBernoulliDistribution(params, validate_args=False).to_event(self.event_dim)
 
 
 class _LocScaleLikelihood(Likelihood):
@@ -289,7 +289,7 @@ class ZINBLikelihood(_DispersionLikelihood):
         return dist.ZeroInflatedNegativeBinomial2(mu, self.theta, gate_logits=gate_logits).to_event(self.event_dim)
 
 
-class _ContinuousBernoulli(dist.Distribution):
+class ContinuousBernoulliDistribution(dist.Distribution):
     """The continuous Bernoulli distribution on [0, 1] with logits (NumPyro has none).
 
     log p(x) = x log(p) + (1 - x) log(1 - p) + log C(p), with the normalizer
