@@ -21,14 +21,13 @@ from .dataset import Dataset
 from .transform import (
     SUPPORTS,
     binarize_values,
-    check_binarizable,
     check_counts,
     check_support,
     check_support_name,
     finish_values,
     fit_transform,
+    resolve_binarize,
     floor_sd,
-    in_unit,
     scale_values,
     split_indices,
     standard_name,
@@ -198,11 +197,7 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     heldout = standardize_values(scale_values(x_heldout, t, np.float64, raw.name, new_data=False), t)
 
     lo, hi = value_range(train, heldout)
-    if spec.binarize == "auto":
-        binarizable = likelihood == "bernoulli" and not t["standardize"] and in_unit(lo, hi)
-        t["binarize"] = "dynamic" if binarizable else "none"
-    elif spec.binarize != "none":
-        check_binarizable(lo, hi, spec.binarize, raw.name)
+    t["binarize"] = resolve_binarize(spec.binarize, likelihood, t, lo, hi, raw.name)
     # The held-out split goes through exactly the steps prepare_new() takes.
     heldout = finish_values(heldout, t, spec.split_seed + 1, raw.name)
     if t["binarize"] == "static":

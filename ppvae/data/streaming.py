@@ -28,13 +28,12 @@ from .arrays import is_8bit_image
 from .dataset import Dataset
 from .npy_rows import NpyRows, npy_header
 from .transform import (
-    check_binarizable,
     check_counts,
     check_support,
     check_unit,
     fit_transform,
+    resolve_binarize,
     floor_sd,
-    in_unit,
     scale_values,
     split_indices,
     standard_name,
@@ -336,11 +335,7 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     lo_t, hi_t = _prepared_range(stats.lo, stats.hi, t)
     lo_h, hi_h = _prepared_range(held.lo, held.hi, t)
     lo, hi = min(lo_t, lo_h), max(hi_t, hi_h)
-    if spec.binarize == "auto":
-        binarizable = likelihood == "bernoulli" and not t["standardize"] and in_unit(lo, hi)
-        t["binarize"] = "dynamic" if binarizable else "none"
-    elif spec.binarize != "none":
-        check_binarizable(lo, hi, spec.binarize, name)
+    t["binarize"] = resolve_binarize(spec.binarize, likelihood, t, lo, hi, name)
     train = StreamingRows(source, train_rows, t, train_dtype, binarize_seed=spec.split_seed + 2 if static else None,
                           positions=order.astype(index_dtype) if static else None, name=name)
     heldout = StreamingRows(source, heldout_rows, t, np.float64, name=name,

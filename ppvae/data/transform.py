@@ -7,29 +7,46 @@ prepare data through these functions, so a feature and its training statistics (
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..config import DataSpec
 from ..errors import DataError, UsageError
 from .standard import STANDARD_DATASETS
 
-__all__ = ["standard_name", "split_indices", "value_range", "in_unit", "check_unit", "scale_values", "floor_sd", "standardize_values", "binarize_values", "check_binarizable", "check_support", "check_counts", "finish_values", "fit_transform", "check_support_name", "COUNT_CHECK_ROWS", "TRANSFORM_VERSION", "SUPPORTS"]
+__all__ = [
+    "standard_name",
+    "split_indices",
+    "value_range",
+    "in_unit",
+    "check_unit",
+    "scale_values",
+    "floor_sd",
+    "standardize_values",
+    "binarize_values",
+    "check_binarizable",
+    "check_support",
+    "check_counts",
+    "finish_values",
+    "fit_transform",
+    "check_support_name",
+    "COUNT_CHECK_ROWS",
+    "TRANSFORM_VERSION",
+    "SUPPORTS",
+    "resolve_binarize",
+]
 
 
 #: Supports a likelihood can declare: data in [0, 1], any finite value, or counts
 #: (non-negative integers, never rescaled).
 SUPPORTS = ("unit_interval", "real", "count")
-
-
 #: Rows checked at a time for integer counts, so the check never copies a whole large array.
 COUNT_CHECK_ROWS = 4096
-
-
+#: The version of the transform dict that data.json records.
 TRANSFORM_VERSION = 1
 
 
 def standard_name(source: str) -> str | None:
+    """The standard dataset's key when ``source`` names one (``"embedded"``, ``"mnist"``, ...), else None."""
     key = source.lower()
     if key == "embedded" or key in STANDARD_DATASETS:
         return key
@@ -51,10 +68,12 @@ def split_indices(n: int, spec: DataSpec, name: str) -> tuple[np.ndarray, np.nda
 
 
 def value_range(*arrays: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest value over all ``arrays``."""
     return (min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays))
 
 
 def in_unit(lo: float, hi: float) -> bool:
+    """Whether the range ``[lo, hi]`` lies in [0, 1]."""
     return lo >= 0.0 and hi <= 1.0
 
 
@@ -104,6 +123,7 @@ def floor_sd(sd: np.ndarray, t: dict) -> np.ndarray:
 
 
 def standardize_values(x: np.ndarray, t: dict) -> np.ndarray:
+    """Subtract the training mean and divide by the floored sd, in place, when the transform standardizes."""
     if t["standardize"]:
         event = tuple(t["event_shape"])
         x -= np.asarray(t["mean"], dtype=x.dtype).reshape(event)
@@ -117,6 +137,7 @@ def binarize_values(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def check_binarizable(lo: float, hi: float, mode: str, name: str) -> None:
+    """Binarizing draws Bernoulli(value) bits: the prepared values must lie in [0, 1]."""
     if not in_unit(lo, hi):
         raise DataError(
             f"data.binarize = {mode!r} draws Bernoulli(value) bits, so it needs data in [0, 1], but {name} "
@@ -125,6 +146,7 @@ def check_binarizable(lo: float, hi: float, mode: str, name: str) -> None:
 
 
 def check_support(lo: float, hi: float, t: dict, name: str) -> None:
+    """A likelihood on [0, 1] (support ``"unit_interval"``) needs the prepared values in [0, 1]."""
     if t.get("support") != "unit_interval" or in_unit(lo, hi):
         return
     likelihood = t.get("likelihood", "?")
@@ -176,7 +198,7 @@ def finish_values(x: np.ndarray, t: dict, seed: int, name: str) -> np.ndarray:
 
 
 def fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likelihood: str,
-                   support: str) -> dict:
+                  support: str) -> dict:
     """The transform with its training statistics; ``binarize`` is resolved later."""
     scale = spec.scale
     if scale == "auto":
@@ -203,6 +225,21 @@ def fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likeliho
     return t
 
 
+def resolve_binarize(mode: str, likelihood: str, t: dict, lo: float, hi: float, name: str) -> str:
+    """The binarization a split gets, from ``data.binarize`` and the prepared range ``[lo, hi]``.
+
+    ``"auto"`` binarizes (dynamically) only a Bernoulli likelihood on unstandardized data in
+    [0, 1]; an explicit mode is checked against the range. Both loaders decide it here.
+    """
+    if mode == "auto":
+        binarizable = likelihood == "bernoulli" and not t["standardize"] and in_unit(lo, hi)
+        return "dynamic" if binarizable else "none"
+    if mode != "none":
+        check_binarizable(lo, hi, mode, name)
+    return mode
+
+
 def check_support_name(support: str) -> None:
+    """An unknown likelihood support is a usage error naming the valid ones."""
     if support not in SUPPORTS:
         raise UsageError(f"unknown likelihood support {support!r}; expected one of: {', '.join(SUPPORTS)}")
