@@ -254,7 +254,7 @@ class Hand:
 
 # -- the ppvae side -----------------------------------------------------------------------------------
 def ppvae_config(elbo: str):
-    from ppvae import registry
+    from ppvae.spec import registry
     from ppvae.api import resolve_config, build_config
 
     registry.load_backend("numpyro")
@@ -279,7 +279,7 @@ class PPVAE:
         import jax
         import jax.numpy as jnp
 
-        from ppvae.schedules import beta_at
+        from ppvae.inference.schedules import beta_at
 
         tr, t = self.trainer, self.cfg.train
         n = tr.x_train.shape[0]
@@ -785,7 +785,7 @@ def run():
     import jax
 
     jax.config.update("jax_platforms", "cpu")
-    from ppvae.config import DataSpec
+    from ppvae.spec.config import DataSpec
     from ppvae.data import load_dataset
 
     dataset = load_dataset(DataSpec(source="embedded"), "bernoulli", "unit_interval")

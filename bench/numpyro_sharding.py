@@ -35,7 +35,7 @@ SPEC = HERE.parent / "models" / "mlp-400.toml"
 
 
 def trainer(dataset, num_devices: int, device: str, run_dir: Path):
-    from ppvae import registry
+    from ppvae.spec import registry
     from ppvae.api import resolve_config, build_config
     from ppvae.backends.numpyro.trainer import Trainer
 
@@ -64,7 +64,7 @@ def main() -> None:
                                    + f" --xla_force_host_platform_device_count={args.devices}").strip()
     import jax
 
-    from ppvae.config import DataSpec
+    from ppvae.spec.config import DataSpec
     from ppvae.data import load_dataset
 
     dataset = load_dataset(DataSpec(source="embedded"), "bernoulli", "unit_interval")

@@ -122,7 +122,7 @@ def _dataset(settings: dict):
 
 
 def _config(backend: str, estimator: str, settings: dict, device: str):
-    from ppvae import registry
+    from ppvae.spec import registry
     from ppvae.api import resolve_config, build_config
 
     registry.load_backend(backend)
@@ -340,7 +340,7 @@ def run_suite(quick: bool, backends, estimators, device: str, epochs: int | None
                 raise SystemExit(f"configuration {backend}/{estimator} failed:\n{tail}")
             result["configs"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
             if partial is not None:  # a long run can be inspected (and is not lost) while it goes on
-                from ppvae.io import atomic_write_text
+                from ppvae.runs.atomic import atomic_write_text
 
                 atomic_write_text(partial, json.dumps(result, indent=2) + "\n")
     result["load_average_end"] = load_average()
@@ -411,7 +411,7 @@ def markdown(result: dict) -> str:
 
 
 def write_results_md(path: Path, section: str) -> None:
-    from ppvae.io import atomic_write_text
+    from ppvae.runs.atomic import atomic_write_text
 
     text = path.read_text()
     block = f"{BEGIN}\n{section}{END}"
@@ -465,7 +465,7 @@ def main(argv=None) -> None:
                        log=lambda msg: print(msg, file=sys.stderr), eval_k=eval_k,
                        partial=out / "suite.partial.json")
     section = markdown(result)
-    from ppvae.io import atomic_write_text
+    from ppvae.runs.atomic import atomic_write_text
 
     atomic_write_text(out / "suite.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "suite.md", section)

@@ -36,9 +36,9 @@ import numpy as np
 
 import ppvae
 from ppvae.data.standard import load_embedded
-from ppvae.io import atomic_write_json
-from ppvae.latent_plots import plot_latent
-from ppvae.scoring import SCORES, score_data
+from ppvae.runs.atomic import atomic_write_json
+from ppvae.plotting.latents import plot_latent
+from ppvae.analysis.scoring import SCORES, score_data
 
 #: The class treated as the anomaly.
 ANOMALOUS = 9

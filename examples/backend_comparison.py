@@ -1,6 +1,6 @@
 """The same VAE trained by Pyro (PyTorch) and by NumPyro (JAX), side by side.
 
-``ppvae.compare.compare`` (the Python side of ``ppvae compare``) trains the benchmark's
+``ppvae.analysis.compare.compare`` (the Python side of ``ppvae compare``) trains the benchmark's
 reference VAE (models/mlp-400.toml) with every backend and estimator on the same data
 split and seeds, then prints one table: wall time, images per second, held-out ELBO,
 held-out log p(x), KL and active units, each as mean ± spread over seeds, with a mark
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppvae.compare import compare
+from ppvae.analysis.compare import compare
 from ppvae.data.standard import save_embedded_sample
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "mlp-400.toml"

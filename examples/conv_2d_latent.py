@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 import ppvae
-from ppvae import plots
+from ppvae import plotting as plots
 from ppvae.data.standard import save_embedded_sample
-from ppvae.latent_plots import plot_latent
+from ppvae.plotting.latents import plot_latent
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "conv-2d.toml"
 

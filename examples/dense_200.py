@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 import ppvae
-from ppvae import plots
+from ppvae import plotting as plots
 from ppvae.data.standard import save_embedded_sample
-from ppvae.plots import labelled_rows, side_by_side
+from ppvae.plotting import labelled_rows, side_by_side
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "dense-200.toml"
 

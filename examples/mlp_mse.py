@@ -32,7 +32,7 @@ import numpy as np
 
 import ppvae
 from ppvae.data.standard import save_embedded_sample
-from ppvae.plots import labelled_rows, side_by_side
+from ppvae.plotting import labelled_rows, side_by_side
 
 SPEC = Path(__file__).resolve().parents[1] / "models" / "mlp-mse.toml"
 

@@ -14,11 +14,11 @@ encoder in the guide) trained by stochastic variational inference. The public AP
 Importing ppvae does not import torch; the backend loads when first needed.
 """
 
-from .api import Run, build_config, fit, load
-from .config import Config, DataSpec, ModelSpec, TrainSpec
-from .errors import PPVAEError
-from .portable import Portable
-from .registry import register
+from ppvae.api import Run, build_config, fit, load
+from ppvae.spec.config import Config, DataSpec, ModelSpec, TrainSpec
+from ppvae.errors import PPVAEError
+from ppvae.model.portable import Portable
+from ppvae.spec.registry import register
 
 __all__ = ["fit", "load", "Run", "build_config", "register", "Config", "ModelSpec", "DataSpec", "TrainSpec",
            "PPVAEError", "Portable"]

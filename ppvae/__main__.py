@@ -1,5 +1,5 @@
 """``python -m ppvae`` runs the command line."""
 
-from .cli import main
+from ppvae.cli import main
 
 main()

@@ -24,13 +24,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import registry
-from .conditioning import infer_num_classes, sample_labels
-from .config import Config, ModelSpec, TrainSpec
-from .data import Dataset, absolute_source, load_dataset, load_source
-from .backends.base import Backend
-from .errors import DataError, UsageError
-from .runs import RunFolder, default_run_dir
+from ppvae.spec import registry
+from ppvae.model.conditioning import infer_num_classes, sample_labels
+from ppvae.spec.config import Config, ModelSpec, TrainSpec
+from ppvae.data import Dataset, absolute_source, load_dataset, load_source
+from ppvae.backends.base import Backend
+from ppvae.errors import DataError, UsageError
+from ppvae.runs.folder import RunFolder, default_run_dir
 
 __all__ = ["fit", "load", "Run", "build_config", "SHORTCUTS"]
 
@@ -82,7 +82,7 @@ def build_config(spec: str | Path | Mapping | Config | None = None,
 
 def _with_plugins(cfg: Config, extra: Sequence[str | Path] = (), origin: str | None = None) -> Config:
     """Load the spec's plug-ins and ``extra`` ones; record all of them as absolute paths."""
-    from .plugins import load_plugins
+    from ppvae.spec.plugins import load_plugins
 
     if not cfg.plugins and not extra:
         return cfg
@@ -266,7 +266,7 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     folder.write_summary(summary)
     run.summary = summary
     if pictures:
-        from .pictures import write_run_pictures
+        from ppvae.plotting.run_pictures import write_run_pictures
 
         write_run_pictures(run, records)
     return run
@@ -439,7 +439,7 @@ class Run:
             raise UsageError(f"--num-samples must be a positive integer, got {num_samples!r}")
         if x is None and self.dataset().streaming:
             # A streamed held-out split is evaluated chunk by chunk (it has no labels to probe).
-            from .chunked_evaluation import evaluate_in_chunks
+            from ppvae.inference.chunked_evaluation import evaluate_in_chunks
 
             return evaluate_in_chunks(self.trained, self.heldout(), num_samples=num_samples, seed=seed,
                                       is_image=bool(self.data_info.get("is_image")))
@@ -455,8 +455,8 @@ class Run:
 
     def _linear_probe(self, x: np.ndarray, labels: np.ndarray | None, scored_on: str) -> dict:
         """``linear_probe_accuracy`` and what it used, or nothing where labels are missing."""
-        from .data.arrays import check_labels
-        from .metrics import PROBE_MAX_TRAIN, linear_probe_accuracy
+        from ppvae.data.arrays import check_labels
+        from ppvae.inference.metrics import PROBE_MAX_TRAIN, linear_probe_accuracy
 
         if labels is None:
             return {}
@@ -494,7 +494,7 @@ class Run:
         """Anomaly scores per datapoint: ``neg_elbo`` (-ELBO) and ``neg_log_px`` (-log p(x)).
 
         Both from the same ``num_samples`` draws of q(z|x) per point (see
-        :mod:`ppvae.scoring`); higher means more anomalous. Also ``neg_elbo_stderr``, the
+        :mod:`ppvae.analysis.scoring`); higher means more anomalous. Also ``neg_elbo_stderr``, the
         Monte-Carlo standard error of ``neg_elbo``, and with ``latent_density`` the score
         ``neg_log_latent_density``: -log density of the point's posterior mean under a
         Gaussian mixture fit to the training split's posterior means.
@@ -523,7 +523,7 @@ class Run:
         >>> s = run.score(run.heldout()[:100], num_samples=500)     # doctest: +SKIP
         >>> s["neg_log_px"].argsort()[-5:]                           # the 5 most unusual points  # doctest: +SKIP
         """
-        from .scoring import score_points
+        from ppvae.analysis.scoring import score_points
 
         if x is None:
             x, labels = self.heldout(), self.dataset().heldout_labels
@@ -546,7 +546,7 @@ class Run:
             scores = score_points(self.trained, x, latent_dim=self.config.model.latent_dim,
                                   num_samples=num_samples, seed=seed, y=y)
         if latent_density:
-            from .scoring import latent_density_scores
+            from ppvae.analysis.scoring import latent_density_scores
 
             scores["neg_log_latent_density"] = latent_density_scores(self.training_codes()[0],
                                                                      self.encode(x, y)[0], seed=seed)

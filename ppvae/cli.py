@@ -17,11 +17,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .config import BETA_SCHEDULES, parse_override, validate_device
-from .inference.estimators import estimator_names, importance_weighted_names
-from .inference.estimators import help_text as estimators_help
-from .errors import PPVAEError, UsageError
-from .io import atomic_path
+from ppvae.spec.config import BETA_SCHEDULES, parse_override, validate_device
+from ppvae.inference.estimators import estimator_names, importance_weighted_names
+from ppvae.inference.estimators import help_text as estimators_help
+from ppvae.errors import PPVAEError, UsageError
+from ppvae.runs.atomic import atomic_path
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -54,7 +54,7 @@ def with_plugins(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, plugin_files=(), **kwargs):
-        from .plugins import load_plugins
+        from ppvae.spec.plugins import load_plugins
 
         paths = load_plugins(plugin_files)
         if wants_paths:
@@ -76,7 +76,7 @@ def _write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool =
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, array)
     elif suffix == ".png":
-        from .pictures import save_array_picture
+        from ppvae.plotting.run_pictures import save_array_picture
 
         save_array_picture(array, path, is_image=is_image, title=title, ncols=ncols)
     else:
@@ -88,7 +88,7 @@ def _run_labels(r, labels, data) -> np.ndarray | None:
     if not r.num_classes:
         return None
     if labels is None:
-        from .errors import DataError
+        from ppvae.errors import DataError
 
         raise DataError(f"{r.path} is a conditional VAE: it needs the class label of every point, but "
                         f"{data or 'its held-out split'} has none; use data with labels (an .npz with 'y')")
@@ -154,9 +154,9 @@ def _ask_for_host_devices(num_devices: int, environ=None, modules=None) -> bool:
 
 def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shortcuts) -> None:
     """``ppvae fit --num-processes N`` (N != 1): check, then run this same command on N workers."""
-    from . import api
-    from .registry import load_backend
-    from .runs import RunFolder, default_run_dir
+    from ppvae import api
+    from ppvae.spec.registry import load_backend
+    from ppvae.runs.folder import RunFolder, default_run_dir
 
     if num_processes < 1:
         raise UsageError(f"--num-processes must be at least 1, got {num_processes}")
@@ -169,7 +169,7 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
     # The config is checked here once, so a bad setting is one line before any worker starts.
     cfg = api.build_config(base, overrides, plugins=plugins, **shortcuts)
     load_backend("pyro")  # an install hint, not a traceback, where torch is missing
-    from .backends.pyro.launch import check_processes, launch_fit
+    from ppvae.backends.pyro.launch import check_processes, launch_fit
 
     check_processes(num_processes, cfg.train.backend, cfg.train.device)
     ctx = click.get_current_context()
@@ -271,7 +271,7 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
       ppvae fit --num-processes 2 --out runs/ddp          # 2 processes, batch 128 each
       ppvae fit --backend numpyro --num-devices 2         # 2 JAX devices, 64 of the 128 each
     """
-    from . import api
+    from ppvae import api
 
     if resume is not None and (spec is not None or out is not None):
         raise UsageError("--resume RUN continues RUN with its own config.toml; drop SPEC and --out")
@@ -332,7 +332,7 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     A conditional run is evaluated with the data's labels: log p(x|y).
     """
     validate_device(device)
-    from . import api
+    from ppvae import api
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)
@@ -386,13 +386,13 @@ def sample(run, num, out, seed, label, device, force):
     """
     validate_device(device)
     _check_out(out, force, (".png", ".npy"))
-    from . import api
+    from ppvae import api
 
     r = api.load(run, device=device)
     _check_label_option(r, label)
     ncols = None
     if r.num_classes and label is None:
-        from .pictures import samples_by_class
+        from ppvae.plotting.run_pictures import samples_by_class
 
         ncols = math.ceil(num / r.num_classes)
         x = samples_by_class(r, ncols, seed=seed)
@@ -426,8 +426,8 @@ def reconstruct(run, data, num, out, device, force):
     """
     validate_device(device)
     _check_out(out, force, (".png", ".npy"))
-    from . import api
-    from . import plots
+    from ppvae import api
+    from ppvae.plotting.images import reconstruction_grid
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)
@@ -441,7 +441,7 @@ def reconstruct(run, data, num, out, device, force):
     if out.suffix.lower() == ".png" and r.data_info["is_image"]:
         if out.exists() and not force:
             raise UsageError(f"{str(out)!r} already exists; pass --force to overwrite it or choose another --out")
-        plots.reconstruction_grid(x[:32], recon[:32], out, title="data and reconstructions")
+        reconstruction_grid(x[:32], recon[:32], out, title="data and reconstructions")
     else:
         _write_array(out, recon, force, is_image=r.data_info["is_image"])
     click.echo(f"wrote {len(recon)} reconstructions to {out}")
@@ -472,7 +472,7 @@ def encode(run, data, out, device, force):
     """
     validate_device(device)
     _check_out(out, force, (".npz", ".npy"))
-    from . import api
+    from ppvae import api
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)
@@ -542,7 +542,7 @@ def decode(run, latents, out, label, device, force):
     """
     validate_device(device)
     _check_out(out, force, (".png", ".npy"))
-    from . import api
+    from ppvae import api
 
     r = api.load(run, device=device)
     _check_label_option(r, label)
@@ -606,8 +606,8 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
       ppvae compare --elbos meanfield,iwae --set train.num_particles=10 --set model.latent_dim=2 --json
       ppvae compare --backends pyro,numpyro --device cuda --epochs 5 -q
     """
-    from . import compare as comparing
-    from .errors import TrainingError
+    from ppvae.analysis import compare as comparing
+    from ppvae.errors import TrainingError
 
     if device is not None:
         validate_device(device)
@@ -615,7 +615,7 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
     echo = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     if plugins:
         # The runs record the plug-ins through the spec they train.
-        from . import api
+        from ppvae import api
 
         spec = api.build_config(spec, plugins=plugins)
     result = comparing.compare(spec, backends=backends, elbos=elbos, seeds=seeds, epochs=epochs, device=device,
@@ -678,8 +678,8 @@ def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_
       ppvae diagnose runs/first --json -q
     """
     validate_device(device)
-    from . import api
-    from .diagnostics import diagnose as run_diagnose
+    from ppvae import api
+    from ppvae.analysis.diagnostics import diagnose as run_diagnose
 
     r = api.load(run, device=device)
     if r.num_classes:
@@ -731,11 +731,11 @@ def models(directory, as_json):
       ppvae models --dir my_specs --json
       ppvae fit models/beta-vae.toml --out runs/beta
     """
-    from . import catalog
+    from ppvae.spec import catalog
 
     specs = catalog.list_specs(directory)
     listing = catalog.list_components()
-    from .plugins import loaded_plugins
+    from ppvae.spec.plugins import loaded_plugins
 
     if as_json:
         base = directory if directory is not None else catalog.default_models_dir()
@@ -835,8 +835,8 @@ def score(run, data, labels_file, anomalous, out, num_samples, seed, device, lat
     validate_device(device)
     _check_out(out, force, (".csv",))
     classes = _parse_classes(anomalous)
-    from . import api
-    from .scoring import SCORES, read_labels, score_data
+    from ppvae import api
+    from ppvae.analysis.scoring import SCORES, read_labels, score_data
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)
@@ -894,8 +894,8 @@ def plot_latent(run, data, out, grid_size, device, force):
     """
     validate_device(device)
     _check_out(out, force, (".png",))
-    from . import api
-    from .latent_plots import plot_latent as draw
+    from ppvae import api
+    from ppvae.plotting.latents import plot_latent as draw
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)
@@ -927,8 +927,8 @@ def plot_interpolate(run, between, steps, data, out, device, force):
     """
     validate_device(device)
     _check_out(out, force, (".png",))
-    from . import api
-    from .latent_plots import plot_interpolation
+    from ppvae import api
+    from ppvae.plotting.latents import plot_interpolation
 
     r = api.load(run, device=device)
     x, labels = r.load_data(data)

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import ppvae
 from ppvae.cli import cli
 from ppvae.errors import DataError, UsageError
-from ppvae.scoring import positives_from_labels, read_labels, roc_auc
+from ppvae.analysis.scoring import positives_from_labels, read_labels, roc_auc
 
 from conftest import FAST, embedded_digits
 
@@ -132,7 +132,7 @@ def test_scores_separate_noise_from_digits(tiny_run, mixed_npz):
 
 
 def test_latent_density_scores_rank_far_points_higher():
-    from ppvae.scoring import latent_density_scores
+    from ppvae.analysis.scoring import latent_density_scores
 
     train = np.random.default_rng(0).normal(size=(200, 2))
     points = np.array([[0.0, 0.0], [1.5, 0.0], [5.0, 5.0]])
@@ -346,7 +346,7 @@ def test_linear_probe_absent_without_labels(tiny_run, tmp_path):
 
 
 def test_linear_probe_api_matches_a_direct_fit(tiny_run):
-    from ppvae.metrics import linear_probe_accuracy
+    from ppvae.inference.metrics import linear_probe_accuracy
 
     run = ppvae.load(tiny_run)
     ds = run.dataset()
@@ -369,7 +369,7 @@ def test_numpyro_scores_latent_pca_and_probe(numpyro_run, tmp_path):
     ev = run.evaluate(num_samples=5)
     assert 0.0 <= ev["linear_probe_accuracy"] <= 1.0
     out = tmp_path / "latent.png"
-    from ppvae.latent_plots import plot_latent, project_2d
+    from ppvae.plotting.latents import plot_latent, project_2d
 
     points, axis_labels, note = project_2d(run.encode(x)[0])
     assert points.shape == (len(x), 2) and "PC 1" in axis_labels[0] and "3-D" in note

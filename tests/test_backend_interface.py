@@ -9,7 +9,7 @@ import pytest
 
 import ppvae
 from conftest import FAST
-from ppvae import registry
+from ppvae.spec import registry
 from ppvae.backends.base import Backend
 
 

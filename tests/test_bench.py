@@ -70,7 +70,7 @@ def test_the_hand_written_loop_computes_ppvaes_objective(estimator):
     from handwritten_torch import same_function_check
 
     from ppvae.backends.pyro import build_vae
-    from ppvae.config import ModelSpec
+    from ppvae.spec.config import ModelSpec
 
     torch.manual_seed(0)
     vae = build_vae(ModelSpec(latent_dim=20), (28, 28), dataset_size=8000, register_params=False)

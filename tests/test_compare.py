@@ -23,9 +23,10 @@ import pytest
 from click.testing import CliRunner
 
 import ppvae
-from ppvae import api, registry
+from ppvae import api
+from ppvae.spec import registry
 from ppvae.cli import cli
-from ppvae.compare import (METRICS_SHOWN, ComparisonResult, add_marks, aggregate, compare, mark_vs_best,
+from ppvae.analysis.compare import (METRICS_SHOWN, ComparisonResult, add_marks, aggregate, compare, mark_vs_best,
                            parse_seeds)
 from ppvae.errors import TrainingError
 
@@ -347,7 +348,7 @@ def test_real_process_error_and_lazy_imports(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["Error: unknown backend 'jax' in --backends; valid backends: "
                                                 + ", ".join(registry.BACKENDS)]
-    code = ("import sys, ppvae.compare, ppvae.cli\n"
+    code = ("import sys, ppvae.analysis.compare, ppvae.cli\n"
             "bad = [m for m in ('torch', 'jax', 'pyro', 'numpyro', 'matplotlib') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
@@ -358,7 +359,7 @@ def test_real_process_error_and_lazy_imports(tmp_path):
 
 def test_pyro_and_numpyro_side_by_side(tmp_path, digits_npy):
     if "numpyro" not in registry.BACKENDS:
-        pytest.skip("the numpyro backend is not registered in ppvae.registry.BACKENDS yet")
+        pytest.skip("the numpyro backend is not registered in ppvae.spec.registry.BACKENDS yet")
     pytest.importorskip("numpyro")
     out = tmp_path / "backends"
     # One estimator (iwae: the one whose K compare sets) keeps this quick: NumPyro compiles per run.

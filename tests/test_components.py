@@ -23,7 +23,7 @@ from ppvae.backends.numpyro import priors as np_priors  # noqa: E402
 from ppvae.backends.numpyro import trainer as np_trainer  # noqa: E402
 from ppvae.backends.pyro import priors as pt_priors  # noqa: E402
 from ppvae.backends.pyro import trainer as pt_trainer  # noqa: E402
-from ppvae.config import DataSpec, ModelSpec  # noqa: E402
+from ppvae.spec.config import DataSpec, ModelSpec  # noqa: E402
 from ppvae.data import load_dataset, prepare_new  # noqa: E402
 from ppvae.errors import DataError, UsageError  # noqa: E402
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import ppvae
 from ppvae.cli import cli
-from ppvae.config import Config, ModelSpec
+from ppvae.spec.config import Config, ModelSpec
 from ppvae.errors import DataError, UsageError
 
 from conftest import FAST, embedded_digits
@@ -289,7 +289,7 @@ def test_samples_follow_their_label(cond_run):
 
 
 def test_the_samples_picture_has_one_row_per_class(pyro_run):
-    from ppvae.pictures import samples_by_class
+    from ppvae.plotting.run_pictures import samples_by_class
 
     assert (pyro_run.path / "samples.png").is_file() and (pyro_run.path / "reconstructions.png").is_file()
     # The picture's rows: 7 samples (64 / 10, rounded up) of class 0, then of class 1, ...
@@ -370,7 +370,7 @@ def test_cli_label_on_an_unconditional_run_is_refused(tiny_run, tmp_path):
 
 
 def test_compare_trains_a_conditional_spec(tmp_path, digits_npy):
-    from ppvae.compare import compare
+    from ppvae.analysis.compare import compare
 
     overrides = {**COND, "data.source": str(digits_npy), "train.epochs": 1}
     result = compare(None, backends="pyro", elbos="meanfield", seeds="0", out=tmp_path / "cmp", overrides=overrides)

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import ppvae
-from ppvae import registry
-from ppvae.config import Config, DataSpec, ModelSpec, TrainSpec, parse_override
+from ppvae.spec import registry
+from ppvae.spec.config import Config, DataSpec, ModelSpec, TrainSpec, parse_override
 from ppvae.errors import UsageError
 
 from conftest import FAST
@@ -126,6 +126,6 @@ def test_linear_decoder_with_normal_likelihood_reports_exact_log_px(tmp_path, di
 
 
 def test_importing_ppvae_does_not_import_torch():
-    code = "import sys, ppvae, ppvae.cli, ppvae.config, ppvae.data; print('torch' in sys.modules)"
+    code = "import sys, ppvae, ppvae.cli, ppvae.spec.config, ppvae.data; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ppvae.data
-from ppvae.config import DataSpec
+from ppvae.spec.config import DataSpec
 from ppvae.data import (
     STANDARD_DATASETS,
     load_dataset,

@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 import ppvae
-from ppvae.checkpoints import load_arrays, save_arrays
+from ppvae.inference.checkpoints import load_arrays, save_arrays
 from ppvae.cli import cli
-from ppvae.diagnostics import diagnose
-from ppvae.diagnostics.arviz_io import read_netcdf
+from ppvae.analysis.diagnostics import diagnose
+from ppvae.analysis.diagnostics.arviz_io import read_netcdf
 
 from conftest import FAST
 

@@ -22,9 +22,10 @@ import jax.numpy as jnp  # noqa: E402
 from ppvae.backends import numpyro as npb  # noqa: E402
 from ppvae.backends.numpyro.evaluation import exact_log_px  # noqa: E402
 from ppvae.backends.numpyro.nets import MIN_SCALE  # noqa: E402
-from ppvae.config import ModelSpec  # noqa: E402
+from ppvae.spec.config import ModelSpec  # noqa: E402
 from ppvae.backends.numpyro.gaps import local_gaps  # noqa: E402
 from ppvae.backends.numpyro.reference import compare_to_q, nuts_reference  # noqa: E402
+from ppvae.analysis.diagnostics import arviz_io  # noqa: E402
 
 D, Z, SIGMA = 5, 2, 0.5
 # Tolerances in standard errors: with a handful of coordinates per check, a 4-sigma
@@ -101,7 +102,8 @@ def nuts_run():
     W, b = general_W()  # correlated posterior: NUTS must get the full (non-diagonal) Gaussian
     x = data(W, b)
     vae, params = ppca(W, b)
-    ref = nuts_reference(vae, params, x, num_chains=4, num_warmup=300, num_samples=300, seed=0)
+    ref = nuts_reference(vae, params, x, num_chains=4, num_warmup=300, num_samples=300, seed=0,
+                         convergence=arviz_io.rhat_ess)
     return W, b, x, ref
 
 

@@ -21,7 +21,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from ppvae.backends import pyro as pb
-from ppvae.config import ModelSpec
+from ppvae.spec.config import ModelSpec
 
 from conftest import FAST
 
@@ -469,8 +469,8 @@ def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy, monkeypatch):
 
 
 def test_compare_trains_dreg_rows_with_k_like_iwae_rows():
-    from ppvae.compare import DEFAULT_IWAE_PARTICLES, _row_config
-    from ppvae.config import Config
+    from ppvae.analysis.compare import DEFAULT_IWAE_PARTICLES, _row_config
+    from ppvae.spec.config import Config
 
     cfg, k = _row_config(Config(), "numpyro", "dreg")  # the spec's K is 1: IWAE's default K instead
     assert (cfg.train.elbo, cfg.train.backend, cfg.train.num_particles, k) == \

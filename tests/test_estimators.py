@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ppvae.config import Config, TrainSpec
+from ppvae.spec.config import Config, TrainSpec
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import ESTIMATORS, estimator, estimator_names, importance_weighted_names
 

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from pyro import poutine
 
 import ppvae
-from ppvae import registry
+from ppvae.spec import registry
 from ppvae.backends import pyro as pb
 from ppvae.backends.pyro import guides as pg
 from ppvae.cli import cli
-from ppvae.config import Config, ModelSpec, parse_override
+from ppvae.spec.config import Config, ModelSpec, parse_override
 from ppvae.errors import UsageError
 
 from conftest import FAST, embedded_digits
@@ -112,7 +112,7 @@ def test_a_flow_guide_run_resumes_to_the_same_parameters(tmp_path, digits128, ba
     whole = ppvae.fit(out=tmp_path / "whole", overrides=overrides, pictures=False)
     ppvae.fit(out=tmp_path / "part", overrides=overrides, stop_after_steps=2, pictures=False)
     resumed = ppvae.fit(resume=tmp_path / "part", pictures=False)
-    from ppvae.checkpoints import load_arrays
+    from ppvae.inference.checkpoints import load_arrays
 
     wa, meta = load_arrays(whole.path / "checkpoint.safetensors")
     wb, _ = load_arrays(resumed.path / "checkpoint.safetensors")

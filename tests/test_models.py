@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 import ppvae
-from ppvae import registry
+from ppvae.spec import registry
 from ppvae.cli import cli
-from ppvae.config import Config
+from ppvae.spec.config import Config
 from ppvae.errors import UsageError
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -184,7 +184,7 @@ def test_plugin_from_the_command_line_is_recorded_and_reloads_in_a_fresh_process
     # config.toml must load the recorded plug-in by themselves.
     code = textwrap.dedent(f"""
         import json, ppvae
-        from ppvae import registry
+        from ppvae.spec import registry
         before = "cli_plugin_prior" in registry.portable("prior")
         ev = ppvae.load({str(run)!r}).evaluate(num_samples=3)
         again = ppvae.fit({str(run / 'config.toml')!r}, out={str(tmp_path / 'again')!r}, pictures=False)
@@ -212,7 +212,7 @@ def test_plugin_named_in_a_spec_is_relative_to_the_spec(tmp_path, tiny_npz, monk
 
 
 def test_a_plugin_file_runs_once_and_reports_what_it_registered(tmp_path):
-    from ppvae.plugins import load_plugin, load_plugins, loaded_plugins
+    from ppvae.spec.plugins import load_plugin, load_plugins, loaded_plugins
 
     plugin = write_plugin(tmp_path, "once_prior")
     assert load_plugin(plugin) == [("prior", "once_prior", "portable")]

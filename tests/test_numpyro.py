@@ -16,10 +16,10 @@ import torch  # noqa: E402
 from numpyro import handlers  # noqa: E402
 
 import ppvae  # noqa: E402
-from ppvae import registry  # noqa: E402
+from ppvae.spec import registry  # noqa: E402
 from ppvae.backends import numpyro as npb  # noqa: E402
 from ppvae.backends import pyro as pb  # noqa: E402
-from ppvae.config import ModelSpec  # noqa: E402
+from ppvae.spec.config import ModelSpec  # noqa: E402
 
 from conftest import FAST  # noqa: E402
 

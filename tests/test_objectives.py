@@ -13,7 +13,7 @@ from pyro.infer import SVI, Importance, Predictive, Trace_ELBO, TraceMeanField_E
 
 from ppvae.backends.pyro import VAEObjective, build_vae, log_weights, terms
 from ppvae.backends.pyro.evaluation import exact_log_px, log_px_iwae
-from ppvae.config import ModelSpec
+from ppvae.spec.config import ModelSpec
 from ppvae.errors import UsageError
 
 N_DATA = 1000  # dataset size the plate scales to

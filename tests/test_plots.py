@@ -1,4 +1,4 @@
-"""Tests for ppvae.plots: valid PNGs, atomic writes, input checks, no global state."""
+"""Tests for ppvae.plotting: valid PNGs, atomic writes, input checks, no global state."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ppvae import plots
+from ppvae import plotting as plots
+from ppvae.plotting import style
 from ppvae.errors import DataError, UsageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -39,15 +40,18 @@ def only_files(folder: Path) -> set[str]:
 
 
 def capture_figure(monkeypatch):
-    """Make plots.save_figure record the figure (and still write it)."""
+    """Make save_figure record the figure (and still write it), in every picture module."""
+    from ppvae.plotting import curves, images, latents, scores, style
+
     seen = []
-    real = plots.save_figure
+    real = style.save_figure
 
     def fake(fig, path):
         seen.append(fig)
         return real(fig, path)
 
-    monkeypatch.setattr(plots, "save_figure", fake)
+    for module in (curves, images, latents, scores):
+        monkeypatch.setattr(module, "save_figure", fake)
     return seen
 
 
@@ -71,7 +75,7 @@ def fake_records(n: int, rng) -> list[dict]:
 def test_import_is_lazy_and_never_uses_pyplot_torch_or_jax(tmp_path):
     code = (
         "import sys, numpy as np\n"
-        "import ppvae.plots as p\n"
+        "import ppvae.plotting as p\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at import time'\n"
         f"p.image_grid(np.zeros((2, 4, 4)), {str(tmp_path / 'a.png')!r})\n"
         f"p.loss_curves([{{'epoch': 1, 'loss': 1.0}}], {str(tmp_path / 'b.png')!r})\n"
@@ -384,7 +388,7 @@ def test_save_figure_with_foreign_figure_and_suffix(tmp_path):
     fig.add_subplot().plot([0, 1], [1, 0])
     out = plots.save_figure(fig, str(tmp_path / "figure.dat"))
     assert out == tmp_path / "figure.dat"
-    assert read_png(out).shape[:2] == (2 * plots.DPI, 2 * plots.DPI)
+    assert read_png(out).shape[:2] == (2 * style.DPI, 2 * style.DPI)
     assert only_files(tmp_path) == {"figure.dat"}
 
 
@@ -405,7 +409,7 @@ def test_elbo_vs_time_one_line_per_series_with_bands(tmp_path, rng, monkeypatch)
     seen = capture_figure(monkeypatch)
     out = plots.elbo_vs_time(fake_series(rng), tmp_path / "cmp.png", title="held-out ELBO against time")
     pixels = read_png(out)
-    assert pixels.shape[1] == 8 * plots.DPI
+    assert pixels.shape[1] == 8 * style.DPI
     (fig,) = seen
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -457,7 +461,7 @@ def test_elbo_vs_time_bad_input_leaves_file_untouched(tmp_path, bad, words):
 
 
 def test_labelled_rows_and_side_by_side_write_pngs(tmp_path):
-    from ppvae.plots import labelled_rows, side_by_side
+    from ppvae.plotting import labelled_rows, side_by_side
 
     rng = np.random.default_rng(0)
     rows = {"data": rng.random((6, 8, 8)), "a much longer row label": rng.random((4, 8, 8))}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ppvae
-from ppvae import registry
+from ppvae.spec import registry
 from ppvae.errors import UsageError
 
 from conftest import FAST
@@ -66,7 +66,7 @@ def test_one_definition_trains_on_each_backend(tmp_path, digits_npy, backend):
     records = run.metrics()
     assert all(math.isfinite(r["heldout_elbo"]) for r in records)
     assert records[-1]["heldout_elbo"] > records[0]["heldout_elbo"] - 1.0
-    from ppvae.checkpoints import load_arrays
+    from ppvae.inference.checkpoints import load_arrays
 
     arrays, meta = load_arrays(run.path / "checkpoint.safetensors")
     if backend == "pyro":

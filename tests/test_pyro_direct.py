@@ -16,7 +16,7 @@ from pyro import poutine
 from ppvae.backends.pyro import build_vae, log_weights, terms
 from ppvae.backends.pyro import direct, objectives
 from ppvae.backends.pyro.model import VAE
-from ppvae.config import ModelSpec
+from ppvae.spec.config import ModelSpec
 
 N_DATA = 500  # the plate's dataset size: the data scale is N / B
 

@@ -16,13 +16,13 @@ from conftest import FAST, embedded_digits
 
 import ppvae
 from ppvae.cli import cli
-from ppvae.config import DataSpec
+from ppvae.spec.config import DataSpec
 from ppvae.data import load_dataset
 from ppvae.data.block_shuffle import BlockShuffle
 from ppvae.data.npy_rows import NpyRows
 from ppvae.data.prefetch import Prefetcher
 from ppvae.errors import UsageError
-from ppvae.metrics import evaluation_summary
+from ppvae.inference.metrics import evaluation_summary
 
 N = 300  # rows in the small .npy file: 240 train, 60 held out
 
@@ -281,7 +281,7 @@ class _FixedTrained:
 
 
 def test_chunked_evaluation_merges_to_the_whole_record(table_file):
-    from ppvae.chunked_evaluation import evaluate_in_chunks
+    from ppvae.inference.chunked_evaluation import evaluate_in_chunks
 
     ds = load_dataset(DataSpec(source=str(table_file), stream=True, binarize="none"), "normal", "real")
     trained = _FixedTrained()

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 import ppvae
 from ppvae.errors import CheckpointError
-from ppvae.schedules import beta_at
-from ppvae.config import TrainSpec
+from ppvae.inference.schedules import beta_at
+from ppvae.spec.config import TrainSpec
 
 from conftest import FAST
 

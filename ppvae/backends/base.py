@@ -1,7 +1,7 @@
 """The Backend interface: what the API needs from an inference backend, and nothing more.
 
 A backend is a package under ``ppvae.backends`` (loaded by name with
-:func:`ppvae.registry.load_backend`) whose top level provides the names below. The API
+:func:`ppvae.spec.registry.load_backend`) whose top level provides the names below. The API
 calls a backend only through this interface, so a third backend implements exactly this.
 This module imports no framework: the API may import it.
 """

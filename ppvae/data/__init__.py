@@ -4,14 +4,14 @@ numpy only (no torch or jax), so that every backend shares one data pipeline.
 
 Examples
 --------
->>> from ppvae.config import DataSpec
+>>> from ppvae.spec.config import DataSpec
 >>> from ppvae.data import load_dataset
 >>> ds = load_dataset(DataSpec(source="embedded"), "bernoulli", "unit_interval")  # doctest: +SKIP
 """
 
-from .arrays import read_array_file
-from .dataset import Dataset
-from .prepare import absolute_source, load_dataset, load_source, prepare_new
-from .standard import STANDARD_DATASETS
+from ppvae.data.arrays import read_array_file
+from ppvae.data.dataset import Dataset
+from ppvae.data.prepare import absolute_source, load_dataset, load_source, prepare_new
+from ppvae.data.standard import STANDARD_DATASETS
 
 __all__ = ["Dataset", "absolute_source", "load_dataset", "prepare_new", "load_source", "read_array_file", "STANDARD_DATASETS"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ppvae.errors import DataError
 
 __all__ = ["read_array_file", "check_array", "check_labels", "is_8bit_image", "SUPPORTED_SUFFIXES"]
 

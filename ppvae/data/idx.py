@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ppvae.errors import DataError
 
 __all__ = ["read_idx", "parse_idx"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ppvae.errors import DataError
 
 __all__ = ["NpyRows", "npy_header"]
 

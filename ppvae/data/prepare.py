@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataSpec
-from ..errors import DataError, UsageError
-from .arrays import check_array, is_8bit_image, read_array_file
-from .dataset import Dataset
-from .transform import (
+from ppvae.spec.config import DataSpec
+from ppvae.errors import DataError, UsageError
+from ppvae.data.arrays import check_array, is_8bit_image, read_array_file
+from ppvae.data.dataset import Dataset
+from ppvae.data.transform import (
     SUPPORTS,
     binarize_values,
     check_counts,
@@ -34,7 +34,7 @@ from .transform import (
     standardize_values,
     value_range,
 )
-from .standard import (
+from ppvae.data.standard import (
     RawData,
     is_idx_folder,
     load_embedded,
@@ -164,14 +164,14 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
 
     Examples
     --------
-    >>> from ppvae.config import DataSpec
+    >>> from ppvae.spec.config import DataSpec
     >>> ds = load_dataset(DataSpec(), "bernoulli", "unit_interval")  # doctest: +SKIP
     >>> ds.train.shape, ds.heldout.shape, ds.binarize  # doctest: +SKIP
     ((8000, 28, 28), (2000, 28, 28), 'dynamic')
     """
     check_support_name(support)
     likelihood = likelihood.lower()
-    from .streaming import load_streaming_dataset, wants_streaming  # loaded only when needed
+    from ppvae.data.streaming import load_streaming_dataset, wants_streaming  # loaded only when needed
 
     if wants_streaming(spec):
         return load_streaming_dataset(spec, likelihood, support)

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import DataError, UsageError
-from .idx import parse_idx, read_idx
+from ppvae.errors import DataError, UsageError
+from ppvae.data.idx import parse_idx, read_idx
 
 __all__ = [
     "save_embedded_sample",

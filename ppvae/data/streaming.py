@@ -22,12 +22,12 @@ from typing import Iterator
 
 import numpy as np
 
-from ..config import DataSpec
-from ..errors import DataError, UsageError
-from .arrays import is_8bit_image
-from .dataset import Dataset
-from .npy_rows import NpyRows, npy_header
-from .transform import (
+from ppvae.spec.config import DataSpec
+from ppvae.errors import DataError, UsageError
+from ppvae.data.arrays import is_8bit_image
+from ppvae.data.dataset import Dataset
+from ppvae.data.npy_rows import NpyRows, npy_header
+from ppvae.data.transform import (
     check_counts,
     check_support,
     check_unit,
@@ -298,7 +298,7 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     name = str(path)
     source = NpyRows(path)
     if len(source.shape) not in (2, 3, 4) or source.dtype.kind not in "biuf":
-        from .arrays import check_array
+        from ppvae.data.arrays import check_array
 
         check_array(np.zeros((1,) + source.shape[1:], source.dtype) if source.shape else np.zeros(()), name)
     if len(source) == 0 or 0 in source.row_shape:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import DataSpec
-from ..errors import DataError, UsageError
-from .standard import STANDARD_DATASETS
+from ppvae.spec.config import DataSpec
+from ppvae.errors import DataError, UsageError
+from ppvae.data.standard import STANDARD_DATASETS
 
 __all__ = [
     "standard_name",

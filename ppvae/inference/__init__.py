@@ -4,6 +4,6 @@ Backend-neutral (numpy and plain Python only): the table of estimators lives her
 the backends translate each entry into their framework.
 """
 
-from .estimators import ESTIMATORS, Estimator, estimator, estimator_names
+from ppvae.inference.estimators import ESTIMATORS, Estimator, estimator, estimator_names
 
 __all__ = ["ESTIMATORS", "Estimator", "estimator", "estimator_names"]

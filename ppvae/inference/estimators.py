@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
+from ppvae.errors import UsageError
 
 __all__ = ["Estimator", "ESTIMATORS", "estimator", "estimator_names", "importance_weighted_names", "help_text"]
 

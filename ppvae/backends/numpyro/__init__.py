@@ -5,14 +5,14 @@ optimization is optax's Adam; the whole epoch is one jit-compiled ``lax.scan``.
 Importing it registers the built-in components under the ``"numpyro"`` backend.
 """
 
-from . import components, guides, nets  # noqa: F401  (registration)
-from .convert import jax_view, params_from_torch
-from .gaps import local_gaps
-from .reference import compare_to_q, nuts_reference
-from .portable import adapt_portable
-from .model import VAE, build_vae, initial_params
-from .objectives import VAEObjective, log_weights, terms
-from .trained import TrainedVAE, fit, load
+from ppvae.backends.numpyro import components, guides, nets  # noqa: F401  (registration)
+from ppvae.backends.numpyro.convert import jax_view, params_from_torch
+from ppvae.backends.numpyro.gaps import local_gaps
+from ppvae.backends.numpyro.reference import compare_to_q, nuts_reference
+from ppvae.backends.numpyro.portable import adapt_portable
+from ppvae.backends.numpyro.model import VAE, build_vae, initial_params
+from ppvae.backends.numpyro.objectives import VAEObjective, log_weights, terms
+from ppvae.backends.numpyro.trained import TrainedVAE, fit, load
 
 #: The Backend interface (ppvae.backends.base): the spec's name and the packages a run records.
 NAME = "numpyro"

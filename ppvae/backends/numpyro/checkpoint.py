@@ -2,7 +2,7 @@
 
 Pytrees are stored leaf by leaf (``params.<i>``, ``optim.<i>``) with their key paths in the
 meta record; loading fills a freshly built pytree of the same structure, so shapes are
-checked and nothing is unpickled. See :mod:`ppvae.checkpoints` for the file format.
+checked and nothing is unpickled. See :mod:`ppvae.inference.checkpoints` for the file format.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ...checkpoints import FILENAME, load_arrays, save_arrays
-from ...errors import CheckpointError
+from ppvae.inference.checkpoints import FILENAME, load_arrays, save_arrays
+from ppvae.errors import CheckpointError
 
 __all__ = ["FILENAME", "save", "load"]
 

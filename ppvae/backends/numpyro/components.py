@@ -7,8 +7,8 @@ has and NumPyro lacks, so both backends compute the same analytic-KL ELBO.
 
 from __future__ import annotations
 
-from . import kl  # noqa: F401  (KL rules)
-from .likelihoods import (  # noqa: F401  (registration)
+from ppvae.backends.numpyro import kl  # noqa: F401  (KL rules)
+from ppvae.backends.numpyro.likelihoods import (  # noqa: F401  (registration)
     SCALE_MODES,
     BernoulliLikelihood,
     BetaLikelihood,
@@ -21,7 +21,7 @@ from .likelihoods import (  # noqa: F401  (registration)
     PoissonLikelihood,
     ZINBLikelihood,
 )
-from .priors import (  # noqa: F401  (registration)
+from ppvae.backends.numpyro.priors import (  # noqa: F401  (registration)
     LaplacePrior,
     MixturePrior,
     NormalPrior,

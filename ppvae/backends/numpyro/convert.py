@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...errors import CheckpointError
-from .model import VAE, initial_params
+from ppvae.errors import CheckpointError
+from ppvae.backends.numpyro.model import VAE, initial_params
 
 
 # NumPyro part name -> attribute of the Pyro VAE, where they differ: the Pyro VAE's
@@ -80,7 +80,7 @@ def jax_view(cfg, event_shape, trained) -> tuple[VAE, dict]:
     """
     if getattr(trained, "backend", None) == "numpyro":
         return trained.vae, trained.params
-    from .model import build_vae
+    from ppvae.backends.numpyro.model import build_vae
 
     vae = build_vae(cfg.model, tuple(event_shape), jax.random.PRNGKey(0))
     return vae, params_from_torch(vae, trained.state_arrays())

@@ -14,10 +14,10 @@ import numpy as np
 from numpyro import handlers
 from numpyro.distributions.kl import kl_divergence
 
-from .guides import is_diagonal, location, sample_with_log_prob
-from .model import VAE
-from .priors import prior_distribution
-from .objectives import log_weights
+from ppvae.backends.numpyro.guides import is_diagonal, location, sample_with_log_prob
+from ppvae.backends.numpyro.model import VAE
+from ppvae.backends.numpyro.priors import prior_distribution
+from ppvae.backends.numpyro.objectives import log_weights
 
 # Bound on the largest per-chunk tensor (chunk, batch, features), as in the Pyro backend.
 MAX_ELEMENTS = 2**20
@@ -101,8 +101,8 @@ class Evaluator:
 
 def exact_log_px(vae: VAE, params, x, y=None) -> np.ndarray | None:
     """Exact log p(x) (log p(x|y) when conditional) for the linear-Gaussian model, else ``None``."""
-    from .components import NormalLikelihood, NormalPrior
-    from .nets import LinearDecoder
+    from ppvae.backends.numpyro.components import NormalLikelihood, NormalPrior
+    from ppvae.backends.numpyro.nets import LinearDecoder
 
     m = vae.with_params(params)
     if not (isinstance(m["decoder"], LinearDecoder) and isinstance(m["likelihood"], NormalLikelihood)

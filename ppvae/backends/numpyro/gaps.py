@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .evaluation import MAX_ELEMENTS
-from .guides import require_diagonal
-from .priors import prior_distribution
+from ppvae.backends.numpyro.evaluation import MAX_ELEMENTS
+from ppvae.backends.numpyro.guides import require_diagonal
+from ppvae.backends.numpyro.priors import prior_distribution
 
 __all__ = ["local_gaps"]
 

@@ -28,10 +28,10 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions.flows import InverseAutoregressiveTransform
 
-from ...guides import fullrank_outputs, iaf_permutation, iaf_settings, lowrank_outputs, missing_extra
-from ... import registry
-from ...errors import UsageError
-from ...registry import register
+from ppvae.model.guides import fullrank_outputs, iaf_permutation, iaf_settings, lowrank_outputs, missing_extra
+from ppvae.spec import registry
+from ppvae.errors import UsageError
+from ppvae.spec.registry import register
 
 BACKEND = "numpyro"
 

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from ...registry import register
-from .. import settings
+from ppvae.spec.registry import register
+from ppvae.model import settings
 
 __all__ = ["Likelihood", "BernoulliLikelihood", "ContinuousBernoulliLikelihood", "NormalLikelihood",
            "LaplaceLikelihood", "BetaLikelihood", "CategoricalLikelihood", "PoissonLikelihood",

@@ -16,15 +16,15 @@ from numpyro import handlers
 from numpyro.contrib.module import eqx_module
 from numpyro.primitives import Messenger
 
-from ... import registry
-from ...conditioning import conditional_classes, conditional_encoder
-from ...config import ModelSpec
-from ...errors import UsageError
-from ...guides import encoder_structural, plan_guide
-from .conditioning import append_label, attach_label, one_hot
-from .guides import DiagonalGuide
-from .priors import prior_distribution, uses_encoder
-from ..settings import prior_arguments
+from ppvae.spec import registry
+from ppvae.model.conditioning import conditional_classes, conditional_encoder
+from ppvae.spec.config import ModelSpec
+from ppvae.errors import UsageError
+from ppvae.spec.plan import encoder_structural, plan_guide
+from ppvae.backends.numpyro.conditioning import append_label, attach_label, one_hot
+from ppvae.backends.numpyro.guides import DiagonalGuide
+from ppvae.backends.numpyro.priors import prior_distribution, uses_encoder
+from ppvae.model.settings import prior_arguments
 
 BACKEND = "numpyro"
 PARTS = ("prior", "likelihood", "encoder", "decoder")
@@ -68,7 +68,7 @@ class VAE:
         ``C > 0``: a conditional VAE; ``model`` and ``guide`` require integer labels ``y``
         and the networks receive ``one_hot(y)`` (see the Pyro backend's VAE). ``0``: unconditional.
     label_layout : {"flat", "channels"}
-        How the label is attached to x for the encoder (see :mod:`ppvae.conditioning`).
+        How the label is attached to x for the encoder (see :mod:`ppvae.model.conditioning`).
     guide_family : equinox.Module, optional
         The family of q(z|x) (registry kind ``"guide"``), called with the encoder's outputs
         ``(loc, scale[, extra])``; default the diagonal Normal. Its part name is

@@ -15,9 +15,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ...errors import unknown_name
-from ...registry import register
-from ..shapes import deconv_filters, hidden_list, image_shape
+from ppvae.errors import unknown_name
+from ppvae.spec.registry import register
+from ppvae.model.shapes import deconv_filters, hidden_list, image_shape
 
 BACKEND = "numpyro"
 

@@ -27,8 +27,8 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.infer.elbo import ELBO
 from numpyro.primitives import Messenger
 
-from ...errors import UsageError
-from ...inference import estimators
+from ppvae.errors import UsageError
+from ppvae.inference import estimators
 
 
 

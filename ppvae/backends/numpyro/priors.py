@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from ...registry import register
-from .. import settings
+from ppvae.spec.registry import register
+from ppvae.model import settings
 
 __all__ = ["NormalPrior", "LaplacePrior", "StudentTPrior", "MixturePrior", "VampPrior",
            "prior_distribution", "uses_encoder"]

@@ -3,7 +3,8 @@
 The amortized encoder q(z|x) is only an approximation; to judge it we need samples from
 the exact posterior of the trained decoder. :func:`nuts_reference` draws them with
 NumPyro's NUTS, running several chains started around the encoder's guess so that R-hat
-and ESS (from :func:`ppvae.diagnostics.arviz_io.rhat_ess`) say whether the chains agree.
+and ESS (computed by the ``convergence`` function the caller passes; ``ppvae diagnose`` passes
+ArviZ's, :func:`ppvae.analysis.diagnostics.arviz_io.rhat_ess`) say whether the chains agree.
 :func:`compare_to_q` then sets the encoder's loc and scale beside the NUTS moments.
 
 A Pyro run is first converted to the NumPyro form (``vae``, ``params``) elsewhere; this
@@ -13,6 +14,7 @@ module only ever sees a NumPyro-backend :class:`~ppvae.backends.numpyro.model.VA
 from __future__ import annotations
 
 import copy
+from typing import Callable
 import time
 
 import jax
@@ -22,8 +24,7 @@ from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 
-from ...diagnostics import arviz_io
-from .priors import prior_distribution
+from ppvae.backends.numpyro.priors import prior_distribution
 
 __all__ = ["compare_to_q", "nuts_reference"]
 
@@ -44,7 +45,7 @@ def _frozen_model(vae, params):
 
 def nuts_reference(vae, params, x, *, num_chains: int = 4, num_warmup: int = 500, num_samples: int = 500,
                    seed: int = 0, progress: bool = False, chain_method: str = "vectorized",
-                   init_spread: float = 1.0) -> dict:
+                   init_spread: float = 1.0, convergence: Callable[[np.ndarray], dict] | None = None) -> dict:
     """Sample p(z | x_i) for every point by NUTS, the decoder, prior and likelihood frozen.
 
     The n points share one NUTS run over the (n, Z) latent array: the model puts them in a
@@ -79,12 +80,16 @@ def nuts_reference(vae, params, x, *, num_chains: int = 4, num_warmup: int = 500
         (5 points, Z = 20) the two tied (22 s against 23 s, ~10 s of it sampling).
     init_spread : float, default 1.0
         Width of the initial dispersion, in units of the encoder's scale.
+    convergence : callable, optional
+        Maps the draws (chains, draws, n, Z) to ``{"rhat", "ess_bulk", "ess_tail"}``, each
+        (n, Z). The backend does not compute them itself: R-hat and ESS are ArviZ's job, and
+        the ArviZ boundary lives in the analysis layer above the backends.
 
     Returns
     -------
     dict
         ``"z"``: draws, shape (chains, draws, n, Z), float64; ``"rhat"``, ``"ess_bulk"``,
-        ``"ess_tail"``: shape (n, Z); ``"divergences"``: number of divergent transitions
+        ``"ess_tail"``: shape (n, Z), present when ``convergence`` is given; ``"divergences"``: number of divergent transitions
         after warm-up (all chains); ``"seconds"``: wall time of the run, compilation
         included; ``"init"``: the chains' starting points (chains, n, Z).
     """
@@ -108,10 +113,12 @@ def nuts_reference(vae, params, x, *, num_chains: int = 4, num_warmup: int = 500
     z = np.asarray(jax.block_until_ready(z), dtype=np.float64)
     seconds = time.perf_counter() - start
     diverging = np.asarray(mcmc.get_extra_fields()["diverging"])
-    stats = arviz_io.rhat_ess(z)
-    return {"z": z, "rhat": stats["rhat"], "ess_bulk": stats["ess_bulk"], "ess_tail": stats["ess_tail"],
-            "divergences": int(diverging.sum()), "seconds": float(seconds),
-            "init": np.asarray(z0, dtype=np.float64)}
+    found = {"z": z, "divergences": int(diverging.sum()), "seconds": float(seconds),
+             "init": np.asarray(z0, dtype=np.float64)}
+    if convergence is not None:
+        stats = convergence(z)
+        found.update(rhat=stats["rhat"], ess_bulk=stats["ess_bulk"], ess_tail=stats["ess_tail"])
+    return found
 
 
 def compare_to_q(z_ref, loc, scale) -> dict:

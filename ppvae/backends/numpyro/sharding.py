@@ -22,7 +22,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ...errors import UsageError
+from ppvae.errors import UsageError
 
 __all__ = ["AXIS", "DataParallel", "data_parallel"]
 

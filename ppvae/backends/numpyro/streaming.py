@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...data.block_shuffle import BlockShuffle
-from ...data.prefetch import Prefetcher
-from ...data.streaming import EPOCH_HELDOUT_ROWS, WINDOW_BLOCKS
-from ...schedules import beta_at
-from .trainer import Trainer
+from ppvae.data.block_shuffle import BlockShuffle
+from ppvae.data.prefetch import Prefetcher
+from ppvae.data.streaming import EPOCH_HELDOUT_ROWS, WINDOW_BLOCKS
+from ppvae.inference.schedules import beta_at
+from ppvae.backends.numpyro.trainer import Trainer
 
 __all__ = ["StreamingTrainer"]
 

@@ -10,17 +10,17 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
-from ...conditioning import require_labels
-from ...config import Config
-from ...data import Dataset
-from ...metrics import evaluation_summary
-from ...training import fingerprint
-from . import checkpoint
-from .evaluation import Evaluator, exact_log_px
-from .guides import sample_with_log_prob
-from .model import VAE, build_vae, initial_params
-from .priors import prior_distribution
-from .trainer import Trainer, resolve_device
+from ppvae.model.conditioning import require_labels
+from ppvae.spec.config import Config
+from ppvae.data import Dataset
+from ppvae.inference.metrics import evaluation_summary
+from ppvae.inference.training import fingerprint
+from ppvae.backends.numpyro import checkpoint
+from ppvae.backends.numpyro.evaluation import Evaluator, exact_log_px
+from ppvae.backends.numpyro.guides import sample_with_log_prob
+from ppvae.backends.numpyro.model import VAE, build_vae, initial_params
+from ppvae.backends.numpyro.priors import prior_distribution
+from ppvae.backends.numpyro.trainer import Trainer, resolve_device
 
 BATCH = 1000
 
@@ -155,7 +155,7 @@ def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, p
     """Train (or continue training) and return ``(TrainedVAE, records)``."""
     trainer_class = Trainer
     if dataset.streaming:  # data.stream: batches read from the file (.streaming)
-        from .streaming import StreamingTrainer as trainer_class
+        from ppvae.backends.numpyro.streaming import StreamingTrainer as trainer_class
     trainer = trainer_class(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
     if resume:
         trainer.resume()

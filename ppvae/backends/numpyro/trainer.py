@@ -25,18 +25,18 @@ import numpy as np
 import optax
 from numpyro import handlers
 
-from ...conditioning import device_labels
-from ...config import Config
-from ...data import Dataset
-from ...errors import TrainingError, UsageError
-from ...schedules import beta_at
-from ...training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
+from ppvae.model.conditioning import device_labels
+from ppvae.spec.config import Config
+from ppvae.data import Dataset
+from ppvae.errors import TrainingError, UsageError
+from ppvae.inference.schedules import beta_at
+from ppvae.inference.training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
                          interrupted_message, progress_bar)
-from . import checkpoint
-from .evaluation import Evaluator
-from .model import build_vae, initial_params
-from .objectives import LossKeys, loss_keys, terms
-from .sharding import data_parallel
+from ppvae.backends.numpyro import checkpoint
+from ppvae.backends.numpyro.evaluation import Evaluator
+from ppvae.backends.numpyro.model import build_vae, initial_params
+from ppvae.backends.numpyro.objectives import LossKeys, loss_keys, terms
+from ppvae.backends.numpyro.sharding import data_parallel
 
 
 def resolve_device(name: str):

@@ -3,11 +3,11 @@
 Importing it registers the built-in components under the ``"pyro"`` backend.
 """
 
-from . import components, guides, nets  # noqa: F401  (registration)
-from .portable import adapt_portable
-from .model import VAE, build_vae
-from .objectives import VAEObjective, log_weights, terms
-from .trained import TrainedVAE, fit, load
+from ppvae.backends.pyro import components, guides, nets  # noqa: F401  (registration)
+from ppvae.backends.pyro.portable import adapt_portable
+from ppvae.backends.pyro.model import VAE, build_vae
+from ppvae.backends.pyro.objectives import VAEObjective, log_weights, terms
+from ppvae.backends.pyro.trained import TrainedVAE, fit, load
 
 #: The Backend interface (ppvae.backends.base): the spec's name and the packages a run records.
 NAME = "pyro"

@@ -2,7 +2,7 @@
 
 Weights (``model.*``), Adam state (``optim.<param>.<key>``) and RNG states (``rng.*``)
 become arrays; the optimizer's hyper-parameters travel in the JSON meta record. See
-:mod:`ppvae.checkpoints` for the file format and its safety.
+:mod:`ppvae.inference.checkpoints` for the file format and its safety.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ...checkpoints import FILENAME, load_arrays, save_arrays
+from ppvae.inference.checkpoints import FILENAME, load_arrays, save_arrays
 
 __all__ = ["FILENAME", "save", "load", "restore_rng", "describe_mismatch"]
 

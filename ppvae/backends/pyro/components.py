@@ -10,7 +10,7 @@ produce and its ``support`` tells the data checks which values are valid.
 
 from __future__ import annotations
 
-from .likelihoods import (  # noqa: F401  (registration)
+from ppvae.backends.pyro.likelihoods import (  # noqa: F401  (registration)
     SCALE_MODES,
     BernoulliLikelihood,
     BetaLikelihood,
@@ -23,7 +23,7 @@ from .likelihoods import (  # noqa: F401  (registration)
     PoissonLikelihood,
     ZINBLikelihood,
 )
-from .priors import (  # noqa: F401  (registration)
+from ppvae.backends.pyro.priors import (  # noqa: F401  (registration)
     LaplacePrior,
     MixturePrior,
     NormalPrior,

@@ -1,7 +1,7 @@
 """Attaching a class label to the encoder's and the decoder's inputs (PyTorch).
 
 The networks stay unconditional; a conditional VAE feeds them enlarged inputs built here.
-See :mod:`ppvae.conditioning` for the two layouts and why ``"flat"`` is preferred.
+See :mod:`ppvae.model.conditioning` for the two layouts and why ``"flat"`` is preferred.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.poutine.runtime import _PYRO_STACK
 
-from .model import VAE
-from .priors import prior_distribution
+from ppvae.backends.pyro.model import VAE
+from ppvae.backends.pyro.priors import prior_distribution
 
 __all__ = ["direct_traces"]
 

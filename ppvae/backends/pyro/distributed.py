@@ -44,8 +44,8 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ...errors import TrainingError, UsageError
-from .objectives import Terms, terms
+from ppvae.errors import TrainingError, UsageError
+from ppvae.backends.pyro.objectives import Terms, terms
 
 __all__ = ["Distributed", "env_world", "seed_for_rank", "PEER_LOST"]
 

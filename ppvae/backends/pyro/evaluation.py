@@ -12,10 +12,10 @@ import math
 import torch
 from pyro.distributions.kl import kl_divergence
 
-from .guides import is_diagonal, location
-from .model import VAE
-from .objectives import log_weights
-from .priors import prior_distribution
+from ppvae.backends.pyro.guides import is_diagonal, location
+from ppvae.backends.pyro.model import VAE
+from ppvae.backends.pyro.objectives import log_weights
+from ppvae.backends.pyro.priors import prior_distribution
 
 # Upper bound on the elements of the largest per-chunk tensor, (chunk, batch, features):
 # 2**20 float32 values are 4 MiB: small chunks stay in cache and beat large ones on CPU.
@@ -104,8 +104,8 @@ def exact_log_px(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> to
     x ~ N(W m + b, W diag(s^2) W^T + diag(sigma^2)). A conditional model's decoder is
     ``W z + V one_hot(y) + b``: log p(x|y) has the mean shifted by ``V one_hot(y)``.
     """
-    from .components import NormalLikelihood, NormalPrior
-    from .nets import LinearDecoder
+    from ppvae.backends.pyro.components import NormalLikelihood, NormalPrior
+    from ppvae.backends.pyro.nets import LinearDecoder
 
     if not (isinstance(vae.decoder, LinearDecoder) and isinstance(vae.likelihood, NormalLikelihood)
             and isinstance(vae.prior, NormalPrior)):

@@ -6,7 +6,7 @@ and ``scale`` (shape ``(..., latent_dim)``) are the encoder's diagonal Normal; `
 (shape ``(..., n)``, or ``None``) holds the ``n = family.extra_outputs(latent_dim,
 **settings)`` further values per datapoint the family asked the encoder for. The
 returned distribution has event shape ``(latent_dim,)`` and draws reparameterized samples.
-See :mod:`ppvae.guides` for the families and their settings.
+See :mod:`ppvae.model.guides` for the families and their settings.
 
 Examples
 --------
@@ -25,8 +25,8 @@ from pyro.distributions import transforms as T
 from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
-from ...guides import fullrank_outputs, iaf_permutation, iaf_settings, lowrank_outputs, missing_extra
-from ...registry import register
+from ppvae.model.guides import fullrank_outputs, iaf_permutation, iaf_settings, lowrank_outputs, missing_extra
+from ppvae.spec.registry import register
 
 BACKEND = "pyro"
 

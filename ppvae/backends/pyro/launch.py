@@ -29,8 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
-from ...errors import UsageError
-from .distributed import PEER_LOST
+from ppvae.errors import UsageError
+from ppvae.backends.pyro.distributed import PEER_LOST
 
 __all__ = ["check_processes", "launch_fit"]
 
@@ -141,8 +141,8 @@ def _lines(text: str) -> list[str]:
 
 
 def _checkpoint_note(run_dir: Path, num_processes: int) -> str:
-    from ...checkpoints import load_arrays
-    from .checkpoint import FILENAME
+    from ppvae.inference.checkpoints import load_arrays
+    from ppvae.backends.pyro.checkpoint import FILENAME
 
     path = Path(run_dir) / FILENAME
     if not path.is_file():

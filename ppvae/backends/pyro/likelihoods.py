@@ -19,8 +19,8 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from ...registry import register
-from .. import settings
+from ppvae.spec.registry import register
+from ppvae.model import settings
 
 __all__ = ["Likelihood", "BernoulliLikelihood", "ContinuousBernoulliLikelihood", "NormalLikelihood",
            "LaplaceLikelihood", "BetaLikelihood", "CategoricalLikelihood", "PoissonLikelihood",

@@ -18,15 +18,15 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ...conditioning import conditional_classes, conditional_encoder
-from ...config import ModelSpec
-from ...errors import UsageError
-from ...guides import encoder_structural, plan_guide
-from ... import registry
-from .conditioning import append_label, attach_label, one_hot
-from .guides import DiagonalGuide
-from .priors import prior_distribution, uses_encoder
-from ..settings import prior_arguments
+from ppvae.model.conditioning import conditional_classes, conditional_encoder
+from ppvae.spec.config import ModelSpec
+from ppvae.errors import UsageError
+from ppvae.spec.plan import encoder_structural, plan_guide
+from ppvae.spec import registry
+from ppvae.backends.pyro.conditioning import append_label, attach_label, one_hot
+from ppvae.backends.pyro.guides import DiagonalGuide
+from ppvae.backends.pyro.priors import prior_distribution, uses_encoder
+from ppvae.model.settings import prior_arguments
 
 BACKEND = "pyro"
 
@@ -37,7 +37,7 @@ class VAE(nn.Module):
     Parameters
     ----------
     prior, likelihood, encoder, decoder : torch.nn.Module
-        Components (see :mod:`ppvae.registry`).
+        Components (see :mod:`ppvae.spec.registry`).
     event_shape : tuple of int
         Shape of one datapoint.
     latent_dim : int
@@ -55,7 +55,7 @@ class VAE(nn.Module):
         then require integer labels ``y`` and the encoder and decoder receive ``one_hot(y)``
         (built for the enlarged inputs by :func:`build_vae`). ``0``: unconditional.
     label_layout : {"flat", "channels"}
-        How the label is attached to x for the encoder (see :mod:`ppvae.conditioning`).
+        How the label is attached to x for the encoder (see :mod:`ppvae.model.conditioning`).
     guide_family : torch.nn.Module, optional
         The family of q(z|x) (registry kind ``"guide"``): called with the encoder's
         outputs ``(loc, scale[, extra])``, it returns the distribution of z. Defaults to
@@ -65,7 +65,7 @@ class VAE(nn.Module):
     --------
     >>> import pyro, torch
     >>> from pyro.infer import SVI, Trace_ELBO
-    >>> from ppvae.config import ModelSpec
+    >>> from ppvae.spec.config import ModelSpec
     >>> vae = build_vae(ModelSpec(latent_dim=2), event_shape=(4,), support_check=False)
     >>> svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     >>> loss = svi.step(torch.rand(8, 4).round())
@@ -188,7 +188,7 @@ class VAE(nn.Module):
 
 def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
               register_params: bool = True, support_check: bool = True) -> VAE:
-    """Build a :class:`VAE` from a :class:`~ppvae.config.ModelSpec`.
+    """Build a :class:`VAE` from a :class:`~ppvae.spec.config.ModelSpec`.
 
     Component names and settings are validated against the registry; unknown ones raise
     :class:`~ppvae.errors.UsageError` listing the valid choices. A conditional spec

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...errors import unknown_name
-from ...registry import register
-from ..shapes import deconv_filters, hidden_list, image_shape
+from ppvae.errors import unknown_name
+from ppvae.spec.registry import register
+from ppvae.model.shapes import deconv_filters, hidden_list, image_shape
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,

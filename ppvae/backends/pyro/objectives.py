@@ -38,9 +38,9 @@ from pyro.distributions.kl import kl_divergence
 from pyro.infer import ELBO
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
-from ...errors import UsageError
-from ...inference import estimators
-from .direct import direct_traces
+from ppvae.errors import UsageError
+from ppvae.inference import estimators
+from ppvae.backends.pyro.direct import direct_traces
 
 __all__ = ["Terms", "terms", "log_weights", "VAEObjective"]
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...registry import register
-from .. import settings
+from ppvae.spec.registry import register
+from ppvae.model import settings
 
 __all__ = ["NormalPrior", "LaplacePrior", "StudentTPrior", "MixturePrior", "VampPrior",
            "prior_distribution", "uses_encoder"]

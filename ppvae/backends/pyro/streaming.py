@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from ...data.block_shuffle import BlockShuffle
-from ...data.prefetch import Prefetcher
-from ...data.streaming import EPOCH_HELDOUT_ROWS, WINDOW_BLOCKS
-from ...errors import UsageError
-from .trainer import Trainer
+from ppvae.data.block_shuffle import BlockShuffle
+from ppvae.data.prefetch import Prefetcher
+from ppvae.data.streaming import EPOCH_HELDOUT_ROWS, WINDOW_BLOCKS
+from ppvae.errors import UsageError
+from ppvae.backends.pyro.trainer import Trainer
 
 __all__ = ["StreamingTrainer"]
 

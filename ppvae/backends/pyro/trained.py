@@ -8,17 +8,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ...conditioning import require_labels
-from ...config import Config
-from ...data import Dataset
-from ...errors import CheckpointError
-from ...metrics import evaluation_summary
-from . import checkpoint
-from .evaluation import elbo_terms, exact_log_px, log_px_iwae
-from .model import VAE, build_vae
-from .priors import prior_distribution
-from ...training import fingerprint
-from .trainer import Trainer, resolve_device
+from ppvae.model.conditioning import require_labels
+from ppvae.spec.config import Config
+from ppvae.data import Dataset
+from ppvae.errors import CheckpointError
+from ppvae.inference.metrics import evaluation_summary
+from ppvae.backends.pyro import checkpoint
+from ppvae.backends.pyro.evaluation import elbo_terms, exact_log_px, log_px_iwae
+from ppvae.backends.pyro.model import VAE, build_vae
+from ppvae.backends.pyro.priors import prior_distribution
+from ppvae.inference.training import fingerprint
+from ppvae.backends.pyro.trainer import Trainer, resolve_device
 
 # Points per forward pass when mapping numpy arrays through the networks.
 BATCH = 1000
@@ -190,7 +190,7 @@ def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, p
     """
     trainer_class = Trainer
     if dataset.streaming:  # data.stream: batches read from the file (.streaming)
-        from .streaming import StreamingTrainer as trainer_class
+        from ppvae.backends.pyro.streaming import StreamingTrainer as trainer_class
     trainer = trainer_class(cfg, dataset, run_dir, progress=progress, on_epoch=on_epoch)
     if resume:
         trainer.resume()

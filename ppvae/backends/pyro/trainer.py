@@ -23,18 +23,18 @@ import numpy as np
 import pyro
 import torch
 
-from ...conditioning import device_labels
-from ...config import Config
-from ...data import Dataset
-from ...errors import TrainingError, UsageError
-from ...schedules import beta_at
-from ...training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
+from ppvae.model.conditioning import device_labels
+from ppvae.spec.config import Config
+from ppvae.data import Dataset
+from ppvae.errors import TrainingError, UsageError
+from ppvae.inference.schedules import beta_at
+from ppvae.inference.training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
                          interrupted_message, progress_bar)
-from . import checkpoint
-from .distributed import Distributed
-from .evaluation import elbo_terms
-from .model import VAE, build_vae
-from .objectives import terms
+from ppvae.backends.pyro import checkpoint
+from ppvae.backends.pyro.distributed import Distributed
+from ppvae.backends.pyro.evaluation import elbo_terms
+from ppvae.backends.pyro.model import VAE, build_vae
+from ppvae.backends.pyro.objectives import terms
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,15 @@ compatibility behave the same whatever the backend.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import signal
 import threading
 from dataclasses import dataclass, field
 
-from .config import Config
-from .errors import TrainingError
+if TYPE_CHECKING:  # annotations only: the inference layer sits below the spec
+    from ppvae.spec.config import Config
+from ppvae.errors import TrainingError
 
 __all__ = ["TrainState", "SignalCatcher", "Interrupted", "progress_bar", "fingerprint",
            "HELDOUT_NOISE_SEED", "interrupted_message"]

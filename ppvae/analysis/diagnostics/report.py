@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_text
+from ppvae.runs.atomic import atomic_write_text
 
 __all__ = ["write_report", "psis_verdict", "gap_verdict"]
 
@@ -42,7 +42,7 @@ def _fmt(v, digits=3) -> str:
 
 
 def write_report(path: str | Path, numbers: dict, files: dict[str, str]) -> Path:
-    """Write ``report.md`` from the numbers of :func:`ppvae.diagnostics.diagnose`."""
+    """Write ``report.md`` from the numbers of :func:`ppvae.analysis.diagnostics.diagnose`."""
     psis, col = numbers["psis"], numbers["collapse"]
     lines = [
         "# How good is q(z|x)?",

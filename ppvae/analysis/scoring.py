@@ -41,9 +41,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .data.arrays import check_labels
-from .errors import DataError, UsageError
-from .io import atomic_write_text
+from ppvae.data.arrays import check_labels
+from ppvae.errors import DataError, UsageError
+from ppvae.runs.atomic import atomic_write_text
 
 __all__ = ["SCORES", "LATENT_COMPONENTS", "score_points", "latent_density_scores", "positives_from_labels",
            "roc_auc", "read_labels", "write_scores_csv", "picture_path", "ScoreReport", "score_data"]
@@ -354,7 +354,7 @@ def score_data(run, x: np.ndarray, *, labels: np.ndarray | None = None, anomalou
     if out is not None:
         report.csv = write_scores_csv(out, scores, labels, positives)
         if positives is not None:
-            from .score_plots import score_histograms
+            from ppvae.plotting.scores import score_histograms
 
             if class_names is None:
                 if anomalous:

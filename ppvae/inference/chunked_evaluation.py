@@ -50,12 +50,12 @@ def evaluate_in_chunks(trained, rows, *, num_samples: int, seed: int, is_image: 
         Chunk ``i`` draws with ``seed + i``.
     threshold : float
         Variance of a latent mean over points above which its dimension counts as active
-        (:func:`ppvae.metrics.active_units`).
+        (:func:`ppvae.inference.metrics.active_units`).
 
     Returns
     -------
     dict
-        The keys of :func:`ppvae.metrics.evaluation_summary`, plus ``chunks``.
+        The keys of :func:`ppvae.inference.metrics.evaluation_summary`, plus ``chunks``.
     """
     weighted: dict[str, float] = {}
     log_px, loc = _Moments(), _Moments()

@@ -28,10 +28,11 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .backends.base import Backend
-from .errors import BackendUnavailableError, UsageError, unknown_name
+if TYPE_CHECKING:  # the registry names backends by module path and imports them on demand
+    from ppvae.backends.base import Backend
+from ppvae.errors import BackendUnavailableError, UsageError, unknown_name
 
 __all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
            "resolve_options", "load_backend", "registration_count", "registered_since", "portable"]
@@ -125,7 +126,7 @@ def register(kind: str, name: str, *, backend: str | None = None, description: s
         raise UsageError(f"component names are lowercase, got {name!r}")
 
     def decorator(factory):
-        from .portable import is_portable
+        from ppvae.model.portable import is_portable
 
         if backend is None and not (is_portable(factory) and kind in ("prior", "likelihood")):
             raise UsageError(

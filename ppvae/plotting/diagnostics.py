@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..plots import new_figure, save_figure
+from ppvae.plotting.style import new_figure, save_figure
 
 __all__ = ["khat_plot", "kl_per_dim_plot", "gaps_plot", "pair_overlay"]
 

@@ -14,8 +14,8 @@ A family that needs more than loc and scale per datapoint (``F``, ``L``, the flo
 context) says how many values through its class method ``extra_outputs(latent_dim,
 **settings)``; the model builder then builds the encoder with ``extra_outputs=n`` and the
 encoder returns ``(loc, scale, extra)``, ``extra`` of shape ``(..., n)``. This module holds
-what both backends share: resolving the family of a spec, checking that the encoder can
-deliver the extra outputs, and validating the built-in families' settings.
+what both backends share of the built-in families: their sizes and the validation of their
+settings. Resolving the family of a spec is :func:`ppvae.spec.plan.plan_guide`.
 
 Examples
 --------
@@ -27,73 +27,9 @@ Examples
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from ppvae.errors import UsageError
 
-from . import registry
-from .errors import UsageError
-
-__all__ = ["GuidePlan", "plan_guide", "encoder_structural", "lowrank_outputs", "fullrank_outputs",
-           "iaf_settings", "iaf_permutation", "missing_extra"]
-
-
-@dataclass(frozen=True)
-class GuidePlan:
-    """The guide family of a spec, resolved before any network is built.
-
-    Attributes
-    ----------
-    name : str
-        Registered name (``model.guide``).
-    factory : callable
-        Builds the family: ``factory(latent_dim=..., **options)`` (plus ``key`` in NumPyro).
-    options : dict
-        Its settings, defaults filled in.
-    extra_outputs : int
-        Values per datapoint the encoder must return besides loc and scale.
-    """
-
-    name: str
-    factory: Callable[..., Any]
-    options: dict = field(default_factory=dict)
-    extra_outputs: int = 0
-
-
-def plan_guide(spec, backend: str) -> GuidePlan:
-    """Resolve ``spec.guide`` for ``backend``: the family, its settings and what it needs.
-
-    Raises
-    ------
-    UsageError
-        An unknown family (the message lists the valid ones) or bad settings.
-    """
-    comp = registry.get("guide", spec.guide, backend)
-    options = registry.resolve_options("guide", comp.name, backend, spec.options("guide"))
-    count = getattr(comp.factory, "extra_outputs", None)
-    extra = 0 if count is None else count(spec.latent_dim, **options)
-    if not (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 0):
-        raise UsageError(f"guide {comp.name!r}: extra_outputs(...) must return a non-negative integer, "
-                         f"got {extra!r}; fix the guide family's extra_outputs method")
-    return GuidePlan(comp.name, comp.factory, options, extra)
-
-
-def encoder_structural(plan: GuidePlan, encoder) -> dict:
-    """The ``extra_outputs`` argument for the encoder, or ``{}`` when the family needs none.
-
-    ``encoder`` is the encoder's :class:`~ppvae.registry.Component`. Only encoders whose
-    constructor takes ``extra_outputs`` can serve a family that needs extra outputs.
-    """
-    if not plan.extra_outputs:
-        return {}
-    params = inspect.signature(encoder.factory).parameters
-    if "extra_outputs" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise UsageError(
-            f"guide {plan.name!r} needs {plan.extra_outputs} extra encoder outputs per datapoint, but encoder "
-            f"{encoder.name!r} takes no extra_outputs argument; give its constructor extra_outputs=0 and return "
-            "(loc, scale, extra) when it is positive, or use model.guide = \"diagonal\""
-        )
-    return {"extra_outputs": plan.extra_outputs}
+__all__ = ["lowrank_outputs", "fullrank_outputs", "iaf_settings", "iaf_permutation", "missing_extra"]
 
 
 def missing_extra(name: str, needed: int) -> UsageError:

@@ -16,7 +16,7 @@ This module speaks numpy and plain Python; the backends are imported only to tra
 
 Examples
 --------
->>> from ppvae.compare import compare
+>>> from ppvae.analysis.compare import compare
 >>> result = compare(backends=("pyro",), elbos=("meanfield", "iwae"), seeds=(0, 1, 2),
 ...                  epochs=5, out="runs/cmp")                              # doctest: +SKIP
 >>> print(result.to_markdown())                                            # doctest: +SKIP
@@ -38,12 +38,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import registry
-from .config import Config
-from .inference.estimators import estimator_names, importance_weighted_names
-from .errors import BackendUnavailableError, TrainingError, UsageError
-from .io import atomic_write_json, atomic_write_text
-from .runs import RunFolder
+from ppvae.spec import registry
+from ppvae.spec.config import Config
+from ppvae.inference.estimators import estimator_names, importance_weighted_names
+from ppvae.errors import BackendUnavailableError, TrainingError, UsageError
+from ppvae.runs.atomic import atomic_write_json, atomic_write_text
+from ppvae.runs.folder import RunFolder
 
 __all__ = ["compare", "ComparisonResult", "aggregate", "mark_vs_best", "add_marks", "parse_names", "parse_seeds",
            "METRICS_SHOWN", "DEFAULT_IWAE_PARTICLES", "PROTOCOL"]
@@ -400,7 +400,7 @@ def _row_config(base: Config, backend: str, elbo: str) -> tuple[Config, int]:
 
 def _check_runnable(cfg: Config) -> Config:
     """Resolve the components for the row's backend; say which backend cannot run the spec."""
-    from .api import resolve_config
+    from ppvae.api import resolve_config
 
     try:
         return resolve_config(cfg)
@@ -545,9 +545,10 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
     ppvae.errors.BackendUnavailableError
         A backend whose libraries are not installed.
     """
-    from . import api, plots
-    from .conditioning import infer_num_classes
-    from .data import absolute_source, load_dataset
+    from ppvae import api
+    from ppvae.plotting.curves import elbo_vs_time
+    from ppvae.model.conditioning import infer_num_classes
+    from ppvae.data import absolute_source, load_dataset
 
     say = echo or (lambda msg: None)
     # 1. Names, before any import or training.
@@ -672,7 +673,7 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
     series = {row["label"]: row["series"] for row in rows if row["series"] is not None}
     if series and any(np.isfinite(np.asarray(s["elbo"], dtype=float)).any() for s in series.values()):
         how = f"mean over {len(seeds)} seeds, band: ± 1 sd over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
-        plots.elbo_vs_time(series, result.plot_path, title=f"held-out ELBO against training time ({how})")
+        elbo_vs_time(series, result.plot_path, title=f"held-out ELBO against training time ({how})")
     else:  # nothing to draw (every run failed): no stale picture from an earlier --force
         result.plot_path.unlink(missing_ok=True)
     return result

@@ -4,6 +4,6 @@ ArviZ is reached only through :mod:`.arviz_io`; JAX work (NUTS, per-point optimi
 lives in the NumPyro backend.
 """
 
-from .diagnose import Diagnostics, diagnose
+from ppvae.analysis.diagnostics.diagnose import Diagnostics, diagnose
 
 __all__ = ["diagnose", "Diagnostics"]

@@ -11,7 +11,7 @@ Loading the same file twice in one process executes it once.
 
 Examples
 --------
->>> from ppvae.plugins import load_plugin
+>>> from ppvae.spec.plugins import load_plugin
 >>> load_plugin("models/plugins/student_t_prior.py")              # doctest: +SKIP
 [('prior', 'heavy_tailed', 'portable')]
 """
@@ -27,8 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Iterable
 
-from . import registry
-from .errors import PPVAEError, UsageError
+from ppvae.spec import registry
+from ppvae.errors import PPVAEError, UsageError
 
 __all__ = ["load_plugin", "load_plugins", "loaded_plugins"]
 

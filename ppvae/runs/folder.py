@@ -20,9 +20,9 @@ import os
 import time
 from pathlib import Path
 
-from .config import Config
-from .errors import CheckpointError, UsageError
-from .io import atomic_write_json, atomic_write_text
+from ppvae.spec.config import Config
+from ppvae.errors import CheckpointError, UsageError
+from ppvae.runs.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["RunFolder", "CONFIG", "DATA", "METRICS", "SUMMARY", "CHECKPOINT", "default_run_dir"]
 

@@ -11,7 +11,7 @@ import inspect
 import math
 from typing import Any
 
-from ..errors import UsageError
+from ppvae.errors import UsageError
 
 __all__ = ["positive", "probability_margin", "boolean", "count", "choice", "pseudo_input_support",
            "SCALE_MODES", "DISPERSIONS", "PSEUDO_INPUT_SUPPORTS", "resolve_pseudo_input_support",

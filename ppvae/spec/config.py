@@ -9,7 +9,7 @@ reproduces the run.
 
 Examples
 --------
->>> from ppvae.config import Config
+>>> from ppvae.spec.config import Config
 >>> cfg = Config().with_overrides({"model.latent_dim": 2, "train.beta": 0.5})
 >>> cfg.model.latent_dim, cfg.train.beta
 (2, 0.5)
@@ -29,8 +29,8 @@ from typing import Any, Mapping
 
 import tomli_w
 
-from .errors import UsageError
-from .inference.estimators import estimator, estimator_names
+from ppvae.errors import UsageError
+from ppvae.inference.estimators import estimator, estimator_names
 
 __all__ = [
     "ModelSpec",
@@ -91,7 +91,7 @@ class ModelSpec:
     Parameters
     ----------
     prior, likelihood, encoder, decoder : str
-        Registered component names (``ppvae.registry`` lists them).
+        Registered component names (``ppvae.spec.registry`` lists them).
     guide : str
         The family of q(z|x) built from the encoder's outputs: ``"diagonal"`` (default, a
         diagonal Normal), ``"lowrank"``, ``"fullrank"`` or ``"iaf"`` (an inverse

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from . import plots
+from ppvae.plotting import curves, images
 
 __all__ = ["write_run_pictures", "save_array_picture", "samples_by_class"]
 
@@ -15,8 +15,8 @@ def save_array_picture(array: np.ndarray, path, *, is_image: bool, title: str | 
                        ncols: int | None = None):
     """Draw datapoints as an image grid (images, ``ncols`` per row) or a heatmap (tables)."""
     if is_image:
-        return plots.image_grid(array, path, title=title, ncols=ncols)
-    return plots.table_grid(array.reshape(len(array), -1), path, title=title)
+        return images.image_grid(array, path, title=title, ncols=ncols)
+    return images.table_grid(array.reshape(len(array), -1), path, title=title)
 
 
 def samples_by_class(run, per_class: int, seed: int = 0) -> np.ndarray:
@@ -43,11 +43,11 @@ def write_run_pictures(run, records: list[dict], num_samples: int = 64, num_pair
     labels = run.dataset().heldout_labels[:num_pairs] if run.num_classes else None
     recon = run.reconstruct(x, labels)
     if is_image:
-        plots.reconstruction_grid(x, recon, run.path / "reconstructions.png",
+        images.reconstruction_grid(x, recon, run.path / "reconstructions.png",
                                   title="held-out data and reconstructions (posterior mean)")
     else:
         rows = np.concatenate([x.reshape(len(x), -1), recon.reshape(len(recon), -1)])
-        plots.table_grid(rows, run.path / "reconstructions.png",
+        images.table_grid(rows, run.path / "reconstructions.png",
                          title=f"top {len(x)} rows: held-out data; bottom {len(x)}: reconstructions")
     if records:
-        plots.loss_curves(records, run.path / "loss.png", title="training loss and held-out ELBO")
+        curves.loss_curves(records, run.path / "loss.png", title="training loss and held-out ELBO")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from ppvae.errors import UsageError
 
 __all__ = ["hidden_list", "image_shape", "deconv_filters"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
-from .io import atomic_path
+from ppvae.errors import CheckpointError
+from ppvae.runs.atomic import atomic_path
 
 __all__ = ["FILENAME", "FORMAT", "save_arrays", "load_arrays"]
 

@@ -1,11 +1,11 @@
 """Pictures of the latent space: a map of the data's codes, the decoded manifold, interpolations.
 
-Drawn with matplotlib's object-oriented API through the helpers of :mod:`ppvae.plots`
+Drawn with matplotlib's object-oriented API through the helpers of :mod:`ppvae.plotting`
 (no pyplot, atomic PNG writes); numpy in, a PNG out.
 
 Examples
 --------
->>> from ppvae.latent_plots import latent_scatter, project_2d
+>>> from ppvae.plotting.latents import latent_scatter, project_2d
 >>> points, axis_labels, note = project_2d(loc)                              # doctest: +SKIP
 >>> latent_scatter(points, "latent.png", labels=y, axis_labels=axis_labels)   # doctest: +SKIP
 """
@@ -19,11 +19,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DataError, UsageError
-from .plots import (MARGIN, TITLE_FONTSIZE, as_images, compose_title, draw_tiles, needs_scaling, new_figure,
-                    to_unit, wrap_text, save_figure, table_grid)
+from ppvae.errors import DataError, UsageError
+from ppvae.plotting.images import table_grid
+from ppvae.plotting.style import (MARGIN, TITLE_FONTSIZE, as_images, compose_title, draw_tiles, needs_scaling,
+                                  new_figure, save_figure, to_unit, wrap_text)
 
-__all__ = ["project_2d", "normal_quantile_grid", "latent_scatter", "manifold_grid", "interpolation_strip",
+__all__ = ["project_2d", "normal_quantile_grid", "latent_scatter", "interpolation_strip",
            "plot_latent", "plot_interpolation"]
 
 # Up to this many distinct labels get a colour and a legend entry each; more get a colour scale.
@@ -212,32 +213,6 @@ def latent_scatter(points: Any, path: str | os.PathLike, *, labels: Any = None,
     full_title = compose_title(title, scaled)
     if full_title is not None:
         fig.suptitle(wrap_text(full_title, width - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
-    return save_figure(fig, path)
-
-
-def manifold_grid(images: Any, z1: Any, z2: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Decoded images of a grid of 2-D latents, tiled, with the z values on the axes.
-
-    Parameters
-    ----------
-    images : array_like
-        ``(len(z2), len(z1), H, W)`` (or with channels): ``images[i, j]`` decoded at
-        ``(z1[j], z2[i])``.
-    z1, z2 : array_like
-        The grid's values on each axis (e.g. :func:`normal_quantile_grid`).
-    path : path-like
-        Destination PNG.
-    title : str, optional
-        Title above the picture.
-    """
-    images, z1, z2 = _check_manifold(images, z1, z2)
-    size = min(9.0, max(4.0, 0.45 * max(len(z1), len(z2))))
-    fig = new_figure(size + 0.8, size + 0.8 + (0.5 if title else 0.0), layout="constrained")
-    ax = fig.add_subplot()
-    scaled = _draw_manifold(ax, images, z1, z2)
-    full_title = compose_title(title, scaled)
-    if full_title is not None:
-        fig.suptitle(wrap_text(full_title, size + 0.8 - 2 * MARGIN, TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
     return save_figure(fig, path)
 
 

@@ -6,7 +6,10 @@ zero scale), starting at ``beta / length`` and reaching ``beta``.
 
 from __future__ import annotations
 
-from .config import TrainSpec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the inference layer sits below the spec
+    from ppvae.spec.config import TrainSpec
 
 __all__ = ["beta_at"]
 
@@ -21,7 +24,7 @@ def beta_at(step: int, train: TrainSpec) -> float:
 
     Examples
     --------
-    >>> from ppvae.config import TrainSpec
+    >>> from ppvae.spec.config import TrainSpec
     >>> beta_at(0, TrainSpec(beta=2.0, beta_schedule="linear", warmup_steps=4))
     0.5
     >>> beta_at(10, TrainSpec(beta=2.0, beta_schedule="linear", warmup_steps=4))

@@ -6,7 +6,7 @@ registered with).
 
 Examples
 --------
->>> from ppvae.catalog import list_specs, list_components
+>>> from ppvae.spec.catalog import list_specs, list_components
 >>> [s["name"] for s in list_specs()][:2]                                  # doctest: +SKIP
 ['beta-vae', 'conditional']
 >>> list_components()["prior"][0]                                          # doctest: +SKIP
@@ -19,8 +19,8 @@ import os
 import tomllib
 from pathlib import Path
 
-from . import registry
-from .errors import BackendUnavailableError, UsageError
+from ppvae.spec import registry
+from ppvae.errors import BackendUnavailableError, UsageError
 
 __all__ = ["default_models_dir", "list_specs", "list_components", "spec_description"]
 

@@ -37,7 +37,7 @@ def inference_data(*, posterior: dict, posterior_predictive: dict, observed_data
 
 def write_netcdf(idata, path: str | Path) -> None:
     """Write netCDF atomically (temporary file, then rename)."""
-    from ..io import atomic_path
+    from ppvae.runs.atomic import atomic_path
 
     with atomic_path(path, suffix=".nc") as tmp:
         idata.to_netcdf(str(tmp))

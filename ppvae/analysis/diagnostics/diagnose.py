@@ -27,11 +27,12 @@ from typing import Callable
 
 import numpy as np
 
-from .. import registry
-from ..errors import BackendUnavailableError, UsageError
-from ..io import atomic_write_json
-from . import arviz_io, figures
-from .report import write_report
+from ppvae.spec import registry
+from ppvae.errors import BackendUnavailableError, UsageError
+from ppvae.runs.atomic import atomic_write_json
+from ppvae.analysis.diagnostics import arviz_io
+from ppvae.plotting import diagnostics as figures
+from ppvae.analysis.diagnostics.report import write_report
 
 __all__ = ["diagnose", "Diagnostics", "KHAT_GOOD", "KHAT_BAD"]
 
@@ -173,7 +174,7 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
     worst = np.argsort(khat)[::-1][: min(8, n)]
     numbers["psis"]["worst_points"] = worst.tolist()
     if run.data_info.get("is_image"):
-        from ..plots import reconstruction_grid
+        from ppvae.plotting.images import reconstruction_grid
 
         reconstruction_grid(x[worst], run.reconstruct(x[worst]), out / "worst.png",
                             title="highest k̂: data (top) and reconstructions; k̂ = "
@@ -200,7 +201,7 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
         m = min(reference_points, n)
         say(f"reference posterior by NUTS (4 chains) for {m} points")
         vae, params = npb.jax_view(run.config, run.event_shape, run.trained)
-        ref = npb.nuts_reference(vae, params, x[:m], seed=seed, progress=progress)
+        ref = npb.nuts_reference(vae, params, x[:m], seed=seed, progress=progress, convergence=arviz_io.rhat_ess)
         if guide == "diagonal":
             cmp = npb.compare_to_q(ref["z"], loc[:m], scale[:m])
         else:  # q is not the encoder's Normal: its mean and sd per dimension from its draws

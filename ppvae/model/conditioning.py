@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DataError, UsageError
+from ppvae.errors import DataError, UsageError
 
 __all__ = ["LAYOUTS", "conditional_classes", "conditional_encoder", "encoder_event_shape", "check_class_labels",
            "infer_num_classes", "device_labels", "require_labels", "sample_labels"]
@@ -53,7 +53,7 @@ def encoder_event_shape(event_shape, num_classes: int, layout: str) -> tuple:
 
 
 def conditional_classes(spec) -> int:
-    """``C`` of a conditional :class:`~ppvae.config.ModelSpec`, ``0`` for an unconditional one."""
+    """``C`` of a conditional :class:`~ppvae.spec.config.ModelSpec`, ``0`` for an unconditional one."""
     if not spec.conditional:
         return 0
     if spec.num_classes == 0:

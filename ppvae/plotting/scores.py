@@ -1,6 +1,6 @@
 """The picture of anomaly scores: their histograms by class and the ROC curves.
 
-Drawn with matplotlib's object-oriented API through the helpers of :mod:`ppvae.plots`
+Drawn with matplotlib's object-oriented API through the helpers of :mod:`ppvae.plotting`
 (no pyplot, atomic PNG writes).
 """
 
@@ -12,8 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import DataError
-from .plots import MARGIN, TITLE_FONTSIZE, new_figure, wrap_text, save_figure
+from ppvae.errors import DataError
+from ppvae.plotting.style import MARGIN, TITLE_FONTSIZE, new_figure, wrap_text, save_figure
 
 __all__ = ["score_histograms"]
 

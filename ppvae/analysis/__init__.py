@@ -1,0 +1,3 @@
+"""What is learned from trained runs: anomaly scores (``scoring``), comparisons of backends and
+estimators (``compare``) and posterior diagnostics (``diagnostics``).
+"""
