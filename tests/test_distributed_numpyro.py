@@ -22,7 +22,8 @@ pytest.importorskip("numpyro")
 from click.testing import CliRunner  # noqa: E402
 
 from conftest import FAST, embedded_digits  # noqa: E402
-from ppvae.cli import _ask_for_host_devices, cli  # noqa: E402
+from ppvae.cli import cli  # noqa: E402
+from ppvae.cli.fit import ask_for_host_devices  # noqa: E402
 from ppvae.errors import UsageError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from ppvae.cli import _ask_for_host_devices
-    assert _ask_for_host_devices(2)
+    from ppvae.cli.fit import ask_for_host_devices
+    assert ask_for_host_devices(2)
     import jax
     import numpy as np
     from ppvae.api import resolve_config, build_config
@@ -128,8 +129,8 @@ def test_num_devices_is_a_numpyro_setting_and_not_part_of_the_fingerprint():
 
 def test_the_cli_asks_xla_for_cpu_devices_only_before_jax_starts():
     env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
-    assert _ask_for_host_devices(4, env, modules={})
+    assert ask_for_host_devices(4, env, modules={})
     assert env["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=4"
-    assert not _ask_for_host_devices(2, env, modules={})  # already set: the user's count wins
-    assert not _ask_for_host_devices(2, {}, modules={"jax": None})  # too late: JAX has read XLA_FLAGS
-    assert not _ask_for_host_devices(1, {}, modules={})
+    assert not ask_for_host_devices(2, env, modules={})  # already set: the user's count wins
+    assert not ask_for_host_devices(2, {}, modules={"jax": None})  # too late: JAX has read XLA_FLAGS
+    assert not ask_for_host_devices(1, {}, modules={})

@@ -1,0 +1,89 @@
+"""The command line's shape: shared options declared once, one error boundary, no argv reflection."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ppvae.cli import cli
+from ppvae.cli.fit import fit, worker_arguments
+from ppvae.spec.config import parse_override
+
+CLI = Path(__file__).resolve().parents[1] / "ppvae" / "cli"
+SHARED = {"--device", "--force", "--out", "--data", "--json", "--quiet", "--seed", "--set", "--label",
+          "--num-samples", "--plugin"}
+
+
+def _modules():
+    for path in sorted(CLI.glob("*.py")):
+        yield path, ast.parse(path.read_text())
+
+
+def test_each_shared_option_is_declared_once_in_options_py():
+    found = {}
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "option":
+                names = {a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)}
+                for name in names & SHARED:
+                    found.setdefault(name, []).append(path.name)
+    assert set(found) == SHARED
+    assert {name: files for name, files in found.items() if files != ["options.py"]} == {}
+
+
+def test_one_error_boundary_and_one_refusal_to_overwrite():
+    catching, refusals = [], []
+    for path, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Name) and node.type.id == "PPVAEError":
+                catching.append(path.name)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "already exists" in node.value:
+                refusals.append(path.name)
+    assert catching == ["app.py"]
+    assert refusals == ["outputs.py"]
+
+
+def test_no_command_reads_its_own_parameters_back():
+    # The workers of --num-processes get arguments built from the parsed values, not argv
+    # rebuilt by walking the command's parameters.
+    for path, tree in _modules():
+        attrs = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        assert not {"params", "get_current_context"} & attrs, path.name
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+@pytest.mark.parametrize("path", [p for p, c in _commands(cli) if any("run" == o.name for o in c.params)],
+                         ids=" ".join)
+def test_a_bad_device_is_one_line_and_exit_2_on_every_command_on_a_run(path):
+    # (fit and compare take --device as the spec's train.device, checked with the spec.)
+    res = CliRunner().invoke(cli, [*path, "--device", "tpu9", "somewhere"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines == ["Error: --device 'tpu9' is not valid; use auto, cpu, cuda or cuda:N"], res.output
+
+
+def test_worker_arguments_give_the_workers_the_checked_config(tmp_path):
+    from ppvae import api
+
+    settings = {"model.latent_dim": 3, "model.encoder_options": {"hidden": [16, 8]}, "train.lr": 3e-4,
+                "data.source": "my digits.npy", "train.beta_schedule": "linear", "train.device": "cpu"}
+    plugin = tmp_path / "p.py"
+    args = worker_arguments(None, None, tmp_path / "run", settings, [plugin], force=True, quiet=True)
+    ctx = fit.make_context("fit", list(args))
+    assert ctx.params["out"] == tmp_path / "run" and ctx.params["force"] and ctx.params["quiet"]
+    assert ctx.params["plugin_files"] == (plugin,)
+    parsed = dict(parse_override(s) for s in ctx.params["settings"])
+    assert api.build_config(None, parsed).to_dict() == api.build_config(None, settings).to_dict()
+    resumed = worker_arguments(None, tmp_path / "run", tmp_path / "run", {"train.epochs": 4}, [],
+                               force=False, quiet=False)
+    assert resumed == ["--resume", str(tmp_path / "run"), "--set", "train.epochs=4"]
