@@ -90,11 +90,6 @@ def _with_plugins(cfg: Config, extra: Sequence[str | Path] = (), origin: str | N
     return dataclasses.replace(cfg, plugins=paths) if paths != cfg.plugins else cfg
 
 
-def _backend(name: str) -> Backend:
-    """The backend called ``name``, seen through the Backend interface (the API calls nothing else)."""
-    return registry.load_backend(name)
-
-
 def process_rank() -> tuple[int, int]:
     """``(rank, world_size)`` of this process in a multi-process job (torchrun's RANK and WORLD_SIZE), else (0, 1)."""
     try:
@@ -202,7 +197,7 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         folder = RunFolder(out if out is not None else default_run_dir())
     # config.toml records the source; a relative path would break once used from elsewhere.
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=absolute_source(cfg.data.source)))
-    backend = _backend(cfg.train.backend)
+    backend = registry.load_backend(cfg.train.backend)
     if world > 1 and cfg.train.backend != "pyro":
         raise UsageError(f"training on several processes (WORLD_SIZE={world}) is for the pyro backend; the "
                          f"{cfg.train.backend} backend spreads batches over devices in one process with "
@@ -258,7 +253,7 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         "backend": cfg.train.backend, "device": trained.device_name, "elbo": cfg.train.elbo,
         "epochs": len(records), "steps": records[-1]["step"] if records else 0,
         "train_seconds": float(sum(r["seconds"] for r in records)),
-        "compile_seconds": float(getattr(trained, "compile_seconds", 0.0)),
+        "compile_seconds": float(trained.compile_seconds),
         "wall_seconds_this_session": time.perf_counter() - started,
         "final_epoch": records[-1] if records else None, "evaluation": evaluation,
         "data": dataset.name, "versions": _versions(backend),
@@ -313,7 +308,7 @@ class Run:
     def trained(self):
         """The backend's trained-model object (loaded lazily from the checkpoint)."""
         if self._trained is None:
-            backend = _backend(self.config.train.backend)
+            backend = registry.load_backend(self.config.train.backend)
             self._trained = backend.load(self.path, self.config, tuple(self.data_info["event_shape"]),
                                          device=self._device)
         return self._trained

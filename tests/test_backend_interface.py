@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import json
 
@@ -36,3 +37,26 @@ def test_numpyro_run_records_its_own_packages(tmp_path, digits_npy):
     assert {"jax", "jaxlib", "numpyro", "equinox", "optax"} <= set(versions)
     assert versions["numpyro"] == md.version("numpyro")
     assert "pyro-ppl" not in versions
+
+
+def test_nothing_probes_a_backend_with_getattr_or_hasattr():
+    # The API and the registry use a backend through the Backend interface only; a probe
+    # (hasattr(module, ...), getattr(trained, ..., default)) would hide a missing name.
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "ppvae"
+    for path in (root / "api.py", root / "spec" / "registry.py"):
+        tree = ast.parse(path.read_text())
+        probes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                  and (n.func.id == "hasattr" or (n.func.id == "getattr" and len(n.args) == 3))
+                  and not (isinstance(n.args[0], ast.Attribute) and n.args[0].attr in ("factory", "model"))
+                  and not (isinstance(n.args[0], ast.Name) and n.args[0].id in ("factory", "cfg"))]
+        assert probes == [], f"{path.name} lines {probes}"
+
+
+@pytest.mark.parametrize("name", ["pyro", "numpyro"])
+def test_trained_models_say_how_long_they_compiled(name):
+    backend = registry.load_backend(name)
+    trained = importlib.import_module(f"ppvae.backends.{name}.trained").TrainedVAE
+    assert trained.compile_seconds == 0.0 and callable(backend.adapt_portable)

@@ -37,4 +37,12 @@ class Backend(Protocol):
         """Train (or continue training) into ``run_dir``; return the trained model and the epoch records."""
 
     def load(self, run_dir: Path, cfg: Any, event_shape: tuple, device: str = "auto") -> Any:
-        """Rebuild the trained model of a run folder from its checkpoint (never by unpickling)."""
+        """Rebuild the trained model of a run folder from its checkpoint (never by unpickling).
+
+        The trained model (also the first value ``fit`` returns) has ``compile_seconds``: the
+        seconds spent compiling before training, which the run's summary records (0 where
+        the backend compiles nothing ahead of the first step).
+        """
+
+    def adapt_portable(self, kind: str, cls: type) -> Callable[..., Any]:
+        """Translate a :class:`ppvae.Portable` prior or likelihood class into this backend's factory."""

@@ -15,7 +15,7 @@ from ppvae.cli.options import (CONTEXT, data_option, device_option, force_option
 from ppvae.cli.outputs import check_out, fmt
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator_names, importance_weighted_names
-from ppvae.spec.config import parse_override
+from ppvae.spec.config import parse_override, validate_device
 
 __all__ = ["score", "compare", "diagnose"]
 
@@ -114,7 +114,8 @@ def score(run, data, labels_file, anomalous, out, num_samples, seed, device, lat
               help="Comma-separated training seeds; each row is mean ± spread over them.")
 @click.option("--epochs", type=int, help="Epochs of every run (default: the spec's).")
 @device_option(default=None, help="auto, cpu, cuda or cuda:N (default: the spec's).")
-@out_option("Folder for the run folders and results (default runs/compare-<timestamp>).", folder=True, required=False)
+@out_option("Folder for the run folders and results (default runs/compare-<timestamp>).", kind="path",
+            required=False)
 @set_option("Any spec setting, as for ppvae fit. Repeatable.")
 @json_option("Print comparison.json instead of the table.")
 @click.option("--pictures", is_flag=True, help="Also write each run's samples, reconstructions and loss plots.")
@@ -149,8 +150,9 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
     from ppvae.analysis import compare as comparing
     from ppvae.errors import TrainingError
 
-    if device is not None:
-        overrides = dict(parse_override(s) for s in settings)
+    if device is not None:  # checked before any run starts, as on the commands that open a run
+        validate_device(device)
+    overrides = dict(parse_override(s) for s in settings)
     echo = progress_echo(quiet)
     if plugins:
         # The runs record the plug-ins through the spec they train.
@@ -185,7 +187,8 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
 @click.option("--reference-points", type=int, default=5, show_default=True)
 @click.option("--gap-points", type=int, default=20, show_default=True,
               help="Points for the amortization/approximation gaps (0 skips them).")
-@out_option("Folder for report.md, pictures, inference_data.nc and diagnostics.json (default RUN/diagnostics).", folder=True, required=False)
+@out_option("Folder for report.md, pictures, inference_data.nc and diagnostics.json (default RUN/diagnostics).", kind="folder",
+            required=False)
 @seed_option()
 @device_option()
 @json_option("Print the numbers as JSON.")

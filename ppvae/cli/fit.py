@@ -106,7 +106,8 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @seed_option("Seed of every random draw in training (default 0).", default=None)
 @device_option(default=None, help="auto (default), cpu, cuda or cuda:N.")
-@out_option("Run folder to write (default runs/run-<timestamp>).", folder=True, required=False)
+@out_option("Run folder to write (default runs/run-<timestamp>).", kind="folder",
+            required=False)
 @set_option("Any spec setting, e.g. --set model.encoder_options.hidden=[512,256] "
                    "--set model.likelihood_options.scale_mode=per_dim. Repeatable.")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),

@@ -51,10 +51,15 @@ def data_option(help: str = "Source to read (default: the run's held-out split).
     return click.option("--data", help=help)
 
 
-def out_option(help: str, *, folder: bool = False, required: bool = True) -> Callable:
-    """``--out``: the file (or, with ``folder=True``, the folder) a command writes."""
-    kind = click.Path(file_okay=False, path_type=Path) if folder else click.Path(dir_okay=False, path_type=Path)
-    return click.option("--out", required=required, type=kind, help=help)
+def out_option(help: str, *, kind: str = "file", required: bool = True) -> Callable:
+    """``--out``: what a command writes; ``kind`` is ``"file"``, ``"folder"`` or ``"path"``.
+
+    ``"path"`` leaves the check to the command (``compare`` refuses an existing file itself,
+    in one line, as it refuses an existing folder without ``--force``).
+    """
+    types = {"file": click.Path(dir_okay=False, path_type=Path), "folder": click.Path(file_okay=False, path_type=Path),
+             "path": click.Path(path_type=Path)}
+    return click.option("--out", required=required, type=types[kind], help=help)
 
 
 def force_option(help: str = "Overwrite --out if it exists.") -> Callable:

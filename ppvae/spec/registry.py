@@ -192,8 +192,6 @@ def components(kind: str, backend: str) -> dict[str, Component]:
     """All components of ``kind`` usable with ``backend``, by name (portable ones included)."""
     module = load_backend(backend)
     found = dict(_REGISTRY.get((kind, backend), {}))
-    if not hasattr(module, "adapt_portable"):  # a backend that cannot host portable components
-        return found
     for name, comp in _REGISTRY.get((kind, PORTABLE), {}).items():
         if name not in found or found[name].order < comp.order:
             found[name] = Component(kind=kind, name=name, backend=backend,
