@@ -87,3 +87,15 @@ def test_worker_arguments_give_the_workers_the_checked_config(tmp_path):
     resumed = worker_arguments(None, tmp_path / "run", tmp_path / "run", {"train.epochs": 4}, [],
                                force=False, quiet=False)
     assert resumed == ["--resume", str(tmp_path / "run"), "--set", "train.epochs=4"]
+
+
+@pytest.mark.parametrize("value", [[512, 256], ["a[ b", "c, ]"], 'two\nlines "quoted" = x', 1e-300, True, "plain",
+                                   {"inner": {"deep": [1.5]}}])
+def test_format_overrides_round_trips_through_parse_override(value):
+    from ppvae.spec.config import format_overrides
+
+    texts = format_overrides("k", value)
+    assert all("\n" not in t for t in texts)  # each one argv word
+    parsed = dict(parse_override(t) for t in texts)
+    expected = {"k.inner.deep": [1.5]} if isinstance(value, dict) else {"k": value}
+    assert parsed == expected

@@ -508,16 +508,16 @@ def format_overrides(key: str, value: Any) -> list[str]:
     >>> format_overrides("train.lr", 0.0003)
     ['train.lr=0.0003']
     >>> format_overrides("model.encoder_options", {"hidden": [512, 256]})
-    ['model.encoder_options.hidden=[512, 256]']
+    ['model.encoder_options.hidden=[ 512, 256, ]']
     >>> parse_override(format_overrides("data.source", "my digits.npy")[0])
     ('data.source', 'my digits.npy')
     """
     if isinstance(value, Mapping):
         return [text for k, v in value.items() for text in format_overrides(f"{key}.{k}", v)]
     written = tomli_w.dumps({"v": value}).partition("=")[2].strip()
-    # tomli_w writes an array one item per line; TOML reads it back the same on one line.
-    one_line = " ".join(part.strip() for part in written.splitlines()).replace("[ ", "[").replace(", ]", "]")
-    return [f"{key}={one_line}"]
+    # tomli_w writes an array one item per line; TOML reads it back the same on one line
+    # (strings never hold a raw line break: tomli_w escapes it).
+    return [f"{key}={' '.join(part.strip() for part in written.splitlines())}"]
 
 
 def parse_override(text: str) -> tuple[str, Any]:
