@@ -14,7 +14,8 @@ encoder in the guide) trained by stochastic variational inference. The public AP
 Importing ppvae does not import torch; the backend loads when first needed.
 """
 
-from ppvae.api import Run, build_config, fit, load
+from ppvae.api import build_config, fit
+from ppvae.run import Run, load
 from ppvae.spec.config import Config, DataSpec, ModelSpec, TrainSpec
 from ppvae.errors import PPVAEError
 from ppvae.model.portable import Portable

@@ -19,9 +19,8 @@ from pyro import poutine  # noqa: E402
 import ppvae  # noqa: E402
 from ppvae.backends import numpyro as npb  # noqa: E402
 from ppvae.backends import pyro as pb  # noqa: E402
-from ppvae.backends.numpyro import priors as np_priors  # noqa: E402
+from ppvae.model.priors import prior_distribution  # noqa: E402
 from ppvae.backends.numpyro import trainer as np_trainer  # noqa: E402
-from ppvae.backends.pyro import priors as pt_priors  # noqa: E402
 from ppvae.backends.pyro import trainer as pt_trainer  # noqa: E402
 from ppvae.spec.config import DataSpec, ModelSpec  # noqa: E402
 from ppvae.data import load_dataset, prepare_new  # noqa: E402
@@ -268,14 +267,14 @@ def test_prior_log_prob_agrees_between_torch_and_jax(name, options):
     tvae, jvae, params = _pair(spec, SHAPE)
     z = (2.0 * np.random.default_rng(2).standard_t(3, size=(4, 5, LATENT))).astype(np.float32)
     z_t = torch.as_tensor(z).requires_grad_()
-    t_lp = pt_priors.prior_distribution(tvae.prior, tvae.encoder).log_prob(z_t)
+    t_lp = prior_distribution(tvae.prior, tvae.encoder).log_prob(z_t)
     t_lp.sum().backward()
 
     @jax.jit
     def jax_side(p, z):
         def total(p, z):
             m = jvae.with_params(p)
-            log_prob = np_priors.prior_distribution(m["prior"], m["encoder"]).log_prob(z)
+            log_prob = prior_distribution(m["prior"], m["encoder"]).log_prob(z)
             return log_prob.sum(), log_prob
 
         (_, log_prob), grads = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(p, z)
@@ -329,7 +328,7 @@ def test_sampled_kl_matches_the_closed_form_on_both_backends(prior, options):
     draws = 20000
 
     q_t = torch.distributions.Independent(torch.distributions.Normal(torch.as_tensor(loc), torch.as_tensor(scale)), 1)
-    p_t = pt_priors.prior_distribution(tvae.prior, tvae.encoder)
+    p_t = prior_distribution(tvae.prior, tvae.encoder)
     torch.manual_seed(0)
     z = q_t.sample((draws,))
     analytic_t = torch.distributions.kl_divergence(q_t, p_t.expand(q_t.batch_shape)).numpy()
@@ -341,7 +340,7 @@ def test_sampled_kl_matches_the_closed_form_on_both_backends(prior, options):
     @jax.jit
     def jax_side(loc, scale, key):
         q_j = ndist.Normal(loc, scale).to_event(1)
-        p_j = np_priors.prior_distribution(m["prior"], m["encoder"])
+        p_j = prior_distribution(m["prior"], m["encoder"])
         zj = q_j.sample(key, (draws,))
         return q_j.log_prob(zj) - p_j.log_prob(zj), kl_divergence(q_j, p_j.expand(q_j.batch_shape))
 
@@ -404,7 +403,7 @@ def test_vamp_prior_shares_the_encoder_and_its_gradients_reach_it():
     assert [n for n, _ in tvae.prior.named_parameters()] == ["raw_inputs"]
     assert not any(n.startswith("prior.encoder") for n, _ in tvae.named_parameters())
     z = torch.randn(4, LATENT)
-    pt_priors.prior_distribution(tvae.prior, tvae.encoder).log_prob(z).sum().backward()
+    prior_distribution(tvae.prior, tvae.encoder).log_prob(z).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tvae.encoder.parameters())
     assert tvae.prior.raw_inputs.grad.abs().sum() > 0
     # The model (not only the guide) registers the encoder, so pyro.infer.SVI trains it through p(z).
@@ -430,7 +429,7 @@ def test_vamp_prior_shares_the_encoder_and_its_gradients_reach_it():
     zj = jnp.asarray(z.numpy())
 
     def log_prior(encoder):
-        return np_priors.prior_distribution(m["prior"], encoder).log_prob(zj).sum()
+        return prior_distribution(m["prior"], encoder).log_prob(zj).sum()
 
     import equinox as eqx
 

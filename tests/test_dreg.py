@@ -469,9 +469,9 @@ def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy, monkeypatch):
 
 
 def test_compare_trains_dreg_rows_with_k_like_iwae_rows():
-    from ppvae.analysis.compare import DEFAULT_IWAE_PARTICLES, _row_config
+    from ppvae.analysis.compare import DEFAULT_IWAE_PARTICLES, _runnable_row
     from ppvae.spec.config import Config
 
-    cfg, k = _row_config(Config(), "numpyro", "dreg")  # the spec's K is 1: IWAE's default K instead
+    cfg, k = _runnable_row(Config(), "numpyro", "dreg")  # the spec's K is 1: IWAE's default K instead
     assert (cfg.train.elbo, cfg.train.backend, cfg.train.num_particles, k) == \
         ("dreg", "numpyro", DEFAULT_IWAE_PARTICLES, DEFAULT_IWAE_PARTICLES)

@@ -32,6 +32,21 @@ def test_unknown_name_lists_the_table():
         TrainSpec(elbo="elbo2")
 
 
+def test_a_backend_the_table_does_not_name_is_refused_before_training(monkeypatch, tmp_path):
+    import dataclasses
+
+    from ppvae.cli import cli
+    from ppvae.inference import estimators
+
+    monkeypatch.setitem(estimators.ESTIMATORS, "trace", dataclasses.replace(ESTIMATORS["trace"], backends=("pyro",)))
+    Config.from_dict({"train": {"backend": "pyro", "elbo": "trace"}})  # the backend it names: fine
+    with pytest.raises(UsageError, match='implemented for backend pyro only, not train.backend = "numpyro"'):
+        Config.from_dict({"train": {"backend": "numpyro", "elbo": "trace"}})
+    res = CliRunner().invoke(cli, ["fit", "--backend", "numpyro", "--elbo", "trace", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "--backend pyro" in res.output and not (tmp_path / "r").exists()
+
+
 def test_cli_choices_and_help_come_from_the_table():
     from ppvae.cli import cli
 

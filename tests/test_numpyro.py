@@ -27,7 +27,7 @@ from conftest import FAST  # noqa: E402
 def test_every_component_exists_in_both_backends_with_the_same_settings():
     def shipped(kind, backend):  # built-ins only: other tests register custom components for one backend
         return {n: c for n, c in registry.components(kind, backend).items()
-                if c.factory.__module__.startswith("ppvae.backends.")}
+                if c.factory.__module__.startswith(("ppvae.backends.", "ppvae.model."))}
 
     for kind in registry.KINDS:
         pyro_side = shipped(kind, "pyro")
@@ -122,7 +122,7 @@ def test_conv_decoder_filters_follow_map_channels(map_channels, widths):
 
 
 def test_continuous_bernoulli_matches_torch():
-    from ppvae.backends.numpyro.likelihoods import ContinuousBernoulliDistribution
+    from ppvae.backends.numpyro.distributions import ContinuousBernoulli as ContinuousBernoulliDistribution
 
     logits = np.array([-30.0, -3.0, -0.01, 0.0, 0.002, 1.5, 25.0], dtype=np.float32)
     x = np.array([0.0, 0.2, 0.5, 0.9, 1.0, 0.33, 0.7], dtype=np.float32)

@@ -168,7 +168,7 @@ def test_exact_log_px_matches_an_independent_computation():
     x = torch.randn(10, 5)
     W = vae.decoder.linear.weight.detach().double().numpy()
     b = vae.decoder.linear.bias.detach().double().numpy()
-    sigma = vae.likelihood.scale.detach().double().numpy()  # 0.7 as stored (float32)
+    sigma = vae.likelihood.log_scale.exp().detach().double().numpy()  # 0.7 as stored (float32)
     cov = W @ W.T + np.diag(np.broadcast_to(sigma**2, (5,)))
     expected = multivariate_normal(b, cov).logpdf(x.double().numpy())
     np.testing.assert_allclose(exact_log_px(vae, x).numpy(), expected, rtol=1e-10)

@@ -72,10 +72,9 @@ def test_one_definition_trains_on_each_backend(tmp_path, digits_npy, backend):
     if backend == "pyro":
         log_scale, loc = arrays["model.prior.log_scale"], arrays["model.prior.loc"]
     else:
-        names = meta["param_paths"]
-        prior = {p: arrays[f"params.{i}"] for i, p in enumerate(names) if "prior" in p}
-        log_scale = next(v for p, v in prior.items() if "log_scale" in p)
-        loc = next(v for p, v in prior.items() if "'loc'" in p)
+        # Each array is a field under its declared name, as in the Pyro state dict.
+        prior = {p: arrays[f"params.{i}"] for i, p in enumerate(meta["param_paths"])}
+        log_scale, loc = prior["['prior$params'].log_scale"], prior["['prior$params'].loc"]
     assert not np.allclose(log_scale, np.log(0.5))  # learned
     assert np.array_equal(loc, np.zeros(2, np.float32))  # constant stays put
     assert run.sample(3).shape == (3, 28, 28)

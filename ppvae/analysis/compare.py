@@ -390,22 +390,17 @@ def _load_backend(name: str) -> None:
         raise BackendUnavailableError(f"{exc}, or leave {name} out of --backends") from None
 
 
-def _row_config(base: Config, backend: str, elbo: str) -> tuple[Config, int]:
+def _runnable_row(base: Config, backend: str, elbo: str) -> tuple[Config, int]:
+    """The row's config with its components resolved for its backend, and its K; say which backend cannot run it."""
+    from ppvae.api import resolve_config
+
     particles = base.train.num_particles
     if elbo in IMPORTANCE_WEIGHTED and particles == 1:
         particles = DEFAULT_IWAE_PARTICLES
-    train = dataclasses.replace(base.train, backend=backend, elbo=elbo, num_particles=particles)
-    return dataclasses.replace(base, train=train), particles
-
-
-def _check_runnable(cfg: Config) -> Config:
-    """Resolve the components for the row's backend; say which backend cannot run the spec."""
-    from ppvae.api import resolve_config
-
     try:
-        return resolve_config(cfg)
+        train = dataclasses.replace(base.train, backend=backend, elbo=elbo, num_particles=particles)
+        return resolve_config(dataclasses.replace(base, train=train)), particles
     except UsageError as exc:
-        backend = cfg.train.backend
         raise UsageError(f"the {backend} backend cannot run this spec: {str(exc).rstrip('.')}; "
                          f"change the spec or leave {backend} out of --backends") from None
 
@@ -546,9 +541,7 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
         A backend whose libraries are not installed.
     """
     from ppvae import api
-    from ppvae.plotting.curves import elbo_vs_time
-    from ppvae.model.conditioning import infer_num_classes
-    from ppvae.data import absolute_source, load_dataset
+    from ppvae.data import absolute_source
 
     say = echo or (lambda msg: None)
     # 1. Names, before any import or training.
@@ -560,77 +553,129 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
     base = dataclasses.replace(base, data=dataclasses.replace(base.data, source=absolute_source(base.data.source)))
     out_path = Path(out) if out is not None else default_compare_dir()
     _check_out(out_path, force)
-    for b in backends:
-        _load_backend(b)
-    plan = []
-    for b in backends:
-        for e in elbos:
-            cfg, particles = _row_config(base, b, e)
-            _check_runnable(cfg)
-            plan.append((b, e, particles, cfg))
-    first = _check_runnable(plan[0][3])
-    dataset = load_dataset(first.data, first.model.likelihood, api._likelihood_support(first))
-    if first.model.conditional:  # labels missing or out of range: say so before training anything
-        infer_num_classes(first.model.num_classes, dataset.train_labels, dataset.heldout_labels, dataset.name)
-    data_info = api._data_info(dataset)
+    plan = _plan(base, backends, elbos)
+    dataset = _dataset(plan[0].cfg)
 
     # 3. Train.
     created = not out_path.exists()
     out_path.mkdir(parents=True, exist_ok=True)
     total = len(plan) * len(seeds)
-    def count(n: int, what: str) -> str:
-        return f"{n} {what}{'' if n == 1 else 's'}"
-
-    say(f"comparing {count(len(backends), 'backend')} x {count(len(elbos), 'estimator')} x "
-        f"{count(len(seeds), 'seed')} = {count(total, 'run')} of {count(base.train.epochs, 'epoch')} on {dataset.name} "
-        f"({dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out); folder {out_path}")
-    rows = []
-    done = 0
-    for b, e, particles, cfg in plan:
+    say(f"comparing {_count(len(backends), 'backend')} x {_count(len(elbos), 'estimator')} x "
+        f"{_count(len(seeds), 'seed')} = {_count(total, 'run')} of {_count(base.train.epochs, 'epoch')} on "
+        f"{dataset.name} ({dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out); folder {out_path}")
+    rows, done = [], 0
+    for row in plan:
         runs = []
         for seed in seeds:
             done += 1
-            name = f"{b}-{e}-seed{seed}"
-            folder = out_path / name
-            run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-            k_note = f" (K={particles})" if e in IMPORTANCE_WEIGHTED else ""
-            say(f"[{done}/{total}] {b} {e}{k_note} seed {seed} -> {folder}")
-            started = time.perf_counter()
-            try:
-                api.fit(run_cfg, out=folder, force=force, progress=progress, pictures=pictures)
-            except TrainingError as exc:
-                say(f"      stopped: {exc}")
-                runs.append({"seed": seed, "folder": str(folder), "error": str(exc),
-                             "fit_seconds": time.perf_counter() - started})
-                continue
-            except BaseException:
-                # A run that could not start leaves no empty folders behind.
-                for path in (folder, out_path if created else None):
-                    if path is not None and path.is_dir() and not any(path.iterdir()):
-                        path.rmdir()
-                raise
-            nums = _run_numbers(folder)
-            nums.update(seed=seed, folder=str(folder), error=None, fit_seconds=time.perf_counter() - started)
-            runs.append(nums)
-            elbo_value = nums["heldout_elbo"] if nums["heldout_elbo"] is not None else math.nan
-            say(f"      done: {nums['epochs']} epoch(s), {nums['train_seconds']:.1f} s of training, "
-                f"held-out ELBO {_fmt(elbo_value, 2)}")
-        ok = [r for r in runs if not r.get("error")]
-        devices = sorted({str(r["device"]) for r in ok if r.get("device")})
-        ks = sorted({r["eval_num_samples"] for r in ok if r.get("eval_num_samples")})
-        rows.append({
-            "backend": b, "elbo": e, "num_particles": particles,
-            "label": f"{b} · {e}" + (f" (K={particles})" if e in IMPORTANCE_WEIGHTED else ""),
-            "device": ", ".join(devices), "epochs": ok[0]["epochs"] if ok else None,
-            "eval_num_samples": ks[0] if ks else cfg.train.eval_num_samples,
-            "seeds": list(seeds), "runs": runs,
-            "metrics": {k: aggregate([r.get(k) for r in ok]) for k in METRICS_SHOWN},
-            "heldout_log_px_stderr": [r.get("heldout_log_px_stderr") for r in ok],
-            "series": _mean_series(runs),
-        })
+            say(f"[{done}/{total}] {row.backend} {row.elbo}{row.k_note} seed {seed} -> "
+                f"{out_path / row.folder_name(seed)}")
+            runs.append(_train_one(row, seed, out_path, created, force=force, progress=progress,
+                                   pictures=pictures, say=say))
+        rows.append(_row_summary(row, seeds, runs))
     add_marks(rows)
 
     # 4. Notes, info and files.
+    result = ComparisonResult(out=out_path, rows=rows, notes=_notes(base, elbos, seeds))
+    failed = result.failed_runs
+    if failed:
+        result.notes.append(f"{len(failed)} run(s) stopped with an error and are left out of the numbers: "
+                            f"{', '.join(Path(f).name for f in failed)} (see comparison.json).")
+    result.info = _info(spec, base, plan[0].cfg, backends, elbos, seeds, rows, dataset.info())
+    _write(result, seeds)
+    return result
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """One row of the comparison before training: a backend, an estimator and its config."""
+
+    backend: str
+    elbo: str
+    num_particles: int
+    cfg: Config
+
+    @property
+    def k_note(self) -> str:
+        return f" (K={self.num_particles})" if self.elbo in IMPORTANCE_WEIGHTED else ""
+
+    def folder_name(self, seed: int) -> str:
+        return f"{self.backend}-{self.elbo}-seed{seed}"
+
+
+def _plan(base: Config, backends: Sequence[str], elbos: Sequence[str]) -> list[_Row]:
+    """Every row's config, each checked runnable on its backend before anything trains."""
+    for b in backends:
+        _load_backend(b)
+    plan = []
+    for b in backends:
+        for e in elbos:
+            cfg, particles = _runnable_row(base, b, e)
+            plan.append(_Row(b, e, particles, cfg))
+    return plan
+
+
+def _dataset(cfg: Config):
+    """The data every row trains on, loaded (and its labels checked) before training anything."""
+    from ppvae.data import load_dataset
+    from ppvae.model.conditioning import infer_num_classes
+
+    support = registry.likelihood_support(cfg.model.likelihood, cfg.train.backend)
+    dataset = load_dataset(cfg.data, cfg.model.likelihood, support)
+    if cfg.model.conditional:  # labels missing or out of range: say so before training anything
+        infer_num_classes(cfg.model.num_classes, dataset.train_labels, dataset.heldout_labels, dataset.name)
+    return dataset
+
+
+def _train_one(row: _Row, seed: int, out_path: Path, created: bool, *, force: bool, progress: bool,
+               pictures: bool, say: Callable[[str], None]) -> dict:
+    """Train one run of ``row`` at ``seed``; its figures, or the error that stopped its training."""
+    from ppvae import api
+
+    folder = out_path / row.folder_name(seed)
+    run_cfg = dataclasses.replace(row.cfg, train=dataclasses.replace(row.cfg.train, seed=seed))
+    started = time.perf_counter()
+    try:
+        api.fit(run_cfg, out=folder, force=force, progress=progress, pictures=pictures)
+    except TrainingError as exc:
+        say(f"      stopped: {exc}")
+        return {"seed": seed, "folder": str(folder), "error": str(exc), "fit_seconds": time.perf_counter() - started}
+    except BaseException:
+        # A run that could not start leaves no empty folders behind.
+        for path in (folder, out_path if created else None):
+            if path is not None and path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
+    nums = _run_numbers(folder)
+    nums.update(seed=seed, folder=str(folder), error=None, fit_seconds=time.perf_counter() - started)
+    elbo_value = nums["heldout_elbo"] if nums["heldout_elbo"] is not None else math.nan
+    say(f"      done: {nums['epochs']} epoch(s), {nums['train_seconds']:.1f} s of training, "
+        f"held-out ELBO {_fmt(elbo_value, 2)}")
+    return nums
+
+
+def _row_summary(row: _Row, seeds: Sequence[int], runs: list[dict]) -> dict:
+    """A row of the table: its runs, and the statistics over the runs that finished."""
+    ok = [r for r in runs if not r.get("error")]
+    devices = sorted({str(r["device"]) for r in ok if r.get("device")})
+    ks = sorted({r["eval_num_samples"] for r in ok if r.get("eval_num_samples")})
+    return {
+        "backend": row.backend, "elbo": row.elbo, "num_particles": row.num_particles,
+        "label": f"{row.backend} · {row.elbo}{row.k_note}",
+        "device": ", ".join(devices), "epochs": ok[0]["epochs"] if ok else None,
+        "eval_num_samples": ks[0] if ks else row.cfg.train.eval_num_samples,
+        "seeds": list(seeds), "runs": runs,
+        "metrics": {k: aggregate([r.get(k) for r in ok]) for k in METRICS_SHOWN},
+        "heldout_log_px_stderr": [r.get("heldout_log_px_stderr") for r in ok],
+        "series": _mean_series(runs),
+    }
+
+
+def _notes(base: Config, elbos: Sequence[str], seeds: Sequence[int]) -> list[str]:
     notes = []
     weighted = [e for e in elbos if e in IMPORTANCE_WEIGHTED]
     if weighted and base.train.num_particles == 1:
@@ -640,16 +685,16 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
                      "--set train.num_particles=N.")
     if len(seeds) < 2:
         notes.append("One seed: no spread is known, so no difference is marked; use --seeds 0,1,2 to mark them.")
-    result = ComparisonResult(out=out_path, rows=rows, notes=notes)
-    failed = result.failed_runs
-    if failed:
-        notes.append(f"{len(failed)} run(s) stopped with an error and are left out of the numbers: "
-                     f"{', '.join(Path(f).name for f in failed)} (see comparison.json).")
+    return notes
+
+
+def _info(spec, base: Config, first: Config, backends, elbos, seeds, rows, data_info: dict) -> dict:
+    """comparison.json's record of how the numbers were made."""
     versions: dict = {}
     for row in rows:
         for r in row["runs"]:
             versions.update(r.get("versions") or {})
-    result.info = {
+    return {
         "format": "ppvae-compare/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "spec": str(spec) if isinstance(spec, (str, Path)) else None,
@@ -668,12 +713,17 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
                             "a lower bound on log p(x) that tightens as K grows.",
         "marking_rule": MARKING_RULE,
     }
+
+
+def _write(result: ComparisonResult, seeds: Sequence[int]) -> None:
+    """comparison.json, comparison.md and the ELBO-against-time picture, each written atomically."""
+    from ppvae.plotting.curves import elbo_vs_time
+
     atomic_write_json(result.json_path, result.to_dict())
     atomic_write_text(result.markdown_path, result.to_markdown())
-    series = {row["label"]: row["series"] for row in rows if row["series"] is not None}
+    series = {row["label"]: row["series"] for row in result.rows if row["series"] is not None}
     if series and any(np.isfinite(np.asarray(s["elbo"], dtype=float)).any() for s in series.values()):
         how = f"mean over {len(seeds)} seeds, band: ± 1 sd over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
         elbo_vs_time(series, result.plot_path, title=f"held-out ELBO against training time ({how})")
     else:  # nothing to draw (every run failed): no stale picture from an earlier --force
         result.plot_path.unlink(missing_ok=True)
-    return result

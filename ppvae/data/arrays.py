@@ -2,6 +2,11 @@
 
 Every check raises :class:`~ppvae.errors.DataError` with a one-line message that
 names the file, says what is wrong and how to fix it.
+
+A file format is one reader in :data:`READERS`, under its suffix: ``reader(path,
+mmap_mode)`` returns the raw data and its labels (or ``None``); the checks here and the
+shared preparation (:mod:`ppvae.data.transform`) do the rest, for every command that reads
+data.
 """
 
 from __future__ import annotations
@@ -11,14 +16,14 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ppvae.errors import DataError
 
-__all__ = ["read_array_file", "check_array", "check_labels", "is_8bit_image", "SUPPORTED_SUFFIXES"]
+__all__ = ["read_array_file", "check_array", "check_labels", "is_8bit_image", "READERS", "supported_suffixes"]
 
-SUPPORTED_SUFFIXES = (".npy", ".npz", ".csv")
 _X_KEY = "x"
 _LABEL_KEYS = ("y", "labels")
 _EXPECTED_SHAPES = "a 2-D table (N, d), 3-D images (N, H, W) or 4-D images (N, C, H, W)"
@@ -138,19 +143,13 @@ def read_array_file(
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise DataError(f"data file {name} {what}; check the path")
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
         raise DataError(
             f"unsupported data file type {path.suffix or '(no extension)'!r} for {name}; "
-            f"supported: {', '.join(SUPPORTED_SUFFIXES)} (or a folder of MNIST-format files)"
+            f"supported: {', '.join(supported_suffixes())} (or a folder of MNIST-format files)"
         )
-    labels = None
-    if suffix == ".npy":
-        x = _read_npy(path, mmap_mode)
-    elif suffix == ".npz":
-        x, labels = _read_npz(path)
-    else:
-        x = _read_csv(path)
+    x, labels = reader(path, mmap_mode)
     x = check_array(x, name)
     if labels is not None:
         labels = check_labels(labels, x.shape[0], f"the labels in {name}")
@@ -259,3 +258,17 @@ def _read_csv_checked(path: Path) -> np.ndarray:
                     ) from None
             raise
     return out
+
+
+#: File suffix -> reader ``(path, mmap_mode) -> (x, labels or None)``: the one table of
+#: file formats (``mmap_mode`` is ``"r"`` where a reader can memory-map, else ignored).
+READERS: dict[str, Callable[[Path, str | None], tuple[np.ndarray, np.ndarray | None]]] = {
+    ".npy": lambda path, mmap_mode: (_read_npy(path, mmap_mode), None),
+    ".npz": lambda path, mmap_mode: _read_npz(path),
+    ".csv": lambda path, mmap_mode: (_read_csv(path), None),
+}
+
+
+def supported_suffixes() -> tuple[str, ...]:
+    """The data file suffixes :func:`read_array_file` reads (the keys of :data:`READERS`)."""
+    return tuple(READERS)

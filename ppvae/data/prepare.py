@@ -16,7 +16,7 @@ import numpy as np
 
 from ppvae.spec.config import DataSpec
 from ppvae.errors import DataError, UsageError
-from ppvae.data.arrays import check_array, is_8bit_image, read_array_file
+from ppvae.data.arrays import check_array, is_8bit_image, read_array_file, supported_suffixes
 from ppvae.data.dataset import Dataset
 from ppvae.data.transform import (
     SUPPORTS,
@@ -70,7 +70,7 @@ def _read_source(spec: DataSpec) -> RawData:
     if not path.exists():
         raise DataError(
             f"data source {spec.source!r} does not exist; use embedded, mnist, fashion-mnist, "
-            "a folder of MNIST-format files, or a .npy, .npz or .csv file"
+            f"a folder of MNIST-format files, or a {', '.join(supported_suffixes())} file"
         )
     # Memory-mapped: splitting copies the rows anyway, so the file is never held twice.
     x, labels = read_array_file(path, mmap_mode="r")

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from ppvae.errors import UsageError
 
-__all__ = ["Estimator", "ESTIMATORS", "estimator", "estimator_names", "importance_weighted_names", "help_text"]
+__all__ = ["Estimator", "ESTIMATORS", "estimator", "estimator_names", "importance_weighted_names", "help_text",
+           "dreg_unsupported"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,16 @@ def help_text() -> str:
     """One sentence listing every estimator and what it is, for ``--help``."""
     parts = [f"{e.name} ({e.summary}{', default' if i == 0 else ''})" for i, e in enumerate(ESTIMATORS.values())]
     return ", ".join(parts[:-1]) + " or " + parts[-1] + "."
+
+
+def dreg_unsupported(distribution_class: str, site: str) -> UsageError:
+    """The error both backends raise when DReG meets a guide whose log q it cannot stop.
+
+    ``distribution_class`` is the class name of the guide's distribution at ``site``.
+    """
+    flow = " (a flow, as model.guide = iaf builds)" if "Transformed" in distribution_class else ""
+    return UsageError(
+        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Gaussian guides "
+        f"(Normal, MultivariateNormal, LowRankMultivariateNormal: model.guide = diagonal, lowrank or fullrank), "
+        f"not for this guide's {distribution_class}{flow} at site {site!r}; choose a Gaussian guide, or --elbo iwae"
+    )

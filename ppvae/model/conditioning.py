@@ -193,3 +193,39 @@ def sample_labels(num_classes: int, n: int, label=None) -> np.ndarray:
     if label is None:
         return (np.arange(n) % num_classes).astype(np.int32)
     return check_class_labels(label, num_classes, n)
+
+
+class LabelledInputs:
+    """What a VAE's networks see, with or without labels: written once, mixed into each backend's VAE.
+
+    The VAE sets ``num_classes`` (0: unconditional), ``event_shape`` and ``label_layout``;
+    its class sets ``labels``, the backend's module of array operations (``one_hot``,
+    ``attach_label``, ``append_label``).
+    """
+
+    labels: Any
+    num_classes: int
+    event_shape: tuple
+    label_layout: str
+
+    def check_labels(self, y) -> None:
+        """Labels are required by a conditional model and refused by an unconditional one."""
+        if self.num_classes and y is None:
+            raise UsageError(f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
+                             "e.g. model(x, y=labels)")
+        if not self.num_classes and y is not None:
+            raise UsageError("labels y were given to an unconditional VAE; drop y, or build the model with "
+                             "model.conditional = true")
+
+    def encoder_input(self, x, y=None):
+        """What the encoder sees: ``x``, with ``one_hot(y)`` attached for a conditional VAE."""
+        if not self.num_classes:
+            return x
+        onehot = self.labels.one_hot(y, self.num_classes, x.dtype)
+        return self.labels.attach_label(x, onehot, len(self.event_shape), self.label_layout)
+
+    def decoder_input(self, z, y=None):
+        """What the decoder sees: ``z``, or ``concat(z, one_hot(y))`` for a conditional VAE."""
+        if not self.num_classes:
+            return z
+        return self.labels.append_label(z, self.labels.one_hot(y, self.num_classes, z.dtype))

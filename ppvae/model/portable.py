@@ -22,11 +22,18 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["Portable"]
+__all__ = ["Portable", "is_portable", "random_source", "Distributions"]
+
+#: The backend's generator of standard-normal draws while a component is being built
+#: (see :func:`random_source`); each backend seeds it from its own RNG.
+_NORMAL_DRAWS: contextvars.ContextVar[Callable[[tuple], np.ndarray] | None] = contextvars.ContextVar(
+    "ppvae_portable_normal_draws", default=None)
 
 
 class Portable:
@@ -50,7 +57,8 @@ class Portable:
     ``log``, ``log1p``, ``softplus``, ``sigmoid``, ``sqrt``, ``tanh``, ``abs``, ``where``,
     ``zeros_like`` and ``ones_like`` for that backend; ``p`` maps every declared name to
     its array. A likelihood may define ``mean(self, dist, ops, p, out)``; the default is the
-    distribution's ``.mean``.
+    distribution's ``.mean``. Random initial values come from :meth:`standard_normal`,
+    which draws from the backend's seeded RNG.
     """
 
     support = "real"
@@ -69,6 +77,19 @@ class Portable:
             raise ValueError(f"{type(self).__name__} declares {name!r} twice")
         store[name] = (np.asarray(value, dtype=np.float32), learnable)
 
+    def standard_normal(self, shape) -> np.ndarray:
+        """Standard-normal draws of ``shape`` for a random initial value.
+
+        The backend building the component supplies them from its own seeded RNG (the
+        global torch generator for Pyro, the part's PRNG key for NumPyro), so a fit is
+        reproducible from its seed; outside a backend they come from a fixed numpy seed.
+        """
+        draw = _NORMAL_DRAWS.get()
+        shape = tuple(int(n) for n in shape)
+        if draw is None:
+            return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        return np.asarray(draw(shape), dtype=np.float32)
+
     @property
     def arrays(self) -> dict[str, tuple[np.ndarray, bool]]:
         """Declared arrays: name -> (initial value, learnable)."""
@@ -77,7 +98,45 @@ class Portable:
     def distribution(self, dist, ops, p, *inputs) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must define distribution()")
 
+    def mean(self, dist, ops, p, out) -> Any:
+        """A likelihood's mean given the decoder's output: by default the distribution's ``.mean``."""
+        return self.distribution(dist, ops, p, out).mean
+
 
 def is_portable(factory) -> bool:
     """Whether a registered factory is a :class:`Portable` subclass."""
     return isinstance(factory, type) and issubclass(factory, Portable)
+
+
+@contextlib.contextmanager
+def random_source(draw: Callable[[tuple], Any]) -> Iterator[None]:
+    """Components built inside this block take their random initial values from ``draw``.
+
+    ``draw(shape)`` returns standard-normal values; a backend wraps the construction of a
+    :class:`Portable` in it so that :meth:`Portable.standard_normal` uses the backend's RNG.
+    """
+    token = _NORMAL_DRAWS.set(draw)
+    try:
+        yield
+    finally:
+        _NORMAL_DRAWS.reset(token)
+
+
+class Distributions:
+    """A backend's distributions module with the few distributions ppvae adds to it.
+
+    ``Portable.distribution`` receives one of these as ``dist``: every name of the
+    backend's module (``dist.Normal``, ...) and ppvae's additions, which the two backends
+    provide under the same names and signatures (``SqueezedBeta``, ``GreyLevels`` and,
+    where the library lacks it, ``ContinuousBernoulli``).
+    """
+
+    def __init__(self, base, **extras):
+        self._base = base
+        self._extras = extras
+
+    def __getattr__(self, name: str):
+        extras = self.__dict__.get("_extras", {})
+        if name in extras:
+            return extras[name]
+        return getattr(self.__dict__["_base"], name)

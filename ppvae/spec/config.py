@@ -376,6 +376,11 @@ class Config:
         _check(not (estimator(self.train.elbo).gaussian_guide_only and getattr(self.model, "guide", None) == "iaf"),
                f'train.elbo = "{self.train.elbo}" needs a Gaussian guide (model.guide = diagonal, lowrank or '
                'fullrank), not model.guide = "iaf"; train the flow with --elbo iwae')
+        # The estimators table says which backends implement each estimator.
+        implemented = estimator(self.train.elbo).backends
+        _check(self.train.backend in implemented,
+               f'train.elbo = "{self.train.elbo}" is implemented for backend {", ".join(implemented)} only, '
+               f'not train.backend = "{self.train.backend}"; choose --backend {implemented[0]} or another --elbo')
 
     # -- construction -----------------------------------------------------------------
     @classmethod

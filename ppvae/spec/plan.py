@@ -1,8 +1,11 @@
-"""A spec's components resolved before any network is built: what both backends build from.
+"""A spec's components resolved and built: the one assembly both backends' VAEs start from.
 
-The model builder of each backend asks this module which guide family a spec names, with
-which settings, and what that family needs of the encoder; the backend then translates the
-plan into its framework.
+:func:`build_parts` builds every part of a VAE from the registry in the order that makes
+sizes line up (the guide family first, since the encoder's outputs depend on it; the
+likelihood before the decoder, whose outputs it sizes; the prior after the likelihood,
+whose support a VampPrior can take). Each backend's ``build_vae`` calls it with its name
+and a function giving each part its framework's extra arguments (NumPyro's PRNG keys),
+then wraps the parts in its own VAE class.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ppvae.errors import UsageError
+from ppvae.model.conditioning import conditional_classes, conditional_encoder
+from ppvae.model.priors import uses_encoder
+from ppvae.model.settings import prior_arguments
 from ppvae.spec import registry
 
-__all__ = ["GuidePlan", "plan_guide", "encoder_structural"]
+__all__ = ["GuidePlan", "plan_guide", "encoder_structural", "Parts", "build_parts"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +79,59 @@ def encoder_structural(plan: GuidePlan, encoder) -> dict:
             "(loc, scale, extra) when it is positive, or use model.guide = \"diagonal\""
         )
     return {"extra_outputs": plan.extra_outputs}
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The built parts of a VAE, before a backend wraps them in its VAE class.
+
+    Attributes
+    ----------
+    prior, likelihood, encoder, decoder, guide_family
+        The backend's modules.
+    num_classes : int
+        C of a conditional VAE (the encoder and decoder are built for ``one_hot(y)`` too), or 0.
+    label_layout : {"flat", "channels"}
+        How the label is attached to x for the encoder.
+    """
+
+    prior: Any
+    likelihood: Any
+    encoder: Any
+    decoder: Any
+    guide_family: Any
+    num_classes: int
+    label_layout: str
+
+
+def build_parts(spec, event_shape, backend: str, extra: Callable[[str], dict] = lambda part: {}) -> Parts:
+    """Build the parts ``spec`` names for ``backend``, each with ``extra(part)`` added to its arguments.
+
+    Component names and settings are validated against the registry; unknown ones raise
+    :class:`~ppvae.errors.UsageError` listing the valid choices. ``part`` is ``"prior"``,
+    ``"likelihood"``, ``"encoder"``, ``"decoder"`` or ``"guide"``.
+    """
+    event_shape = tuple(event_shape)
+    guide_plan = plan_guide(spec, backend)  # before the networks: the encoder's size depends on it
+
+    def make(kind: str, **structural):
+        comp = registry.get(kind, getattr(spec, kind), backend)
+        options = registry.resolve_options(kind, comp.name, backend, spec.options(kind))
+        if kind == "encoder":
+            structural.update(encoder_structural(guide_plan, comp))
+        return comp.factory(**structural, **options, **extra(kind))
+
+    likelihood = make("likelihood", event_shape=event_shape)
+    prior_comp = registry.get("prior", spec.prior, backend)
+    prior = prior_comp.factory(**prior_arguments(
+        prior_comp.factory, registry.resolve_options("prior", prior_comp.name, backend, spec.options("prior")),
+        latent_dim=spec.latent_dim, event_shape=event_shape, likelihood_support=likelihood.support),
+        **extra("prior"))
+    num_classes = conditional_classes(spec)
+    if num_classes and uses_encoder(prior):
+        raise UsageError(f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
+                         "too; use another prior or set model.conditional = false")
+    encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
+    decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
+    guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options, **extra("guide"))
+    return Parts(prior, likelihood, encoder, decoder, guide_family, num_classes, layout)

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -30,7 +31,7 @@ from typing import Iterable
 from ppvae.spec import registry
 from ppvae.errors import PPVAEError, UsageError
 
-__all__ = ["load_plugin", "load_plugins", "loaded_plugins"]
+__all__ = ["load_plugin", "load_plugins", "loaded_plugins", "with_plugins"]
 
 # Resolved path -> (file stamp, what it registered). A plug-in defines classes; executing
 # it again would register fresh, different classes under the same names for no gain.
@@ -145,3 +146,15 @@ def load_plugins(paths: Iterable[str | os.PathLike], origin: str | None = None) 
 def loaded_plugins() -> dict[str, list[tuple[str, str, str]]]:
     """Plug-in files loaded in this process and what each registered."""
     return {path: list(found) for path, (_, found) in _LOADED.items()}
+
+
+def with_plugins(cfg, extra: Iterable[str | Path] = (), origin: str | None = None):
+    """Load a Config's plug-ins and ``extra`` ones; the Config with all of them recorded as absolute paths.
+
+    ``origin`` names where the spec came from, for messages about a missing file.
+    """
+    extra = tuple(extra)
+    if not cfg.plugins and not extra:
+        return cfg
+    paths = tuple(load_plugins([*cfg.plugins, *extra], origin=origin))
+    return dataclasses.replace(cfg, plugins=paths) if paths != cfg.plugins else cfg

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the registry names backends by module path and imports them
 from ppvae.errors import BackendUnavailableError, UsageError, unknown_name
 
 __all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
-           "resolve_options", "load_backend", "registration_count", "registered_since", "portable"]
+           "resolve_options", "likelihood_support", "load_backend", "registration_count", "registered_since", "portable"]
 
 #: ``guide``: the family of q(z|x) built from the encoder's outputs (diagonal, low-rank, ...).
 KINDS = ("prior", "likelihood", "encoder", "decoder", "guide")
@@ -55,6 +55,23 @@ _REGISTRY: dict[tuple[str, str], dict[str, "Component"]] = {}
 #: Backend key under which portable components (one definition, every backend) are kept.
 PORTABLE = "*"
 _ORDER = [0]  # registration counter: a later registration of a name wins
+_BUILT_INS_REGISTERED = [False]
+
+
+def _register_built_ins() -> None:
+    """Register the portable built-in priors and likelihoods (:mod:`ppvae.model`), once.
+
+    Done on first use rather than at import, and before anything else is registered, so
+    the built-ins always have the lowest order and any plug-in of the same name wins.
+    """
+    if _BUILT_INS_REGISTERED[0]:
+        return
+    _BUILT_INS_REGISTERED[0] = True
+    from ppvae.model import likelihoods, priors
+
+    for kind, table in (("prior", priors.BUILT_IN), ("likelihood", likelihoods.BUILT_IN)):
+        for name, cls in table.items():
+            register(kind, name)(cls)
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,7 @@ def register(kind: str, name: str, *, backend: str | None = None, description: s
     ``event_shape`` and ``param_shape``, plus the user's settings as keyword arguments.
     Registering an existing name replaces it (so a plug-in can override a built-in).
     """
+    _register_built_ins()
     if kind not in KINDS:
         raise unknown_name("component kind", kind, KINDS)
     if not name or name != name.lower():
@@ -155,6 +173,7 @@ def _is_builtin(factory) -> bool:
 
 def registration_count() -> int:
     """A counter that every registration raises; pass it to :func:`registered_since`."""
+    _register_built_ins()  # so a plug-in's first registration does not also count them
     return _ORDER[0]
 
 
@@ -191,6 +210,7 @@ def load_backend(backend: str) -> Backend:
 def components(kind: str, backend: str) -> dict[str, Component]:
     """All components of ``kind`` usable with ``backend``, by name (portable ones included)."""
     module = load_backend(backend)
+    _register_built_ins()
     found = dict(_REGISTRY.get((kind, backend), {}))
     for name, comp in _REGISTRY.get((kind, PORTABLE), {}).items():
         if name not in found or found[name].order < comp.order:
@@ -202,6 +222,7 @@ def components(kind: str, backend: str) -> dict[str, Component]:
 
 def portable(kind: str) -> dict[str, Component]:
     """The :class:`ppvae.Portable` components of ``kind`` (one definition, every backend), by name."""
+    _register_built_ins()
     return dict(_REGISTRY.get((kind, PORTABLE), {}))
 
 
@@ -234,6 +255,11 @@ def _not_registered(kind: str, name: str, backend: str, found) -> UsageError:
     choices = ", ".join(sorted(found)) or "(none registered)"
     return UsageError(f"unknown {kind} {name!r} for backend {backend} ({where}); valid {kind} names: {choices}; "
                       f"{fix}")
+
+
+def likelihood_support(name: str, backend: str) -> str:
+    """The values a likelihood accepts: ``"unit_interval"``, ``"real"`` or ``"count"`` (data preparation reads it)."""
+    return getattr(get("likelihood", name, backend).factory, "support", "real")
 
 
 def resolve_options(kind: str, name: str, backend: str, options: Mapping[str, Any]) -> dict:

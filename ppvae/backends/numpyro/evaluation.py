@@ -16,7 +16,9 @@ from numpyro.distributions.kl import kl_divergence
 
 from ppvae.backends.numpyro.guides import is_diagonal, location, sample_with_log_prob
 from ppvae.backends.numpyro.model import VAE
-from ppvae.backends.numpyro.priors import prior_distribution
+from ppvae.model import linear_gaussian
+from ppvae.model.linear_gaussian import is_linear_gaussian
+from ppvae.model.priors import prior_distribution
 from ppvae.backends.numpyro.objectives import log_weights
 
 # Bound on the largest per-chunk tensor (chunk, batch, features), as in the Pyro backend.
@@ -100,25 +102,16 @@ class Evaluator:
 
 
 def exact_log_px(vae: VAE, params, x, y=None) -> np.ndarray | None:
-    """Exact log p(x) (log p(x|y) when conditional) for the linear-Gaussian model, else ``None``."""
-    from ppvae.backends.numpyro.components import NormalLikelihood, NormalPrior
+    """Exact log p(x) (log p(x|y) when conditional) for the linear-Gaussian model, else ``None``.
+
+    See :mod:`ppvae.model.linear_gaussian`.
+    """
     from ppvae.backends.numpyro.nets import LinearDecoder
 
     m = vae.with_params(params)
-    if not (isinstance(m["decoder"], LinearDecoder) and isinstance(m["likelihood"], NormalLikelihood)
-            and isinstance(m["prior"], NormalPrior)):
+    if not (isinstance(m["decoder"], LinearDecoder) and is_linear_gaussian(m["prior"], m["likelihood"])):
         return None
-    W = np.asarray(m["decoder"].linear.weight, dtype=np.float64)
-    b = np.asarray(m["decoder"].linear.bias, dtype=np.float64)
-    mu, s = np.asarray(m["prior"].loc, np.float64), np.asarray(m["prior"].scale, np.float64)
-    W, V = W[:, : mu.shape[0]], W[:, mu.shape[0]:]  # a conditional decoder: W z + V one_hot(y) + b
-    d = W.shape[0]
-    sigma = np.broadcast_to(np.asarray(m["likelihood"].scale, np.float64), m["likelihood"].event_shape).reshape(d)
-    cov = (W * s**2) @ W.T + np.diag(sigma**2)
-    diff = np.asarray(x, np.float64).reshape(len(x), d) - (W @ mu + b)
-    if vae.num_classes:
-        diff = diff - V.T[np.asarray(y)]
-    chol = np.linalg.cholesky(cov)
-    sol = np.linalg.solve(chol, diff.T)
-    return -0.5 * (sol**2).sum(0) - np.log(np.diag(chol)).sum() - 0.5 * d * math.log(2 * math.pi)
+    return linear_gaussian.exact_log_px(
+        x, m["decoder"].linear.weight, m["decoder"].linear.bias, m["prior"].loc, m["prior"].scale,
+        np.exp(np.asarray(m["likelihood"].log_scale, np.float64)), None if y is None else np.asarray(y))
 

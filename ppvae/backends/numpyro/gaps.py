@@ -26,7 +26,7 @@ import optax
 
 from ppvae.backends.numpyro.evaluation import MAX_ELEMENTS
 from ppvae.backends.numpyro.guides import require_diagonal
-from ppvae.backends.numpyro.priors import prior_distribution
+from ppvae.model.priors import prior_distribution
 
 __all__ = ["local_gaps"]
 

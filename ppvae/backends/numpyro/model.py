@@ -16,15 +16,12 @@ from numpyro import handlers
 from numpyro.contrib.module import eqx_module
 from numpyro.primitives import Messenger
 
-from ppvae.spec import registry
-from ppvae.model.conditioning import conditional_classes, conditional_encoder
+from ppvae.model.conditioning import LabelledInputs
 from ppvae.spec.config import ModelSpec
-from ppvae.errors import UsageError
-from ppvae.spec.plan import encoder_structural, plan_guide
-from ppvae.backends.numpyro.conditioning import append_label, attach_label, one_hot
+from ppvae.spec.plan import build_parts
+from ppvae.backends.numpyro import conditioning
 from ppvae.backends.numpyro.guides import DiagonalGuide
-from ppvae.backends.numpyro.priors import prior_distribution, uses_encoder
-from ppvae.model.settings import prior_arguments
+from ppvae.model.priors import prior_distribution, uses_encoder
 
 BACKEND = "numpyro"
 PARTS = ("prior", "likelihood", "encoder", "decoder")
@@ -51,7 +48,7 @@ def _has_params(module) -> bool:
     return bool(jax.tree_util.tree_leaves(eqx.filter(module, eqx.is_inexact_array)))
 
 
-class VAE:
+class VAE(LabelledInputs):
     """A VAE built from registered components (NumPyro backend).
 
     Parameters
@@ -75,6 +72,8 @@ class VAE:
         ``"guide"``, so a family with weights has params ``"guide$params"``.
     """
 
+    labels = conditioning
+
     def __init__(self, prior, likelihood, encoder, decoder, event_shape, latent_dim, dataset_size=None,
                  num_classes=0, label_layout="flat", guide_family=None):
         self.modules = {"prior": prior, "likelihood": likelihood, "encoder": encoder, "decoder": decoder,
@@ -84,28 +83,6 @@ class VAE:
         self.dataset_size = dataset_size
         self.num_classes = int(num_classes)
         self.label_layout = label_layout
-
-    # -- labels (conditional VAE) -------------------------------------------------------------
-    def check_labels(self, y) -> None:
-        """Labels are required by a conditional model and refused by an unconditional one."""
-        if self.num_classes and y is None:
-            raise UsageError(f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
-                             "e.g. model(x, y=labels)")
-        if not self.num_classes and y is not None:
-            raise UsageError("labels y were given to an unconditional VAE; drop y, or build the model with "
-                             "model.conditional = true")
-
-    def encoder_input(self, x, y=None):
-        """What the encoder sees: ``x``, with ``one_hot(y)`` attached for a conditional VAE."""
-        if not self.num_classes:
-            return x
-        return attach_label(x, one_hot(y, self.num_classes, x.dtype), len(self.event_shape), self.label_layout)
-
-    def decoder_input(self, z, y=None):
-        """What the decoder sees: ``z``, or ``concat(z, one_hot(y))`` for a conditional VAE."""
-        if not self.num_classes:
-            return z
-        return append_label(z, one_hot(y, self.num_classes, z.dtype))
 
     # -- registration -------------------------------------------------------------------
     def _part(self, name: str):
@@ -155,38 +132,18 @@ class VAE:
 
 
 def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None) -> VAE:
-    """Build a :class:`VAE` from a spec; ``key`` seeds the initial weights.
+    """Build a :class:`VAE` from a spec (see :func:`ppvae.spec.plan.build_parts`); ``key`` seeds the initial weights.
 
     A conditional spec gets the same enlarged networks as in the Pyro backend.
     """
-    event_shape = tuple(event_shape)
     keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
-    guide_plan = plan_guide(spec, BACKEND)  # before the networks: the encoder's size depends on it
-
-    def make(kind: str, **structural):
-        comp = registry.get(kind, getattr(spec, kind), BACKEND)
-        options = registry.resolve_options(kind, comp.name, BACKEND, spec.options(kind))
-        if kind == "encoder":
-            structural.update(encoder_structural(guide_plan, comp))
-        return comp.factory(**structural, **options, key=keys[kind])
-
-    likelihood = make("likelihood", event_shape=event_shape)
-    prior_comp = registry.get("prior", spec.prior, BACKEND)
-    prior = prior_comp.factory(**prior_arguments(
-        prior_comp.factory, registry.resolve_options("prior", prior_comp.name, BACKEND, spec.options("prior")),
-        latent_dim=spec.latent_dim, event_shape=event_shape, likelihood_support=likelihood.support),
-        key=keys["prior"])
-    num_classes = conditional_classes(spec)
-    if num_classes and uses_encoder(prior):
-        raise UsageError(f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
-                         "too; use another prior or set model.conditional = false")
-    encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
-    decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
-    # A key folded in rather than split off: the other parts keep their initial weights.
-    guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options,
-                                      key=jax.random.fold_in(key, len(PARTS)))
-    return VAE(prior, likelihood, encoder, decoder, event_shape, spec.latent_dim, dataset_size=dataset_size,
-               num_classes=num_classes, label_layout=layout, guide_family=guide_family)
+    # The guide family's key is folded in rather than split off: the other parts keep the
+    # initial weights they had before guide families existed.
+    keys["guide"] = jax.random.fold_in(key, len(PARTS))
+    parts = build_parts(spec, event_shape, BACKEND, lambda part: {"key": keys[part]})
+    return VAE(parts.prior, parts.likelihood, parts.encoder, parts.decoder, event_shape, spec.latent_dim,
+               dataset_size=dataset_size, num_classes=parts.num_classes, label_layout=parts.label_layout,
+               guide_family=parts.guide_family)
 
 
 def initial_params(vae: VAE) -> dict:

@@ -181,14 +181,8 @@ _STOPPABLE = (dist.Normal, dist.MultivariateNormal, dist.LowRankMultivariateNorm
 _WRAPPERS = (dist.Independent, dist.ExpandedDistribution)
 
 
-def _unsupported(fn, name: str) -> UsageError:
-    kind = type(fn).__name__
-    flow = " (a flow, as model.guide = iaf builds)" if "Transformed" in kind else ""
-    return UsageError(
-        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Gaussian guides "
-        f"(Normal, MultivariateNormal, LowRankMultivariateNormal: model.guide = diagonal, lowrank or fullrank), "
-        f"not for this guide's {kind}{flow} at site {name!r}; choose a Gaussian guide, or --elbo iwae"
-    )
+def _refuse(fn, name: str) -> UsageError:
+    return estimators.dreg_unsupported(type(fn).__name__, name)
 
 
 def _stopped(fn, name: str = "z"):
@@ -197,7 +191,7 @@ def _stopped(fn, name: str = "z"):
     while isinstance(base, _WRAPPERS):
         base = base.base_dist
     if not isinstance(base, _STOPPABLE):
-        raise _unsupported(base, name)
+        raise _refuse(base, name)
     return jax.tree_util.tree_map(jax.lax.stop_gradient, fn)
 
 

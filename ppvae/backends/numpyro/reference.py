@@ -24,7 +24,7 @@ from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 
-from ppvae.backends.numpyro.priors import prior_distribution
+from ppvae.model.priors import prior_distribution
 
 __all__ = ["compare_to_q", "nuts_reference"]
 

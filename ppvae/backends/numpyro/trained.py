@@ -19,14 +19,24 @@ from ppvae.backends.numpyro import checkpoint
 from ppvae.backends.numpyro.evaluation import Evaluator, exact_log_px
 from ppvae.backends.numpyro.guides import sample_with_log_prob
 from ppvae.backends.numpyro.model import VAE, build_vae, initial_params
-from ppvae.backends.numpyro.priors import prior_distribution
+from ppvae.model.priors import prior_distribution
 from ppvae.backends.numpyro.trainer import Trainer, resolve_device
 
 BATCH = 1000
 
 
 class TrainedVAE:
-    """A NumPyro-backend VAE with its params, with numpy in and out."""
+    """A NumPyro-backend VAE with its params, with numpy in and out.
+
+    Attributes
+    ----------
+    vae : VAE
+    params : dict
+        ``"<part>$params"`` -> parameter pytree.
+    device : jax.Device
+    num_classes : int
+        C of a conditional VAE (methods then need labels ``y``), 0 for an unconditional one.
+    """
 
     backend = "numpyro"
     #: Seconds spent compiling the training programs (not part of the epochs' ``seconds``).
@@ -34,6 +44,7 @@ class TrainedVAE:
 
     def __init__(self, vae: VAE, params: dict, device):
         self.vae, self.params, self.device = vae, params, device
+        self.num_classes = vae.num_classes
         self.evaluator = Evaluator(vae)
         # (loc, scale) only: an encoder serving a richer guide family also returns its extra values.
         self._encode = jax.jit(lambda p, x, y=None: vae.with_params(p)["encoder"](vae.encoder_input(x, y))[:2])
@@ -48,11 +59,6 @@ class TrainedVAE:
         m = self.vae.with_params(params)
         z = prior_distribution(m["prior"], m["encoder"]).sample(key, (n,))
         return self._decode_fn(params, z, y)
-
-    @property
-    def num_classes(self) -> int:
-        """C of a conditional VAE (methods then need labels ``y``), 0 for an unconditional one."""
-        return self.vae.num_classes
 
     @property
     def device_name(self) -> str:

@@ -23,7 +23,7 @@ from pyro.distributions.torch_distribution import TorchDistributionMixin
 from pyro.poutine.runtime import _PYRO_STACK
 
 from ppvae.backends.pyro.model import VAE
-from ppvae.backends.pyro.priors import prior_distribution
+from ppvae.model.priors import prior_distribution
 
 __all__ = ["direct_traces"]
 

@@ -15,7 +15,9 @@ from pyro.distributions.kl import kl_divergence
 from ppvae.backends.pyro.guides import is_diagonal, location
 from ppvae.backends.pyro.model import VAE
 from ppvae.backends.pyro.objectives import log_weights
-from ppvae.backends.pyro.priors import prior_distribution
+from ppvae.model import linear_gaussian
+from ppvae.model.linear_gaussian import is_linear_gaussian
+from ppvae.model.priors import prior_distribution
 
 # Upper bound on the elements of the largest per-chunk tensor, (chunk, batch, features):
 # 2**20 float32 values are 4 MiB: small chunks stay in cache and beat large ones on CPU.
@@ -98,28 +100,20 @@ def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500,
 
 
 def exact_log_px(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
-    """Exact log p(x) for the linear-Gaussian model (probabilistic PCA), else ``None``.
+    """Exact log p(x) (log p(x|y) when conditional) for the linear-Gaussian model, else ``None``.
 
-    With z ~ N(m, diag(s^2)), x | z ~ N(W z + b, diag(sigma^2)), the marginal is
-    x ~ N(W m + b, W diag(s^2) W^T + diag(sigma^2)). A conditional model's decoder is
-    ``W z + V one_hot(y) + b``: log p(x|y) has the mean shifted by ``V one_hot(y)``.
+    See :mod:`ppvae.model.linear_gaussian`; float64, on the CPU.
     """
-    from ppvae.backends.pyro.components import NormalLikelihood, NormalPrior
     from ppvae.backends.pyro.nets import LinearDecoder
 
-    if not (isinstance(vae.decoder, LinearDecoder) and isinstance(vae.likelihood, NormalLikelihood)
-            and isinstance(vae.prior, NormalPrior)):
+    if not (isinstance(vae.decoder, LinearDecoder) and is_linear_gaussian(vae.prior, vae.likelihood)):
         return None
     with torch.no_grad():
-        W = vae.decoder.linear.weight.double()  # (D, Z [+ C])
-        b = vae.decoder.linear.bias.double()
-        m, s = vae.prior.loc.double(), vae.prior.scale.double()
-        W, V = W[:, : m.shape[0]], W[:, m.shape[0]:]
-        d = W.shape[0]
-        sigma = vae.likelihood.scale.double().expand(vae.likelihood.event_shape).reshape(d)
-        cov = (W * s**2) @ W.T + torch.diag(sigma**2)
-        mean = W @ m + b
-        if vae.num_classes:
-            mean = mean + V.T[y.long()]  # (n, D): V one_hot(y) picks column y of V
-        mvn = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
-        return mvn.log_prob(x.reshape(x.shape[0], d).double())
+        def host(t):
+            return t.detach().cpu().double().numpy()
+
+        scale = host(vae.likelihood.log_scale.exp())
+        out = linear_gaussian.exact_log_px(
+            host(x), host(vae.decoder.linear.weight), host(vae.decoder.linear.bias), host(vae.prior.loc),
+            host(vae.prior.scale), scale, None if y is None else y.cpu().numpy())
+    return torch.from_numpy(out)

@@ -18,20 +18,17 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ppvae.model.conditioning import conditional_classes, conditional_encoder
+from ppvae.model.conditioning import LabelledInputs
 from ppvae.spec.config import ModelSpec
-from ppvae.errors import UsageError
-from ppvae.spec.plan import encoder_structural, plan_guide
-from ppvae.spec import registry
-from ppvae.backends.pyro.conditioning import append_label, attach_label, one_hot
+from ppvae.spec.plan import build_parts
+from ppvae.backends.pyro import conditioning
 from ppvae.backends.pyro.guides import DiagonalGuide
-from ppvae.backends.pyro.priors import prior_distribution, uses_encoder
-from ppvae.model.settings import prior_arguments
+from ppvae.model.priors import prior_distribution, uses_encoder
 
 BACKEND = "pyro"
 
 
-class VAE(nn.Module):
+class VAE(nn.Module, LabelledInputs):
     """A VAE built from registered components.
 
     Parameters
@@ -71,6 +68,8 @@ class VAE(nn.Module):
     >>> loss = svi.step(torch.rand(8, 4).round())
     """
 
+    labels = conditioning
+
     def __init__(self, prior: nn.Module, likelihood: nn.Module, encoder: nn.Module,
                  decoder: nn.Module, event_shape, latent_dim: int, dataset_size: int | None = None,
                  register_params: bool = True, num_classes: int = 0, label_layout: str = "flat",
@@ -91,28 +90,7 @@ class VAE(nn.Module):
         self.label_layout = label_layout
         self.beta = 1.0
 
-    # -- pieces -------------------------------------------------------------------------
-    def check_labels(self, y) -> None:
-        """Labels are required by a conditional model and refused by an unconditional one."""
-        if self.num_classes and y is None:
-            raise UsageError(f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
-                             "e.g. model(x, y=labels)")
-        if not self.num_classes and y is not None:
-            raise UsageError("labels y were given to an unconditional VAE; drop y, or build the model with "
-                             "model.conditional = true")
-
-    def encoder_input(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """What the encoder sees: ``x``, with ``one_hot(y)`` attached for a conditional VAE."""
-        if not self.num_classes:
-            return x
-        return attach_label(x, one_hot(y, self.num_classes, x.dtype), len(self.event_shape), self.label_layout)
-
-    def decoder_input(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """What the decoder sees: ``z``, or ``concat(z, one_hot(y))`` for a conditional VAE."""
-        if not self.num_classes:
-            return z
-        return append_label(z, one_hot(y, self.num_classes, z.dtype))
-
+    # -- pieces (the label handling comes from LabelledInputs) ---------------------------------
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
         """The amortized q(z|x) (q(z|x,y) when conditional): the guide family of the encoder's outputs."""
         return self.guide_family(*self.encoder(self.encoder_input(x, y)))
@@ -188,36 +166,14 @@ class VAE(nn.Module):
 
 def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
               register_params: bool = True, support_check: bool = True) -> VAE:
-    """Build a :class:`VAE` from a :class:`~ppvae.spec.config.ModelSpec`.
+    """Build a :class:`VAE` from a :class:`~ppvae.spec.config.ModelSpec` (see :func:`ppvae.spec.plan.build_parts`).
 
     Component names and settings are validated against the registry; unknown ones raise
     :class:`~ppvae.errors.UsageError` listing the valid choices. A conditional spec
     (``spec.conditional``, ``spec.num_classes`` resolved) gets a decoder with
     ``latent_dim + num_classes`` inputs and an encoder for x with the label attached.
     """
-    event_shape = tuple(event_shape)
-    guide_plan = plan_guide(spec, BACKEND)  # before the networks: the encoder's size depends on it
-
-    def make(kind: str, **structural):
-        comp = registry.get(kind, getattr(spec, kind), BACKEND)
-        options = registry.resolve_options(kind, comp.name, BACKEND, spec.options(kind))
-        if kind == "encoder":
-            structural.update(encoder_structural(guide_plan, comp))
-        return comp.factory(**structural, **options)
-
-    likelihood = make("likelihood", event_shape=event_shape)
-    prior_comp = registry.get("prior", spec.prior, BACKEND)
-    prior = prior_comp.factory(**prior_arguments(
-        prior_comp.factory, registry.resolve_options("prior", prior_comp.name, BACKEND, spec.options("prior")),
-        latent_dim=spec.latent_dim, event_shape=event_shape, likelihood_support=likelihood.support))
-    num_classes = conditional_classes(spec)
-    if num_classes and uses_encoder(prior):
-        raise UsageError(f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
-                         "too; use another prior or set model.conditional = false")
-    encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
-    decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
-    guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options)
-    return VAE(prior, likelihood, encoder, decoder, event_shape, spec.latent_dim,
+    parts = build_parts(spec, event_shape, BACKEND)
+    return VAE(parts.prior, parts.likelihood, parts.encoder, parts.decoder, event_shape, spec.latent_dim,
                dataset_size=dataset_size, register_params=register_params,
-               num_classes=num_classes, label_layout=layout, guide_family=guide_family)
-
+               num_classes=parts.num_classes, label_layout=parts.label_layout, guide_family=parts.guide_family)

@@ -109,14 +109,8 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
     return log_px, sampled_kl, -sampled_kl, beta, float(data_scale)
 
 
-def _unsupported(fn, name: str) -> UsageError:
-    kind = type(fn).__name__
-    flow = " (a flow, as model.guide = iaf builds)" if "Transformed" in kind else ""
-    return UsageError(
-        f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Gaussian guides "
-        f"(Normal, MultivariateNormal, LowRankMultivariateNormal: model.guide = diagonal, lowrank or fullrank), "
-        f"not for this guide's {kind}{flow} at site {name!r}; choose a Gaussian guide, or --elbo iwae"
-    )
+def _refuse(fn, name: str) -> UsageError:
+    return estimators.dreg_unsupported(type(fn).__name__, name)
 
 
 def _stopped(fn, name: str = "z"):
@@ -131,7 +125,7 @@ def _stopped(fn, name: str = "z"):
         return dist.LowRankMultivariateNormal(fn.loc.detach(), fn.cov_factor.detach(), fn.cov_diag.detach())
     if isinstance(fn, MultivariateNormal):
         return dist.MultivariateNormal(fn.loc.detach(), scale_tril=fn.scale_tril.detach())
-    raise _unsupported(fn, name)
+    raise _refuse(fn, name)
 
 
 def _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta):

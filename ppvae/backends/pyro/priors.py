@@ -1,124 +1,24 @@
-"""Built-in priors p(z) for the Pyro backend.
+"""The VampPrior for the Pyro backend.
 
-A prior is a module that returns a distribution over one latent vector (event shape
-``(latent_dim,)``). Most priors are called ``prior()``. A prior whose class attribute
-``uses_encoder`` is true (the VampPrior) is called ``prior(encoder)`` with the VAE's own
-encoder, whose parameters it shares and never copies; :func:`prior_distribution` makes
-the right call for any prior. Parameter and buffer names match the NumPyro backend's
-fields, so weights convert between the backends.
+The priors of fixed form are written once, in :mod:`ppvae.model.priors`. The VampPrior
+stays here because it passes its pseudo-inputs through the VAE's own encoder, a PyTorch
+network; it is called ``prior(encoder)`` (class attribute ``uses_encoder``), and
+:func:`ppvae.model.priors.prior_distribution` makes the right call for any prior.
 """
 
 from __future__ import annotations
-
-import math
 
 import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ppvae.spec.registry import register
 from ppvae.model import settings
+from ppvae.spec.registry import register
 
-__all__ = ["NormalPrior", "LaplacePrior", "StudentTPrior", "MixturePrior", "VampPrior",
-           "prior_distribution", "uses_encoder"]
+__all__ = ["VampPrior"]
 
 BACKEND = "pyro"
-
-
-def uses_encoder(prior) -> bool:
-    """Whether ``prior`` is called with the VAE's encoder (``prior(encoder)``)."""
-    return bool(getattr(prior, "uses_encoder", False))
-
-
-def prior_distribution(prior: nn.Module, encoder: nn.Module) -> dist.Distribution:
-    """p(z) of a VAE: ``prior(encoder)`` for a prior that uses the encoder, else ``prior()``.
-
-    Parameters
-    ----------
-    prior, encoder : torch.nn.Module
-        The VAE's prior and encoder (``vae.prior``, ``vae.encoder``).
-
-    Returns
-    -------
-    pyro.distributions.Distribution
-        A distribution over one latent vector, event shape ``(latent_dim,)``.
-    """
-    return prior(encoder) if uses_encoder(prior) else prior()
-
-
-@register("prior", "normal", backend=BACKEND)
-class NormalPrior(nn.Module):
-    """Standard (or shifted and scaled) diagonal Normal prior."""
-
-    def __init__(self, latent_dim, loc=0.0, scale=1.0):
-        super().__init__()
-        settings.positive("prior", "normal", "scale", scale)
-        self.register_buffer("loc", torch.full((latent_dim,), float(loc)))
-        self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
-
-    def forward(self) -> dist.Distribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
-
-
-@register("prior", "laplace", backend=BACKEND)
-class LaplacePrior(nn.Module):
-    """Laplace(loc, scale) on every latent dimension (heavier tails and sparser codes than a Normal)."""
-
-    def __init__(self, latent_dim, loc=0.0, scale=1.0):
-        super().__init__()
-        settings.positive("prior", "laplace", "scale", scale)
-        self.register_buffer("loc", torch.full((latent_dim,), float(loc)))
-        self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
-
-    def forward(self) -> dist.Distribution:
-        return dist.Laplace(self.loc, self.scale).to_event(1)
-
-
-@register("prior", "student_t", backend=BACKEND)
-class StudentTPrior(nn.Module):
-    """Student-t(df, 0, scale) on every latent dimension; df fixed, or learned with learn_df = true."""
-
-    def __init__(self, latent_dim, df=3.0, scale=1.0, learn_df=False):
-        super().__init__()
-        settings.positive("prior", "student_t", "df", df)
-        settings.positive("prior", "student_t", "scale", scale)
-        settings.boolean("prior", "student_t", "learn_df", learn_df)
-        self.learn_df = bool(learn_df)
-        self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("scale", torch.full((latent_dim,), float(scale)))
-        # One df shared by every dimension, kept positive as exp(log_df).
-        log_df = torch.tensor(math.log(df))
-        if self.learn_df:
-            self.log_df = nn.Parameter(log_df)
-        else:
-            self.register_buffer("log_df", log_df)
-
-    @property
-    def df(self) -> torch.Tensor:
-        return self.log_df.exp()
-
-    def forward(self) -> dist.Distribution:
-        return dist.StudentT(self.df, self.loc, self.scale).to_event(1)
-
-
-@register("prior", "mog", backend=BACKEND)
-class MixturePrior(nn.Module):
-    """Learned mixture of diagonal Gaussians: means, log-scales and mixture logits are trained."""
-
-    def __init__(self, latent_dim, num_components=10, init_spread=1.0):
-        super().__init__()
-        settings.count("prior", "mog", "num_components", num_components)
-        settings.positive("prior", "mog", "init_spread", init_spread)
-        # Means start spread out (N(0, init_spread^2)) so the components do not all see the
-        # same gradient and stay on top of each other.
-        self.means = nn.Parameter(float(init_spread) * torch.randn(int(num_components), latent_dim))
-        self.log_scales = nn.Parameter(torch.zeros(int(num_components), latent_dim))
-        self.logits = nn.Parameter(torch.zeros(int(num_components)))
-
-    def forward(self) -> dist.Distribution:
-        components = dist.Normal(self.means, self.log_scales.exp()).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
 
 
 @register("prior", "vamp", backend=BACKEND)

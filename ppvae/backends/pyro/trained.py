@@ -16,7 +16,7 @@ from ppvae.inference.metrics import evaluation_summary
 from ppvae.backends.pyro import checkpoint
 from ppvae.backends.pyro.evaluation import elbo_terms, exact_log_px, log_px_iwae
 from ppvae.backends.pyro.model import VAE, build_vae
-from ppvae.backends.pyro.priors import prior_distribution
+from ppvae.model.priors import prior_distribution
 from ppvae.inference.training import fingerprint
 from ppvae.backends.pyro.trainer import Trainer, resolve_device
 
@@ -32,6 +32,8 @@ class TrainedVAE:
     vae : VAE
         The torch module; ``vae.model`` and ``vae.guide`` are the Pyro callables.
     device : torch.device
+    num_classes : int
+        C of a conditional VAE (methods then need labels ``y``), 0 for an unconditional one.
     """
 
     backend = "pyro"
@@ -41,6 +43,7 @@ class TrainedVAE:
     def __init__(self, vae: VAE, device: torch.device):
         self.vae = vae.eval()
         self.device = device
+        self.num_classes = vae.num_classes
 
     @property
     def device_name(self) -> str:
@@ -60,11 +63,6 @@ class TrainedVAE:
     def guide(self) -> Callable:
         """The Pyro guide ``guide(x, beta=None, *, y=None)``: the amortized q(z|x) (q(z|x,y))."""
         return self.vae.guide
-
-    @property
-    def num_classes(self) -> int:
-        """C of a conditional VAE (methods then need labels ``y``), 0 for an unconditional one."""
-        return self.vae.num_classes
 
     # -- numpy helpers ----------------------------------------------------------------------
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
