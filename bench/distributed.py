@@ -46,8 +46,23 @@ def load() -> list[float]:
 
 def run_once(cfg: dict, epochs: int, workdir: Path) -> dict:
     out = workdir / f"run-{cfg['processes']}-{cfg['batch_size']}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "ppvae", "fit", "--epochs", str(epochs), "--batch-size", str(cfg["batch_size"]),
-           "--device", "cpu", "-q", "--out", str(out), "--set", "train.eval_num_samples=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ppvae",
+        "fit",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(cfg["batch_size"]),
+        "--device",
+        "cpu",
+        "-q",
+        "--out",
+        str(out),
+        "--set",
+        "train.eval_num_samples=1",
+    ]
     if cfg["processes"] > 1:
         cmd += ["--num-processes", str(cfg["processes"])]
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg["threads"])}
@@ -56,8 +71,7 @@ def run_once(cfg: dict, epochs: int, workdir: Path) -> dict:
     wall = time.perf_counter() - started
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [r["images_per_s"] for r in records[1:]]
-    return {"images_per_s": statistics.median(rates), "epoch_rates": rates, "wall_seconds": wall,
-            "load_after": load()}
+    return {"images_per_s": statistics.median(rates), "epoch_rates": rates, "wall_seconds": wall, "load_after": load()}
 
 
 def main() -> None:
@@ -69,17 +83,26 @@ def main() -> None:
 
     import torch
 
-    result = {"protocol": "MNIST-10k v1", "model": "mlp-400, Z = 20, Bernoulli, Adam 1e-3", "device": "cpu",
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "processor": platform.processor() or platform.machine()},
-              "torch": torch.__version__, "epochs": args.epochs, "load_before": load(),
-              "date": time.strftime("%Y-%m-%d"), "runs": []}
+    result = {
+        "protocol": "MNIST-10k v1",
+        "model": "mlp-400, Z = 20, Bernoulli, Adam 1e-3",
+        "device": "cpu",
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "torch": torch.__version__,
+        "epochs": args.epochs,
+        "load_before": load(),
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="ppvae-bench-ddp-") as tmp:
         for rep in range(args.repeats):
             for cfg in CONFIGS:
                 res = {**cfg, "repeat": rep, **run_once(cfg, args.epochs, Path(tmp))}
-                print(f"{cfg['name']:30s} {res['images_per_s']:8.0f} images/s  (load {res['load_after']})",
-                      flush=True)
+                print(f"{cfg['name']:30s} {res['images_per_s']:8.0f} images/s  (load {res['load_after']})", flush=True)
                 result["runs"].append(res)
     result["load_after"] = load()
     summary = {}

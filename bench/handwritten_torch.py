@@ -38,8 +38,9 @@ class HandVAE(nn.Module):
     With ``num_particles`` K > 1 the loss is the negative IWAE bound (``eps`` of shape (K, B, Z)).
     """
 
-    def __init__(self, x_dim: int = 784, hidden: int = 400, z_dim: int = 20, analytic_kl: bool = True,
-                 num_particles: int = 1):
+    def __init__(
+        self, x_dim: int = 784, hidden: int = 400, z_dim: int = 20, analytic_kl: bool = True, num_particles: int = 1
+    ):
         super().__init__()
         self.enc = nn.Linear(x_dim, hidden)
         self.loc = nn.Linear(hidden, z_dim)
@@ -71,8 +72,13 @@ class HandVAE(nn.Module):
         """Take the weights of a ppvae mlp-400 VAE (Pyro backend), for a same-function check."""
         dec = [m for m in vae.decoder.modules() if isinstance(m, nn.Linear)]
         head = vae.encoder.head
-        pairs = [(self.enc, vae.encoder.body[0]), (self.loc, head.loc), (self.raw_scale, head.raw_scale),
-                 (self.dec, dec[0]), (self.out, dec[-1])]
+        pairs = [
+            (self.enc, vae.encoder.body[0]),
+            (self.loc, head.loc),
+            (self.raw_scale, head.raw_scale),
+            (self.dec, dec[0]),
+            (self.out, dec[-1]),
+        ]
         with torch.no_grad():
             for mine, theirs in pairs:
                 mine.weight.copy_(theirs.weight)
@@ -97,19 +103,30 @@ class HandTorch:
         ``cpu`` or ``cuda``.
     """
 
-    def __init__(self, x_train, seed: int = 0, batch_size: int = 128, analytic_kl: bool = True,
-                 lr: float = 1e-3, device: str = "cpu", latent_dim: int = 20, hidden: int = 400,
-                 num_particles: int = 1):
-        self.name = "hand-written PyTorch " + (f"IWAE K = {num_particles}" if num_particles > 1 else
-                                               "analytic KL" if analytic_kl else "sampled KL")
+    def __init__(
+        self,
+        x_train,
+        seed: int = 0,
+        batch_size: int = 128,
+        analytic_kl: bool = True,
+        lr: float = 1e-3,
+        device: str = "cpu",
+        latent_dim: int = 20,
+        hidden: int = 400,
+        num_particles: int = 1,
+    ):
+        self.name = "hand-written PyTorch " + (
+            f"IWAE K = {num_particles}" if num_particles > 1 else "analytic KL" if analytic_kl else "sampled KL"
+        )
         self.device = torch.device(device)
         self.seed, self.batch_size, self.epoch = seed, batch_size, 0
         torch.manual_seed(seed)
         x_dim = int(np.prod(np.shape(x_train)[1:]))
         self.model = HandVAE(x_dim, hidden, latent_dim, analytic_kl, num_particles).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-        self.x_train = torch.as_tensor(np.asarray(x_train, dtype=np.float32).reshape(len(x_train), -1),
-                                       device=self.device)
+        self.x_train = torch.as_tensor(
+            np.asarray(x_train, dtype=np.float32).reshape(len(x_train), -1), device=self.device
+        )
         self.compile_seconds = 0.0
         self.last_loss = math.nan
 
@@ -126,7 +143,7 @@ class HandTorch:
         order = torch.as_tensor(perm, device=self.device)
         acc = torch.zeros((), device=self.device)
         for start in range(0, n, self.batch_size):
-            xb = torch.bernoulli(self.x_train[order[start:start + self.batch_size]])
+            xb = torch.bernoulli(self.x_train[order[start : start + self.batch_size]])
             k = self.model.num_particles
             eps = torch.randn(*((k,) if k > 1 else ()), xb.shape[0], self.model.z_dim, device=self.device)
             loss, _, _ = self.model(xb, eps)
@@ -142,8 +159,7 @@ class HandTorch:
     @torch.no_grad()
     def heldout_elbo(self, x_heldout) -> float:
         """Held-out ELBO per image (analytic KL, one draw), for the quality column."""
-        x = torch.as_tensor(np.asarray(x_heldout, dtype=np.float32).reshape(len(x_heldout), -1),
-                            device=self.device)
+        x = torch.as_tensor(np.asarray(x_heldout, dtype=np.float32).reshape(len(x_heldout), -1), device=self.device)
         saved = self.model.analytic_kl, self.model.num_particles
         self.model.analytic_kl, self.model.num_particles = True, 1
         try:

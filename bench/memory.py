@@ -52,7 +52,7 @@ def write_file(path: Path, size_mb: int, seed: int = 0) -> int:
     for start in range(0, n, step):
         m = min(step, n - start)
         noise = rng.integers(-24, 25, size=(m, 28, 28), dtype=np.int16)
-        out[start:start + m] = np.clip(digits[:m] + noise, 0, 255).astype(np.uint8)
+        out[start : start + m] = np.clip(digits[:m] + noise, 0, 255).astype(np.uint8)
     out.flush()
     del out
     return n
@@ -62,22 +62,43 @@ def child(path: str, stream: bool, steps: int, out_dir: str) -> None:
     import ppvae
 
     started = time.perf_counter()
-    overrides = {"data.source": path, "data.stream": stream, "train.device": "cpu", "train.batch_size": 128,
-                 "train.epochs": 1}
+    overrides = {
+        "data.source": path,
+        "data.stream": stream,
+        "train.device": "cpu",
+        "train.batch_size": 128,
+        "train.epochs": 1,
+    }
     ppvae.fit(out=out_dir, force=True, overrides=overrides, stop_after_steps=steps, pictures=False)
     # VmHWM is this process image's own peak. ru_maxrss would do, except that Linux carries
     # the parent's peak over fork and exec into it.
     status = Path("/proc/self/status").read_text().split("\n")
     hwm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    print(json.dumps({"peak_rss_mib": hwm_kib / 1024,
-                      "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "seconds": time.perf_counter() - started}))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mib": hwm_kib / 1024,
+                "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    )
 
 
 def run_child(path: Path, stream: bool, steps: int, tmp: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    cmd = [sys.executable, __file__, "--child", str(path), "--stream", "true" if stream else "false",
-           "--steps", str(steps), "--tmp", str(tmp)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(path),
+        "--stream",
+        "true" if stream else "false",
+        "--steps",
+        str(steps),
+        "--tmp",
+        str(tmp),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
@@ -101,12 +122,15 @@ def main() -> None:
     if args.child:
         child(args.child, args.stream == "true", args.steps, str(tmp / "ppvae-memory-run"))
         return
-    results: dict = {"protocol": "synthetic MNIST-tiled uint8 28x28 .npy files (real test digits + uniform "
-                                 "noise in [-24, 24]), Pyro backend, default model (mlp-400, Z = 20), "
-                                 "batch 128, CPU, one fresh process per measurement; peak = the child's VmHWM",
-                     "steps": args.steps, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                                                      f"Python {platform.python_version()}",
-                     "load_before": os.getloadavg()[0], "runs": []}
+    results: dict = {
+        "protocol": "synthetic MNIST-tiled uint8 28x28 .npy files (real test digits + uniform "
+        "noise in [-24, 24]), Pyro backend, default model (mlp-400, Z = 20), "
+        "batch 128, CPU, one fresh process per measurement; peak = the child's VmHWM",
+        "steps": args.steps,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "load_before": os.getloadavg()[0],
+        "runs": [],
+    }
     files = []
     try:
         for size in SIZES_MB:
@@ -116,14 +140,22 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--write", str(path), "--size-mb", str(size)]
             n = int(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
             files.append(path)
-            print(f"wrote {path} ({n} rows, {path.stat().st_size / 1e6:.0f} MB) in "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"wrote {path} ({n} rows, {path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
         modes = [(SIZES_MB[0], True), (SIZES_MB[1], True), (SIZES_MB[0], False)]
         for size, stream in modes:
             path = tmp / f"ppvae-memory-{size}mb.npy"
             r = run_child(path, stream, args.steps, tmp)
-            r.update({"file_mb": round(path.stat().st_size / 1e6), "rows": len(np.load(path, mmap_mode="r")),
-                      "stream": stream, "load": os.getloadavg()[0]})
+            r.update(
+                {
+                    "file_mb": round(path.stat().st_size / 1e6),
+                    "rows": len(np.load(path, mmap_mode="r")),
+                    "stream": stream,
+                    "load": os.getloadavg()[0],
+                }
+            )
             results["runs"].append(r)
             print(json.dumps(r), flush=True)
     finally:
@@ -135,9 +167,11 @@ def main() -> None:
     results["target_ratio"] = 1.3
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"peak RSS streamed: {small['peak_rss_mib']:.0f} MiB (200 MB file), {large['peak_rss_mib']:.0f} MiB "
-          f"(2 GB file): ratio {results['ratio_2gb_to_200mb_streamed']:.2f} (target <= 1.3); in memory, "
-          f"200 MB file: {results['runs'][2]['peak_rss_mib']:.0f} MiB")
+    print(
+        f"peak RSS streamed: {small['peak_rss_mib']:.0f} MiB (200 MB file), {large['peak_rss_mib']:.0f} MiB "
+        f"(2 GB file): ratio {results['ratio_2gb_to_200mb_streamed']:.2f} (target <= 1.3); in memory, "
+        f"200 MB file: {results['runs'][2]['peak_rss_mib']:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -81,11 +81,19 @@ def machine() -> dict:
     import numpyro
     import optax
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "device": str(jax.devices()[0]),
-            "python": platform.python_version(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "numpyro": numpyro.__version__, "equinox": equinox.__version__, "optax": optax.__version__,
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": str(jax.devices()[0]),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpyro": numpyro.__version__,
+        "equinox": equinox.__version__,
+        "optax": optax.__version__,
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+    }
 
 
 def load_average() -> list[float]:
@@ -135,13 +143,19 @@ def hand_init(key, x_dim: int = 784, hidden: int = 400, z_dim: int = 20, layout:
         kw, kb = jax.random.split(k)
         bound = 1.0 / math.sqrt(n_in)
         shape = (n_in, n_out) if layout == "in_out" else (n_out, n_in)
-        return {"w": jax.random.uniform(kw, shape, minval=-bound, maxval=bound),
-                "b": jax.random.uniform(kb, (n_out,), minval=-bound, maxval=bound)}
+        return {
+            "w": jax.random.uniform(kw, shape, minval=-bound, maxval=bound),
+            "b": jax.random.uniform(kb, (n_out,), minval=-bound, maxval=bound),
+        }
 
     k = jax.random.split(key, 5)
-    return {"enc": linear(k[0], x_dim, hidden), "loc": linear(k[1], hidden, z_dim),
-            "raw_scale": linear(k[2], hidden, z_dim), "dec": linear(k[3], z_dim, hidden),
-            "out": linear(k[4], hidden, x_dim)}
+    return {
+        "enc": linear(k[0], x_dim, hidden),
+        "loc": linear(k[1], hidden, z_dim),
+        "raw_scale": linear(k[2], hidden, z_dim),
+        "dec": linear(k[3], z_dim, hidden),
+        "out": linear(k[4], hidden, x_dim),
+    }
 
 
 def hand_loss(params, eps, x, analytic_kl: bool, layout: str = "in_out"):
@@ -201,8 +215,11 @@ class Hand:
         import jax.numpy as jnp
         import optax
 
-        self.name = "hand-written " + ("analytic KL" if analytic_kl else "sampled KL") + (
-            "" if layout == "in_out" else ", torch weight layout")
+        self.name = (
+            "hand-written "
+            + ("analytic KL" if analytic_kl else "sampled KL")
+            + ("" if layout == "in_out" else ", torch weight layout")
+        )
         self.seed, self.batch_size, self.epoch = seed, batch_size, 0
         self.x_train = jnp.asarray(x_train.reshape(x_train.shape[0], -1))  # flattened once
         self.optimizer = optax.adam(lr)
@@ -221,7 +238,7 @@ class Hand:
         n_full, rest = divmod(n, self.batch_size)
         perm = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         batches = jnp.asarray(perm[: n_full * self.batch_size].reshape(n_full, self.batch_size))
-        rest_idx = jnp.asarray(perm[n_full * self.batch_size:])
+        rest_idx = jnp.asarray(perm[n_full * self.batch_size :])
         epoch_key = jax.random.fold_in(self.train_key, self.epoch)
         return batches, rest_idx, epoch_key, jax.random.fold_in(epoch_key, n_full + 1), rest
 
@@ -234,7 +251,9 @@ class Hand:
             self.programs = (
                 self._epoch_fn.lower(self.params, self.opt_state, epoch_key, self.x_train, batches).compile(),
                 self._step_fn.lower(self.params, self.opt_state, rest_key, self.x_train[rest_idx]).compile()
-                if rest else None)
+                if rest
+                else None,
+            )
             self.compile_seconds = time.perf_counter() - started
         epoch_fn, step_fn = self.programs
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -290,13 +309,16 @@ class PPVAE:
         betas = jnp.asarray([beta_at(step0 + i, t) for i in range(n_full)], dtype=jnp.float32)
         epoch_key = jax.random.fold_in(tr.train_key, self.epoch)
         params, opt_state = tr.params, tr.opt_state
-        rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
+        rest_idx = jnp.asarray(perm[n_full * t.batch_size :])
         rest_beta = jnp.float32(beta_at(step0 + n_full, t))
         rest_key = jax.random.fold_in(epoch_key, n_full + 1)
         with patched(self.variant):  # a variant's patches act while the programs are traced
             epoch_fn = tr._program("epoch", tr._epoch_fn, params, opt_state, epoch_key, tr.x_train, batches, betas)
-            step_fn = tr._program("step", tr._step_fn, params, opt_state, rest_key, tr.x_train[rest_idx],
-                                  rest_beta) if rest else None
+            step_fn = (
+                tr._program("step", tr._step_fn, params, opt_state, rest_key, tr.x_train[rest_idx], rest_beta)
+                if rest
+                else None
+            )
         started, cpu_started = time.perf_counter(), time.process_time()
         params, opt_state, values = epoch_fn(params, opt_state, epoch_key, tr.x_train, batches, betas)
         parts = [np.asarray(values, dtype=np.float64)]
@@ -320,10 +342,10 @@ class PPVAE:
 #: name -> what it changes; see :func:`patched`.
 VARIANTS = {
     "prior-constant": "the prior's loc/scale are not registered as params (ppvae.backends.numpyro.model."
-                      "_has_params is False for NormalPrior): no zero-gradient Adam updates of 2x20 "
-                      "constants, fewer loop-carried arrays",
+    "_has_params is False for NormalPrior): no zero-gradient Adam updates of 2x20 "
+    "constants, fewer loop-carried arrays",
     "softplus-likelihood": "the 'x' site's Bernoulli log-probability as x * logits - softplus(logits) on "
-                           "(B, D) rows, the hand-written formula (no infinite-logit clause; other gradient bits)",
+    "(B, D) rows, the hand-written formula (no infinite-logit clause; other gradient bits)",
 }
 
 
@@ -359,13 +381,19 @@ def patched(variant: tuple[str, ...]):
     with contextlib.ExitStack() as stack:
         if "prior-constant" in variant:
             original = model._has_params
-            stack.enter_context(mock.patch.object(
-                model, "_has_params", lambda m: not isinstance(getattr(m, "spec", None), NormalPrior) and original(m)))
+            stack.enter_context(
+                mock.patch.object(
+                    model,
+                    "_has_params",
+                    lambda m: not isinstance(getattr(m, "spec", None), NormalPrior) and original(m),
+                )
+            )
         if "softplus-likelihood" in variant:
             from ppvae.backends.numpyro import objectives
 
-            stack.enter_context(mock.patch.object(objectives, "_site_log_prob",
-                                                  _softplus_site_log_prob(objectives._site_log_prob)))
+            stack.enter_context(
+                mock.patch.object(objectives, "_site_log_prob", _softplus_site_log_prob(objectives._site_log_prob))
+            )
         yield
 
 
@@ -387,9 +415,13 @@ def same_function_check(dataset) -> dict:
             def lin(layer):
                 return {"w": layer.weight.T, "b": layer.bias}
 
-            params = {"enc": lin(enc.body.layers[0]), "loc": lin(enc.head.loc),
-                      "raw_scale": lin(enc.head.raw_scale), "dec": lin(dec.net.layers[0]),
-                      "out": lin(dec.net.layers[2])}
+            params = {
+                "enc": lin(enc.body.layers[0]),
+                "loc": lin(enc.head.loc),
+                "raw_scale": lin(enc.head.raw_scale),
+                "dec": lin(dec.net.layers[0]),
+                "out": lin(dec.net.layers[2]),
+            }
             key = jax.random.PRNGKey(123)
             xb = tr.x_train[:128]
             binarize_key, loss_key = jax.random.split(key)
@@ -399,8 +431,11 @@ def same_function_check(dataset) -> dict:
             guide_key = jax.random.split(loss_key)[0]
             eps = jax.random.normal(jax.random.split(guide_key)[1], (128, 20))
             _, hand_values = hand_loss(params, eps, xbin.reshape(128, -1), analytic)
-            out[elbo] = {"ppvae": np.asarray(values).tolist(), "hand_written": np.asarray(hand_values).tolist(),
-                         "max_abs_diff": float(np.max(np.abs(np.asarray(values) - np.asarray(hand_values))))}
+            out[elbo] = {
+                "ppvae": np.asarray(values).tolist(),
+                "hand_written": np.asarray(hand_values).tolist(),
+                "max_abs_diff": float(np.max(np.abs(np.asarray(values) - np.asarray(hand_values)))),
+            }
     return out
 
 
@@ -435,12 +470,13 @@ def hlo_thunks(text: str) -> dict:
                 depth -= ch == ")"
                 if depth == 0:
                     break
-            rest = rhs[i + 1:]
+            rest = rhs[i + 1 :]
         else:
             rest = rhs.split(" ", 1)[1] if " " in rhs else ""
         op = re.match(r"\s*([\w\-]+)", rest)
         if op:
             comps[current].append((op.group(1), line))
+
     def reachable(start: str) -> set:
         executed, todo = set(), [start]
         while todo:
@@ -450,8 +486,9 @@ def hlo_thunks(text: str) -> dict:
             executed.add(name)
             for op, line in comps[name]:
                 if op in ("while", "conditional", "call"):
-                    todo += re.findall(r"(?:body|condition|to_apply|true_computation|false_computation)=%([\w.\-]+)",
-                                       line)
+                    todo += re.findall(
+                        r"(?:body|condition|to_apply|true_computation|false_computation)=%([\w.\-]+)", line
+                    )
                     for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
                         todo += [g.strip().lstrip("%") for g in group.split(",")]
         return executed
@@ -474,11 +511,15 @@ def hlo_thunks(text: str) -> dict:
             kind = re.search(r"kind=(k\w+)", line)
             if op == "fusion" and kind:
                 kinds[kind.group(1)] += 1
-    return {"executed_ops": sum(ops.values()), "by_opcode": dict(ops.most_common()),
-            "ops_per_step": count(per_step) if per_step else None,
-            "while_loops_per_step": sum(op == "while" for name in per_step for op, _ in comps[name]),
-            "fusion_kinds": dict(kinds.most_common()), "computations": len(comps),
-            "lines": len(text.splitlines())}
+    return {
+        "executed_ops": sum(ops.values()),
+        "by_opcode": dict(ops.most_common()),
+        "ops_per_step": count(per_step) if per_step else None,
+        "while_loops_per_step": sum(op == "while" for name in per_step for op, _ in comps[name]),
+        "fusion_kinds": dict(kinds.most_common()),
+        "computations": len(comps),
+        "lines": len(text.splitlines()),
+    }
 
 
 def hlo_report(sides: list) -> dict:
@@ -496,11 +537,17 @@ def hlo_report(sides: list) -> dict:
 # -- where the time goes: XLA's per-operation (thunk) profile ----------------------------------------
 _CATEGORIES = [  # (label, test on (opcode, op_name, fusion kind)); the first match wins
     ("random: key splits (threefry loops)", lambda op, name, kind: "threefry_split" in name),
-    ("random: Bernoulli binarization", lambda op, name, kind: "_bernoulli" in name
-     or name.endswith("convert_element_type")),
+    (
+        "random: Bernoulli binarization",
+        lambda op, name, kind: "_bernoulli" in name or name.endswith("convert_element_type"),
+    ),
     ("random: Normal noise", lambda op, name, kind: "_normal" in name),
-    ("matmuls (dot, XNNPACK fusions)", lambda op, name, kind: op == "dot" or (
-        kind == "kCustom" and ("dot_general" in name or name.endswith("transpose")))),
+    (
+        "matmuls (dot, XNNPACK fusions)",
+        lambda op, name, kind: (
+            op == "dot" or (kind == "kCustom" and ("dot_general" in name or name.endswith("transpose")))
+        ),
+    ),
     ("forward + backward elementwise and reductions", lambda op, name, kind: "jvp(" in name),
     ("Adam update", lambda op, name, kind: name != "-" and not name.endswith(("while", "dynamic_update_slice"))),
     ("loop-carried copies", lambda op, name, kind: op == "copy"),
@@ -523,7 +570,7 @@ def _instructions(text: str) -> dict[str, tuple[str, str, str]]:
                 depth -= ch == ")"
                 if depth == 0:
                     break
-            rest = rhs[i + 1:]
+            rest = rhs[i + 1 :]
         else:
             rest = rhs.split(" ", 1)[1] if " " in rhs else ""
         op = re.match(r"\s*([\w\-]+)", rest)
@@ -543,8 +590,11 @@ def profile_side(side, epochs: int, where: Path) -> dict:
     import jax
 
     side.run_epoch()  # compiled and warm
-    progs = ([side.trainer._programs["epoch"], side.trainer._programs.get("step")] if isinstance(side, PPVAE)
-             else list(side.programs))
+    progs = (
+        [side.trainer._programs["epoch"], side.trainer._programs.get("step")]
+        if isinstance(side, PPVAE)
+        else list(side.programs)
+    )
     instr: dict[tuple[str, str], tuple[str, str, str]] = {}  # (module, instruction) -> ...
     shapes: dict[tuple[str, str], str] = {}
     for prog in progs:
@@ -552,14 +602,21 @@ def profile_side(side, epochs: int, where: Path) -> dict:
             text = prog.as_text()
             module = re.match(r"HloModule ([\w.\-]+)", text).group(1)
             instr.update({(module, k): v for k, v in _instructions(text).items()})
-            shapes.update({(module, m.group(1)): m.group(2) for m in re.finditer(
-                r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (\w+\[[^\]]*\])", text, re.MULTILINE)})
+            shapes.update(
+                {
+                    (module, m.group(1)): m.group(2)
+                    for m in re.finditer(r"^\s*(?:ROOT\s+)?%([\w.\-]+) = (\w+\[[^\]]*\])", text, re.MULTILINE)
+                }
+            )
     jax.profiler.start_trace(str(where), create_perfetto_trace=True)
     wall = sum(side.run_epoch() for _ in range(epochs))
     jax.profiler.stop_trace()
     trace = json.load(gzip.open(sorted(glob.glob(f"{where}/**/perfetto_trace.json.gz", recursive=True))[-1]))
-    events = [e for e in (trace["traceEvents"] if isinstance(trace, dict) else trace)
-              if e.get("ph") == "X" and (e.get("args", {}).get("hlo_module"), e.get("name")) in instr]
+    events = [
+        e
+        for e in (trace["traceEvents"] if isinstance(trace, dict) else trace)
+        if e.get("ph") == "X" and (e.get("args", {}).get("hlo_module"), e.get("name")) in instr
+    ]
     exclusive: dict[int, float] = {}
     by_thread: dict = collections.defaultdict(list)
     for i, e in enumerate(events):
@@ -585,29 +642,48 @@ def profile_side(side, epochs: int, where: Path) -> dict:
         cats[label][0] += exclusive[i] / 1e3 / epochs
         cats[label][1] += 1 / epochs
     total = sum(v[0] for v in cats.values())
-    return {"epochs": epochs, "wall_ms_per_epoch_profiled": 1e3 * wall / epochs,
-            "thunk_ms_per_epoch": total, "thunks_per_epoch": sum(v[1] for v in cats.values()),
-            "categories": {k: {"ms_per_epoch": round(v[0], 2), "thunks_per_epoch": round(v[1])}
-                           for k, v in sorted(cats.items(), key=lambda kv: -kv[1][0])},
-            # the costliest instructions: what to compare between two programs
-            "top_instructions": [{"instruction": key[1], "opcode": instr[key][0], "shape": shapes.get(key, "?"),
-                                  "op_name": instr[key][1][-120:], "ms_per_epoch": round(v[0], 3),
-                                  "runs_per_epoch": round(v[1])}
-                                 for key, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:40]]}
+    return {
+        "epochs": epochs,
+        "wall_ms_per_epoch_profiled": 1e3 * wall / epochs,
+        "thunk_ms_per_epoch": total,
+        "thunks_per_epoch": sum(v[1] for v in cats.values()),
+        "categories": {
+            k: {"ms_per_epoch": round(v[0], 2), "thunks_per_epoch": round(v[1])}
+            for k, v in sorted(cats.items(), key=lambda kv: -kv[1][0])
+        },
+        # the costliest instructions: what to compare between two programs
+        "top_instructions": [
+            {
+                "instruction": key[1],
+                "opcode": instr[key][0],
+                "shape": shapes.get(key, "?"),
+                "op_name": instr[key][1][-120:],
+                "ms_per_epoch": round(v[0], 3),
+                "runs_per_epoch": round(v[1]),
+            }
+            for key, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:40]
+        ],
+    }
 
 
 # -- the measurement -------------------------------------------------------------------------------------
 def summarize(times: list[float]) -> dict:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "mean": statistics.fmean(times), "n": len(times)}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "mean": statistics.fmean(times),
+        "n": len(times),
+    }
 
 
 #: A round counts only if other processes used less than this share of one core during it.
 MAX_OTHERS_SHARE = 0.10
 
 
-def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float = 600.0,
-            max_share: float | None = None) -> dict:
+def measure(
+    sides: list, rounds: int, warmup: int, label: str, max_wait: float = 600.0, max_share: float | None = None
+) -> dict:
     """Interleaved timing: per round one epoch of every program, the order rotated every round
     (A B C D, B C D A, ...); ``warmup`` rounds untimed.
 
@@ -654,60 +730,81 @@ def measure(sides: list, rounds: int, warmup: int, label: str, max_wait: float =
             done += 1
         else:
             contended.append({"others_cpu_share": round(share, 3), "load": load, "epoch_seconds": got})
-        print(f"{label} round {done}/{warmup + rounds}{'' if clean else ' (contended, repeated)'}: "
-              + ", ".join(f"{name} {s:.3f} s" for name, s in got.items())
-              + f"  (load {load}, others {share:.0%} of a core, waited {waited:.0f} s)", file=sys.stderr)
-    return {"epoch_seconds": times, "warmup_epoch_seconds": warm,
-            "stats": {name: summarize(ts) for name, ts in times.items() if ts},
-            # CPU seconds of this process (all its threads) per epoch: on a machine that other
-            # work keeps busy, wall time mostly measures waiting; CPU time much less so.
-            "epoch_cpu_seconds": cpu_times,
-            "cpu_stats": {name: summarize(ts) for name, ts in cpu_times.items() if ts},
-            "load_average": {"before": before, "after": load_average(), "one_minute_per_round": loads},
-            "others_cpu_share_per_round": shares, "rotation_per_round": orders,
-            "contended_rounds_discarded": contended,
-            "final_epoch_loss": {s.name: s.last_loss for s in sides},
-            "compile_seconds": {s.name: s.compile_seconds for s in sides},
-            "ppvae_compilations": {s.name: s.trainer.compilations for s in sides if isinstance(s, PPVAE)}}
+        print(
+            f"{label} round {done}/{warmup + rounds}{'' if clean else ' (contended, repeated)'}: "
+            + ", ".join(f"{name} {s:.3f} s" for name, s in got.items())
+            + f"  (load {load}, others {share:.0%} of a core, waited {waited:.0f} s)",
+            file=sys.stderr,
+        )
+    return {
+        "epoch_seconds": times,
+        "warmup_epoch_seconds": warm,
+        "stats": {name: summarize(ts) for name, ts in times.items() if ts},
+        # CPU seconds of this process (all its threads) per epoch: on a machine that other
+        # work keeps busy, wall time mostly measures waiting; CPU time much less so.
+        "epoch_cpu_seconds": cpu_times,
+        "cpu_stats": {name: summarize(ts) for name, ts in cpu_times.items() if ts},
+        "load_average": {"before": before, "after": load_average(), "one_minute_per_round": loads},
+        "others_cpu_share_per_round": shares,
+        "rotation_per_round": orders,
+        "contended_rounds_discarded": contended,
+        "final_epoch_loss": {s.name: s.last_loss for s in sides},
+        "compile_seconds": {s.name: s.compile_seconds for s in sides},
+        "ppvae_compilations": {s.name: s.trainer.compilations for s in sides if isinstance(s, PPVAE)},
+    }
 
 
 def ratio(phase: dict, num: str, den: str) -> dict:
     times = phase["epoch_seconds"]
-    return {"ppvae": num, "hand_written": den,
-            "ratio_of_medians": phase["stats"][num]["median"] / phase["stats"][den]["median"],
-            "per_round_ratio": summarize([a / b for a, b in zip(times[num], times[den])]),
-            "cpu_ratio_of_medians": phase["cpu_stats"][num]["median"] / phase["cpu_stats"][den]["median"],
-            "cpu_per_round_ratio": summarize([a / b for a, b in zip(phase["epoch_cpu_seconds"][num],
-                                                                    phase["epoch_cpu_seconds"][den])])}
+    return {
+        "ppvae": num,
+        "hand_written": den,
+        "ratio_of_medians": phase["stats"][num]["median"] / phase["stats"][den]["median"],
+        "per_round_ratio": summarize([a / b for a, b in zip(times[num], times[den])]),
+        "cpu_ratio_of_medians": phase["cpu_stats"][num]["median"] / phase["cpu_stats"][den]["median"],
+        "cpu_per_round_ratio": summarize(
+            [a / b for a, b in zip(phase["epoch_cpu_seconds"][num], phase["epoch_cpu_seconds"][den])]
+        ),
+    }
 
 
 def print_tables(phase: dict, ratios: dict, n_train: int) -> None:
     la, shares = phase["load_average"], phase["others_cpu_share_per_round"]
-    print(f"Load average (1, 5, 15 min): before {la['before']}, after {la['after']}; "
-          f"1-min load per round {min(la['one_minute_per_round'])}-{max(la['one_minute_per_round'])} "
-          f"(this process included); other processes {min(shares):.0%}-{max(shares):.0%} of a core per round; "
-          f"{len(phase['contended_rounds_discarded'])} contended round(s) repeated")
+    print(
+        f"Load average (1, 5, 15 min): before {la['before']}, after {la['after']}; "
+        f"1-min load per round {min(la['one_minute_per_round'])}-{max(la['one_minute_per_round'])} "
+        f"(this process included); other processes {min(shares):.0%}-{max(shares):.0%} of a core per round; "
+        f"{len(phase['contended_rounds_discarded'])} contended round(s) repeated"
+    )
     print()
     print("| program | median s/epoch | min | max | images/s (median) | median CPU s/epoch |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, s in phase["stats"].items():
-        print(f"| {name} | {s['median']:.3f} | {s['min']:.3f} | {s['max']:.3f} | {n_train / s['median']:,.0f} "
-              f"| {phase['cpu_stats'][name]['median']:.3f} |")
+        print(
+            f"| {name} | {s['median']:.3f} | {s['min']:.3f} | {s['max']:.3f} | {n_train / s['median']:,.0f} "
+            f"| {phase['cpu_stats'][name]['median']:.3f} |"
+        )
     print()
-    print("| comparison | ratio of medians | per-round ratio: median | min | max | CPU time: ratio of medians "
-          "| per-round median |")
+    print(
+        "| comparison | ratio of medians | per-round ratio: median | min | max | CPU time: ratio of medians "
+        "| per-round median |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for label, r in ratios.items():
         pr, cr = r["per_round_ratio"], r["cpu_per_round_ratio"]
-        print(f"| {label} | {r['ratio_of_medians']:.3f} | {pr['median']:.3f} | {pr['min']:.3f} | {pr['max']:.3f} "
-              f"| {r['cpu_ratio_of_medians']:.3f} | {cr['median']:.3f} |")
+        print(
+            f"| {label} | {r['ratio_of_medians']:.3f} | {pr['median']:.3f} | {pr['min']:.3f} | {pr['max']:.3f} "
+            f"| {r['cpu_ratio_of_medians']:.3f} | {cr['median']:.3f} |"
+        )
     print()
 
 
 def print_profile(profile: dict) -> None:
     names = list(profile)
-    labels = sorted({c for p in profile.values() for c in p["categories"]},
-                    key=lambda c: -max(p["categories"].get(c, {}).get("ms_per_epoch", 0) for p in profile.values()))
+    labels = sorted(
+        {c for p in profile.values() for c in p["categories"]},
+        key=lambda c: -max(p["categories"].get(c, {}).get("ms_per_epoch", 0) for p in profile.values()),
+    )
     print("XLA per-operation profile, ms per epoch (operations executed per epoch):")
     print()
     print("| category | " + " | ".join(names) + " |")
@@ -718,10 +815,16 @@ def print_profile(profile: dict) -> None:
             c = profile[n]["categories"].get(label)
             cells.append(f"{c['ms_per_epoch']:.1f} ({c['thunks_per_epoch']:,})" if c else "-")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("| all operations | " + " | ".join(f"{profile[n]['thunk_ms_per_epoch']:.1f} "
-                                            f"({profile[n]['thunks_per_epoch']:,.0f})" for n in names) + " |")
-    print("| epoch wall time under the profiler | " + " | ".join(
-        f"{profile[n]['wall_ms_per_epoch_profiled']:.1f}" for n in names) + " |")
+    print(
+        "| all operations | "
+        + " | ".join(f"{profile[n]['thunk_ms_per_epoch']:.1f} ({profile[n]['thunks_per_epoch']:,.0f})" for n in names)
+        + " |"
+    )
+    print(
+        "| epoch wall time under the profiler | "
+        + " | ".join(f"{profile[n]['wall_ms_per_epoch_profiled']:.1f}" for n in names)
+        + " |"
+    )
     print()
     for n in names:
         print(f"Costliest instructions of {n} (ms per epoch, runs per epoch):")
@@ -729,8 +832,10 @@ def print_profile(profile: dict) -> None:
         print("| ms | runs | opcode | shape | op_name |")
         print("| --- | --- | --- | --- | --- |")
         for t in profile[n].get("top_instructions", [])[:15]:
-            print(f"| {t['ms_per_epoch']:.2f} | {t['runs_per_epoch']} | {t['opcode']} | {t['shape']} | "
-                  f"{t['op_name'][-70:]} |")
+            print(
+                f"| {t['ms_per_epoch']:.2f} | {t['runs_per_epoch']} | {t['opcode']} | {t['shape']} | "
+                f"{t['op_name'][-70:]} |"
+            )
         print()
 
 
@@ -755,10 +860,12 @@ def main() -> None:
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     m = results["machine"]
-    header = (f"# `python bench/numpyro_overhead.py {' '.join(sys.argv[1:])}`\n\n"
-              f"Protocol {PROTOCOL}, {results['model']}, batch {results['batch_size']}, {results['date']}; "
-              f"{m['processor']} ({m['cpu_count']} CPUs), {m['device']}, jax {m['jax']}, numpyro {m['numpyro']}. "
-              f"Raw numbers: `{args.out.name}`.\n\n")
+    header = (
+        f"# `python bench/numpyro_overhead.py {' '.join(sys.argv[1:])}`\n\n"
+        f"Protocol {PROTOCOL}, {results['model']}, batch {results['batch_size']}, {results['date']}; "
+        f"{m['processor']} ({m['cpu_count']} CPUs), {m['device']}, jax {m['jax']}, numpyro {m['numpyro']}. "
+        f"Raw numbers: `{args.out.name}`.\n\n"
+    )
     args.out.with_suffix(".md").write_text(header + "".join(tee.parts))
 
 
@@ -767,19 +874,37 @@ def run():
     parser.add_argument("--rounds", type=int, default=40, help="timed epochs per program (default 40)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up epochs per program (default 2)")
     parser.add_argument("--hlo", action="store_true", help="count the ops of the compiled programs too")
-    parser.add_argument("--variant-rounds", type=int, default=None,
-                        help="timed epochs per program in the --variants phase (default: --rounds)")
-    parser.add_argument("--variants", action="store_true",
-                        help="also time ppvae with the candidate changes of VARIANTS (monkeypatched)")
-    parser.add_argument("--profile", type=int, default=0, metavar="EPOCHS",
-                        help="also profile this many epochs of each program with JAX's profiler and "
-                             "attribute XLA's per-operation times to categories")
+    parser.add_argument(
+        "--variant-rounds",
+        type=int,
+        default=None,
+        help="timed epochs per program in the --variants phase (default: --rounds)",
+    )
+    parser.add_argument(
+        "--variants", action="store_true", help="also time ppvae with the candidate changes of VARIANTS (monkeypatched)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="also profile this many epochs of each program with JAX's profiler and "
+        "attribute XLA's per-operation times to categories",
+    )
     parser.add_argument("--skip-timing", action="store_true", help="no timing rounds (with --profile/--hlo)")
-    parser.add_argument("--max-wait", type=float, default=600.0,
-                        help="seconds to wait for a quiet machine before each round (default 600; 0: no wait)")
-    parser.add_argument("--max-others-share", type=float, default=MAX_OTHERS_SHARE,
-                        help="a round during which other processes used more than this share of a core is "
-                             f"repeated (default {MAX_OTHERS_SHARE}; e.g. 100 accepts every round)")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for a quiet machine before each round (default 600; 0: no wait)",
+    )
+    parser.add_argument(
+        "--max-others-share",
+        type=float,
+        default=MAX_OTHERS_SHARE,
+        help="a round during which other processes used more than this share of a core is "
+        f"repeated (default {MAX_OTHERS_SHARE}; e.g. 100 accepts every round)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "numpyro_overhead.json")
     args = parser.parse_args()
 
@@ -793,16 +918,25 @@ def run():
     assert dataset.train.shape[0] == 8000 and dataset.heldout.shape[0] == 2000 and dataset.binarize == "dynamic"
     n_train = dataset.train.shape[0]
     check = same_function_check(dataset)
-    print(f"same function: max |ppvae - hand-written| on one batch: "
-          f"meanfield {check['meanfield']['max_abs_diff']:.2e}, trace {check['trace']['max_abs_diff']:.2e}",
-          file=sys.stderr)
+    print(
+        f"same function: max |ppvae - hand-written| on one batch: "
+        f"meanfield {check['meanfield']['max_abs_diff']:.2e}, trace {check['trace']['max_abs_diff']:.2e}",
+        file=sys.stderr,
+    )
     cfg = ppvae_config("meanfield").train
-    results = {"protocol": PROTOCOL, "model": "mlp-400 (models/mlp-400.toml), Z = 20, Bernoulli",
-               "batch_size": cfg.batch_size, "train_images": n_train, "date": time.strftime("%Y-%m-%d"),
-               "machine": machine(), "warmup_epochs": args.warmup, "timed_epochs": args.rounds,
-               "timing": "seconds per epoch: compiled scan over 62 batches of 128 + compiled step on the last 64 "
-                         "images, until the outputs are on the host; compilation excluded",
-               "same_function_check": check}
+    results = {
+        "protocol": PROTOCOL,
+        "model": "mlp-400 (models/mlp-400.toml), Z = 20, Bernoulli",
+        "batch_size": cfg.batch_size,
+        "train_images": n_train,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "warmup_epochs": args.warmup,
+        "timed_epochs": args.rounds,
+        "timing": "seconds per epoch: compiled scan over 62 batches of 128 + compiled step on the last 64 "
+        "images, until the outputs are on the host; compilation excluded",
+        "same_function_check": check,
+    }
 
     with tempfile.TemporaryDirectory() as tmp:
         hand_mf = Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr)
@@ -813,50 +947,69 @@ def run():
         if args.skip_timing:
             for side in sides:
                 side.run_epoch()  # compile
-        phase = None if args.skip_timing else measure(sides, args.rounds, args.warmup, "main",
-                                                     args.max_wait, args.max_others_share)
+        phase = (
+            None
+            if args.skip_timing
+            else measure(sides, args.rounds, args.warmup, "main", args.max_wait, args.max_others_share)
+        )
         if phase is not None:
-            ratios = {"meanfield (vs analytic-KL hand-written)": ratio(phase, ppvae_mf.name, hand_mf.name),
-                      "trace (vs sampled-KL hand-written)": ratio(phase, ppvae_tr.name, hand_tr.name),
-                      "trace (vs analytic-KL hand-written)": ratio(phase, ppvae_tr.name, hand_mf.name),
-                      "A/A control: hand-written sampled KL / analytic KL (same op count)":
-                          ratio(phase, hand_tr.name, hand_mf.name)}
+            ratios = {
+                "meanfield (vs analytic-KL hand-written)": ratio(phase, ppvae_mf.name, hand_mf.name),
+                "trace (vs sampled-KL hand-written)": ratio(phase, ppvae_tr.name, hand_tr.name),
+                "trace (vs analytic-KL hand-written)": ratio(phase, ppvae_tr.name, hand_mf.name),
+                "A/A control: hand-written sampled KL / analytic KL (same op count)": ratio(
+                    phase, hand_tr.name, hand_mf.name
+                ),
+            }
             results["main"] = {**phase, "ratios": ratios}
             print_tables(phase, ratios, n_train)
         if args.hlo:
             results["hlo"] = hlo_report(sides)
-            print("| program | executed HLO ops, epoch program | of which fusions | while loops (scan + threefry) "
-                  "| ops in one scanned step | threefry loops in one step | executed HLO ops, rest step |")
+            print(
+                "| program | executed HLO ops, epoch program | of which fusions | while loops (scan + threefry) "
+                "| ops in one scanned step | threefry loops in one step | executed HLO ops, rest step |"
+            )
             print("| --- | --- | --- | --- | --- | --- | --- |")
             for name, entry in results["hlo"].items():
                 e, s = entry.get("epoch", {}), entry.get("step", {})
-                print(f"| {name} | {e.get('executed_ops')} | {e['by_opcode'].get('fusion')} | "
-                      f"{e['by_opcode'].get('while', 0)} | {e.get('ops_per_step')} | {e.get('while_loops_per_step')} | "
-                      f"{s.get('executed_ops')} |")
+                print(
+                    f"| {name} | {e.get('executed_ops')} | {e['by_opcode'].get('fusion')} | "
+                    f"{e['by_opcode'].get('while', 0)} | {e.get('ops_per_step')} | {e.get('while_loops_per_step')} | "
+                    f"{s.get('executed_ops')} |"
+                )
             print()
 
         profile_sides = list(sides)
         if args.profile:
             for i, variant in enumerate(CANDIDATES):
                 profile_sides.append(PPVAE(dataset, "meanfield", Path(tmp, f"profiled{i}"), variant))
-            results["profile"] = {s.name: profile_side(s, args.profile, Path(tmp, f"profile{i}"))
-                                  for i, s in enumerate(profile_sides)}
+            results["profile"] = {
+                s.name: profile_side(s, args.profile, Path(tmp, f"profile{i}")) for i, s in enumerate(profile_sides)
+            }
             print_profile(results["profile"])
 
         if args.variants:
-            variant_sides = [Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr),
-                             PPVAE(dataset, "meanfield", Path(tmp, "v0"))]
+            variant_sides = [
+                Hand(dataset.train, cfg.seed, cfg.batch_size, True, cfg.lr),
+                PPVAE(dataset, "meanfield", Path(tmp, "v0")),
+            ]
             for i, variant in enumerate(CANDIDATES):
                 variant_sides.append(PPVAE(dataset, "meanfield", Path(tmp, f"v{i + 1}"), variant))
-            variant_sides.append(PPVAE(dataset, "trace", Path(tmp, "vt"),
-                                       ("prior-constant",)))
+            variant_sides.append(PPVAE(dataset, "trace", Path(tmp, "vt"), ("prior-constant",)))
             variant_sides.append(Hand(dataset.train, cfg.seed, cfg.batch_size, False, cfg.lr))
-            vphase = measure(variant_sides, args.variant_rounds or args.rounds, args.warmup, "variants",
-                             args.max_wait, args.max_others_share)
+            vphase = measure(
+                variant_sides,
+                args.variant_rounds or args.rounds,
+                args.warmup,
+                "variants",
+                args.max_wait,
+                args.max_others_share,
+            )
             base = variant_sides[0].name
             vratios = {s.name: ratio(vphase, s.name, base) for s in variant_sides[1:-2]}
-            vratios[variant_sides[-2].name + " (vs sampled-KL)"] = ratio(vphase, variant_sides[-2].name,
-                                                                         variant_sides[-1].name)
+            vratios[variant_sides[-2].name + " (vs sampled-KL)"] = ratio(
+                vphase, variant_sides[-2].name, variant_sides[-1].name
+            )
             results["variants"] = {**vphase, "ratios": vratios, "descriptions": VARIANTS}
             if args.hlo:
                 results["variants"]["hlo"] = hlo_report(variant_sides)

@@ -61,8 +61,9 @@ def setup(estimator: str, num_particles: int = 1):
     from ppvae.backends.pyro.trainer import Trainer
     from ppvae.data import load_dataset
 
-    cfg = resolve_config(build_config(SPEC, {"train.device": "cpu", "train.elbo": estimator,
-                                       "train.num_particles": num_particles}))
+    cfg = resolve_config(
+        build_config(SPEC, {"train.device": "cpu", "train.elbo": estimator, "train.num_particles": num_particles})
+    )
     dataset = load_dataset(cfg.data, "bernoulli", "unit_interval")
     trainer = Trainer(cfg, dataset, Path(tempfile.mkdtemp()), progress=False)
     hand = HandTorch(dataset.train, analytic_kl=estimator != "trace")
@@ -88,8 +89,7 @@ def step_programs(cfg, trainer, hand):
 
     def ppvae_step():
         xb = torch.bernoulli(trainer.x_train[batch_index()])
-        tm = terms(trainer.vae.model, trainer.vae.guide, xb, beta=1.0, estimator=t.elbo,
-                   num_particles=t.num_particles)
+        tm = terms(trainer.vae.model, trainer.vae.guide, xb, beta=1.0, estimator=t.elbo, num_particles=t.num_particles)
         trainer.optimizer.zero_grad(set_to_none=True)
         tm.loss.backward()
         trainer.optimizer.step()
@@ -119,8 +119,12 @@ def step_programs(cfg, trainer, hand):
         loss.backward()
         hand.optimizer.step()
 
-    return {"hand-written": hand_step, TRACED: traced, "ppvae direct sites, validation on": direct_validated,
-            DIRECT: direct_unvalidated}
+    return {
+        "hand-written": hand_step,
+        TRACED: traced,
+        "ppvae direct sites, validation on": direct_validated,
+        DIRECT: direct_unvalidated,
+    }
 
 
 def interleaved(programs: dict, reps: int, warmup: int = 20) -> dict:
@@ -139,9 +143,16 @@ def interleaved(programs: dict, reps: int, warmup: int = 20) -> dict:
             if i >= warmup:
                 cpu[name].append((time.thread_time() - c0) * 1e6)
                 wall[name].append((time.perf_counter() - w0) * 1e6)
-    return {name: {"cpu_median_us": statistics.median(cpu[name]), "wall_median_us": statistics.median(wall[name]),
-                   "cpu_q25_us": float(np.percentile(cpu[name], 25)),
-                   "cpu_q75_us": float(np.percentile(cpu[name], 75)), "n": reps} for name in programs}
+    return {
+        name: {
+            "cpu_median_us": statistics.median(cpu[name]),
+            "wall_median_us": statistics.median(wall[name]),
+            "cpu_q25_us": float(np.percentile(cpu[name], 25)),
+            "cpu_q75_us": float(np.percentile(cpu[name], 75)),
+            "n": reps,
+        }
+        for name in programs
+    }
 
 
 def trainer_epochs(cfg, trainer, hand, epochs: int) -> dict:
@@ -155,31 +166,48 @@ def trainer_epochs(cfg, trainer, hand, epochs: int) -> dict:
         out["hand-written"].append(hand.run_epoch())
     out = {k: v[1:] for k, v in out.items()}  # the first is warm-up
     steps = trainer.state.records[-1]["step"] // trainer.state.epoch
-    return {"epoch_seconds": out, "steps_per_epoch": steps,
-            "median_us_per_step": {k: statistics.median(v) / steps * 1e6 for k, v in out.items()},
-            "ratio_of_medians": statistics.median(out["ppvae Trainer.fit"]) / statistics.median(out["hand-written"])}
+    return {
+        "epoch_seconds": out,
+        "steps_per_epoch": steps,
+        "median_us_per_step": {k: statistics.median(v) / steps * 1e6 for k, v in out.items()},
+        "ratio_of_medians": statistics.median(out["ppvae Trainer.fit"]) / statistics.median(out["hand-written"]),
+    }
 
 
 #: (label, test on the pstats key (file, line, function)); cumulative time of the matching
 #: functions. Entries are chosen so that they do not contain one another (except where said).
 PARTS = [
-    ("direct sites (encoder + decoder forward included)", lambda f, n: f.endswith("backends/pyro/direct.py")
-     and n == "direct_traces"),
+    (
+        "direct sites (encoder + decoder forward included)",
+        lambda f, n: f.endswith("backends/pyro/direct.py") and n == "direct_traces",
+    ),
     ("guide trace (encoder forward included)", lambda f, n: f.endswith("backends/pyro/model.py") and n == "guide"),
     ("model replay (decoder forward included)", lambda f, n: f.endswith("backends/pyro/model.py") and n == "model"),
-    ("  of which network forward (encoder + decoder)", lambda f, n: f.endswith("backends/pyro/nets.py")
-     and n == "forward"),
-    ("  of which distribution construction + argument validation",
-     lambda f, n: f.endswith("torch/distributions/distribution.py") and n == "__init__"),
-    ("  of which pyro.sample through the messenger stack (trace, replay, plate, scale)",
-     lambda f, n: f.endswith("pyro/poutine/runtime.py") and n == "apply_stack"),
-    ("  of which plate/scale enter and exit", lambda f, n: f.endswith("pyro/poutine/messenger.py")
-     and n in ("__enter__", "__exit__")),
-    ("log-prob sums (x, z under p and q)", lambda f, n: f.endswith("backends/pyro/objectives.py")
-     and n == "_site_log_prob"),
+    (
+        "  of which network forward (encoder + decoder)",
+        lambda f, n: f.endswith("backends/pyro/nets.py") and n == "forward",
+    ),
+    (
+        "  of which distribution construction + argument validation",
+        lambda f, n: f.endswith("torch/distributions/distribution.py") and n == "__init__",
+    ),
+    (
+        "  of which pyro.sample through the messenger stack (trace, replay, plate, scale)",
+        lambda f, n: f.endswith("pyro/poutine/runtime.py") and n == "apply_stack",
+    ),
+    (
+        "  of which plate/scale enter and exit",
+        lambda f, n: f.endswith("pyro/poutine/messenger.py") and n in ("__enter__", "__exit__"),
+    ),
+    (
+        "log-prob sums (x, z under p and q)",
+        lambda f, n: f.endswith("backends/pyro/objectives.py") and n == "_site_log_prob",
+    ),
     ("KL dispatch + analytic KL", lambda f, n: f.endswith("torch/distributions/kl.py") and n == "kl_divergence"),
-    ("  of which support/argument checks in log_prob (validate_sample)",
-     lambda f, n: f.endswith("torch/distributions/distribution.py") and n == "_validate_sample"),
+    (
+        "  of which support/argument checks in log_prob (validate_sample)",
+        lambda f, n: f.endswith("torch/distributions/distribution.py") and n == "_validate_sample",
+    ),
     ("backward", lambda f, n: f.endswith("torch/_tensor.py") and n == "backward"),
     ("Adam step", lambda f, n: f.endswith("torch/optim/optimizer.py") and n == "wrapper"),
     ("zero_grad", lambda f, n: f.endswith("torch/optim/optimizer.py") and n == "zero_grad"),
@@ -214,12 +242,16 @@ def torch_ops(fn, steps: int) -> dict:
     rows = []
     for e in prof.key_averages():
         if e.key.startswith("aten::") or e.key.startswith("autograd::"):
-            rows.append({"op": e.key, "calls_per_step": e.count / steps,
-                         "self_cpu_us_per_step": e.self_cpu_time_total / steps})
+            rows.append(
+                {"op": e.key, "calls_per_step": e.count / steps, "self_cpu_us_per_step": e.self_cpu_time_total / steps}
+            )
     rows.sort(key=lambda r: -r["self_cpu_us_per_step"])
     aten = [r for r in rows if r["op"].startswith("aten::")]
-    return {"aten_calls_per_step": sum(r["calls_per_step"] for r in aten),
-            "aten_self_cpu_us_per_step": sum(r["self_cpu_us_per_step"] for r in aten), "top": rows[:15]}
+    return {
+        "aten_calls_per_step": sum(r["calls_per_step"] for r in aten),
+        "aten_self_cpu_us_per_step": sum(r["self_cpu_us_per_step"] for r in aten),
+        "top": rows[:15],
+    }
 
 
 def main() -> None:
@@ -237,13 +269,20 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     cfg, dataset, trainer, hand = setup(args.estimator, args.num_particles)
     programs = step_programs(cfg, trainer, hand)
-    result = {"protocol": "MNIST-10k v1", "model": "mlp-400, Z = 20, batch 128", "estimator": args.estimator,
-              "num_particles": args.num_particles, "torch": torch.__version__,
-              "torch_threads": torch.get_num_threads(), "load_average_start": load_average()}
+    result = {
+        "protocol": "MNIST-10k v1",
+        "model": "mlp-400, Z = 20, batch 128",
+        "estimator": args.estimator,
+        "num_particles": args.num_particles,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_start": load_average(),
+    }
     result["steps"] = interleaved(programs, args.reps)
     result["epochs"] = trainer_epochs(cfg, trainer, hand, args.epochs)
-    result["cprofile"] = {name: profile_steps(programs[name], args.profile_steps)
-                          for name in (TRACED, DIRECT, "hand-written")}
+    result["cprofile"] = {
+        name: profile_steps(programs[name], args.profile_steps) for name in (TRACED, DIRECT, "hand-written")
+    }
     result["torch_ops"] = {name: torch_ops(programs[name], 20) for name in (TRACED, DIRECT, "hand-written")}
     result["load_average_end"] = load_average()
 
@@ -252,25 +291,37 @@ def main() -> None:
     print("| program | thread CPU µs/step (median) | q25 | q75 | / hand-written | wall µs/step | / hand-written |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, st in result["steps"].items():
-        print(f"| {name} | {st['cpu_median_us']:.0f} | {st['cpu_q25_us']:.0f} | {st['cpu_q75_us']:.0f} | "
-              f"{st['cpu_median_us'] / hand['cpu_median_us']:.3f} | {st['wall_median_us']:.0f} | "
-              f"{st['wall_median_us'] / hand['wall_median_us']:.3f} |")
+        print(
+            f"| {name} | {st['cpu_median_us']:.0f} | {st['cpu_q25_us']:.0f} | {st['cpu_q75_us']:.0f} | "
+            f"{st['cpu_median_us'] / hand['cpu_median_us']:.3f} | {st['wall_median_us']:.0f} | "
+            f"{st['wall_median_us'] / hand['wall_median_us']:.3f} |"
+        )
     e = result["epochs"]
-    print(f"| whole epochs ({e['steps_per_epoch']} steps), Trainer.fit | | | | | "
-          f"{e['median_us_per_step']['ppvae Trainer.fit']:.0f} | {e['ratio_of_medians']:.3f} |")
+    print(
+        f"| whole epochs ({e['steps_per_epoch']} steps), Trainer.fit | | | | | "
+        f"{e['median_us_per_step']['ppvae Trainer.fit']:.0f} | {e['ratio_of_medians']:.3f} |"
+    )
     print()
     names = list(result["cprofile"])
     print("| part of the step (cProfile, µs/step) | " + " | ".join(names) + " |")
     print("| --- |" + " ---: |" * len(names))
     for label, _ in PARTS:
-        print(f"| {label} | " + " | ".join(f"{result['cprofile'][n]['parts_us_per_step'][label]:.0f}"
-                                            for n in names) + " |")
-    print("| whole step under cProfile | " + " | ".join(
-        f"{result['cprofile'][n]['total_us_per_step_profiled']:.0f}" for n in names) + " |")
+        print(
+            f"| {label} | "
+            + " | ".join(f"{result['cprofile'][n]['parts_us_per_step'][label]:.0f}" for n in names)
+            + " |"
+        )
+    print(
+        "| whole step under cProfile | "
+        + " | ".join(f"{result['cprofile'][n]['total_us_per_step_profiled']:.0f}" for n in names)
+        + " |"
+    )
     print()
     for name, ops in result["torch_ops"].items():
-        print(f"{name}: {ops['aten_calls_per_step']:.0f} ATen calls/step, "
-              f"{ops['aten_self_cpu_us_per_step']:.0f} µs self CPU/step")
+        print(
+            f"{name}: {ops['aten_calls_per_step']:.0f} ATen calls/step, "
+            f"{ops['aten_self_cpu_us_per_step']:.0f} µs self CPU/step"
+        )
         for r in ops["top"][:10]:
             print(f"    {r['op']}: {r['calls_per_step']:.1f} calls, {r['self_cpu_us_per_step']:.0f} µs")
     args.out.parent.mkdir(exist_ok=True)

@@ -116,8 +116,9 @@ def _dataset(settings: dict):
     if settings["train_images"] is None:
         assert ds.train.shape[0] == 8000 and ds.heldout.shape[0] == 2000, "the protocol's split"
     else:
-        ds = dataclasses.replace(ds, train=ds.train[: settings["train_images"]],
-                                 heldout=ds.heldout[: settings["heldout_images"]])
+        ds = dataclasses.replace(
+            ds, train=ds.train[: settings["train_images"]], heldout=ds.heldout[: settings["heldout_images"]]
+        )
     return ds
 
 
@@ -127,9 +128,19 @@ def _config(backend: str, estimator: str, settings: dict, device: str):
 
     registry.load_backend(backend)
     h = settings["hidden"]
-    return resolve_config(build_config(SPEC, {
-        "train.backend": backend, "train.elbo": estimator, "train.num_particles": ESTIMATORS[estimator],
-        "train.device": device, "model.encoder_options.hidden": [h], "model.decoder_options.hidden": [h]}))
+    return resolve_config(
+        build_config(
+            SPEC,
+            {
+                "train.backend": backend,
+                "train.elbo": estimator,
+                "train.num_particles": ESTIMATORS[estimator],
+                "train.device": device,
+                "model.encoder_options.hidden": [h],
+                "model.decoder_options.hidden": [h],
+            },
+        )
+    )
 
 
 class _PPVAE:
@@ -161,6 +172,7 @@ class _PPVAE:
                 return fn(*args, **kwargs)
             finally:
                 self.after_cpu += time.process_time() - c0
+
         return timed
 
     def run_epoch(self) -> float:
@@ -187,9 +199,17 @@ def _hand(cfg, dataset, device: str):
     if t.backend == "pyro":
         from handwritten_torch import HandTorch
 
-        return HandTorch(dataset.train, seed=t.seed, batch_size=t.batch_size, analytic_kl=t.elbo == "meanfield",
-                         lr=t.lr, device=device, latent_dim=cfg.model.latent_dim, hidden=hidden,
-                         num_particles=t.num_particles)
+        return HandTorch(
+            dataset.train,
+            seed=t.seed,
+            batch_size=t.batch_size,
+            analytic_kl=t.elbo == "meanfield",
+            lr=t.lr,
+            device=device,
+            latent_dim=cfg.model.latent_dim,
+            hidden=hidden,
+            num_particles=t.num_particles,
+        )
     if t.elbo not in ("meanfield", "trace") or hidden != 400:
         return None  # the hand-written JAX loop is the mlp-400 ELBO only
     from numpyro_overhead import Hand
@@ -252,31 +272,51 @@ def run_config(backend: str, estimator: str, settings: dict, device: str, eval_k
                 t0 = time.perf_counter()
                 ev = trained.evaluate(dataset.heldout, num_samples=k, is_image=True)
                 seconds = time.perf_counter() - t0
-            evaluation[str(k)] = {"log_px": ev["heldout_log_px"], "log_px_se": ev.get("heldout_log_px_stderr"),
-                                  "seconds": seconds, "peak_rss_added_mib": mem.added_mib,
-                                  "heldout_points": int(dataset.heldout.shape[0])}
+            evaluation[str(k)] = {
+                "log_px": ev["heldout_log_px"],
+                "log_px_se": ev.get("heldout_log_px_stderr"),
+                "seconds": seconds,
+                "peak_rss_added_mib": mem.added_mib,
+                "heldout_points": int(dataset.heldout.shape[0]),
+            }
         hand_elbo = None if hand is None else _hand_heldout_elbo(hand, dataset)
     speed = {}
     for name, _ in sides:
         med = statistics.median(wall[name])
-        speed[name] = {"seconds_per_epoch": med, "epoch_seconds": wall[name],
-                       "cpu_seconds_per_epoch": statistics.median(cpu[name]), "images_per_s": n_train / med}
+        speed[name] = {
+            "seconds_per_epoch": med,
+            "epoch_seconds": wall[name],
+            "cpu_seconds_per_epoch": statistics.median(cpu[name]),
+            "images_per_s": n_train / med,
+        }
     out = {
-        "backend": backend, "estimator": estimator, "num_particles": cfg.train.num_particles, "device": device,
-        "epochs": settings["epochs"], "timed_epochs": settings["epochs"] - 1, "train_images": n_train,
-        "heldout_images": int(dataset.heldout.shape[0]), "hidden": settings["hidden"],
+        "backend": backend,
+        "estimator": estimator,
+        "num_particles": cfg.train.num_particles,
+        "device": device,
+        "epochs": settings["epochs"],
+        "timed_epochs": settings["epochs"] - 1,
+        "train_images": n_train,
+        "heldout_images": int(dataset.heldout.shape[0]),
+        "hidden": settings["hidden"],
         "hand_written": None if hand is None else hand.name,
-        "speed": speed, "heldout_elbo": record["heldout_elbo"], "final_train_loss": record["loss"],
-        "hand_heldout_elbo": hand_elbo, "evaluation": evaluation,
-        "peak_rss_training_mib": train_peak / 2**20, "rss_before_training_mib": rss0 / 2**20,
+        "speed": speed,
+        "heldout_elbo": record["heldout_elbo"],
+        "final_train_loss": record["loss"],
+        "hand_heldout_elbo": hand_elbo,
+        "evaluation": evaluation,
+        "peak_rss_training_mib": train_peak / 2**20,
+        "rss_before_training_mib": rss0 / 2**20,
         "compile_seconds": float(getattr(ppvae_side.trainer, "compile_seconds", 0.0)),
         "load_average": {"start": load_start, "end": load_average()},
         "wall_seconds": time.perf_counter() - started,
     }
     if hand is not None:
-        out["ratio"] = {"wall": speed["ppvae"]["seconds_per_epoch"] / speed["hand"]["seconds_per_epoch"],
-                        "cpu": speed["ppvae"]["cpu_seconds_per_epoch"] / speed["hand"]["cpu_seconds_per_epoch"],
-                        "per_epoch_wall": [a / b for a, b in zip(wall["ppvae"], wall["hand"])]}
+        out["ratio"] = {
+            "wall": speed["ppvae"]["seconds_per_epoch"] / speed["hand"]["seconds_per_epoch"],
+            "cpu": speed["ppvae"]["cpu_seconds_per_epoch"] / speed["hand"]["cpu_seconds_per_epoch"],
+            "per_epoch_wall": [a / b for a, b in zip(wall["ppvae"], wall["hand"])],
+        }
     return out
 
 
@@ -294,8 +334,12 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -312,8 +356,17 @@ def _worker_command(backend: str, estimator: str, settings: dict, device: str, e
     return [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
 
 
-def run_suite(quick: bool, backends, estimators, device: str, epochs: int | None, k5000_all: bool,
-              log=print, eval_k: list[int] | None = None, partial: Path | None = None) -> dict:
+def run_suite(
+    quick: bool,
+    backends,
+    estimators,
+    device: str,
+    epochs: int | None,
+    k5000_all: bool,
+    log=print,
+    eval_k: list[int] | None = None,
+    partial: Path | None = None,
+) -> dict:
     settings = dict(QUICK if quick else FULL)
     if epochs is not None:
         settings["epochs"] = epochs
@@ -322,19 +375,30 @@ def run_suite(quick: bool, backends, estimators, device: str, epochs: int | None
     if settings["epochs"] < 2:
         raise SystemExit("--epochs must be at least 2 (one warm-up epoch, then timed epochs)")
     small_k, big_k = settings["eval_k"]
-    result = {"protocol": PROTOCOL, "mode": "quick" if quick else "full", "settings": settings,
-              "model": "mlp-400 (models/mlp-400.toml), Z = 20, Bernoulli, batch 128, Adam 1e-3"
-                       + ("" if not quick else f"; quick: hidden {settings['hidden']}, subsets"),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "device": device,
-              "gpu": _gpu_note(device), "versions": versions(), "load_average_start": load_average(),
-              "configs": []}
+    result = {
+        "protocol": PROTOCOL,
+        "mode": "quick" if quick else "full",
+        "settings": settings,
+        "model": "mlp-400 (models/mlp-400.toml), Z = 20, Bernoulli, batch 128, Adam 1e-3"
+        + ("" if not quick else f"; quick: hidden {settings['hidden']}, subsets"),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "device": device,
+        "gpu": _gpu_note(device),
+        "versions": versions(),
+        "load_average_start": load_average(),
+        "configs": [],
+    }
     for backend in backends:
         for estimator in estimators:
             eval_k = [small_k] + ([big_k] if (k5000_all or estimator == DEFAULT_ESTIMATOR) else [])
-            log(f"[suite] {backend} {estimator} (K = {ESTIMATORS[estimator]}), "
-                f"{settings['epochs']} epochs, eval K = {eval_k}, load {load_average()}")
-            proc = subprocess.run(_worker_command(backend, estimator, settings, device, eval_k),
-                                  capture_output=True, text=True, cwd=ROOT)
+            log(
+                f"[suite] {backend} {estimator} (K = {ESTIMATORS[estimator]}), "
+                f"{settings['epochs']} epochs, eval K = {eval_k}, load {load_average()}"
+            )
+            proc = subprocess.run(
+                _worker_command(backend, estimator, settings, device, eval_k), capture_output=True, text=True, cwd=ROOT
+            )
             if proc.returncode != 0:
                 tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
                 raise SystemExit(f"configuration {backend}/{estimator} failed:\n{tail}")
@@ -350,8 +414,7 @@ def run_suite(quick: bool, backends, estimators, device: str, epochs: int | None
 def _gpu_note(device: str) -> str:
     if device != "cpu":
         return f"measured on {device}"
-    return ("no GPU on this machine: CPU figures only; GPU figures are to be taken with --device cuda "
-            "on a GPU machine")
+    return "no GPU on this machine: CPU figures only; GPU figures are to be taken with --device cuda on a GPU machine"
 
 
 def _f(x, fmt="{:.2f}") -> str:
@@ -385,7 +448,8 @@ def markdown(result: dict) -> str:
             f"| {c['backend']} | {est} | {sp['seconds_per_epoch']:.3f} | {sp['images_per_s']:,.0f} | "
             f"{c['hand_written'] or '— (none)'} | {_f(hand and hand['seconds_per_epoch'], '{:.3f}')} | "
             f"{_f(c.get('ratio', {}).get('wall'), '{:.3f}')} | {_f(c.get('ratio', {}).get('cpu'), '{:.3f}')} | "
-            f"{c['peak_rss_training_mib']:.0f} |")
+            f"{c['peak_rss_training_mib']:.0f} |"
+        )
     small_k, big_k = (str(k) for k in s["eval_k"])
     lines += [
         "",
@@ -403,10 +467,16 @@ def markdown(result: dict) -> str:
         est = c["estimator"] + (f" K={c['num_particles']}" if c["num_particles"] > 1 else "")
         cells = []
         for e in (a, b):
-            cells += ["—", "—", "—"] if e is None else [f"{e['log_px']:.2f}", f"{e['seconds']:.1f} s",
-                                                         f"{e['peak_rss_added_mib']:.0f}"]
-        lines.append(f"| {c['backend']} | {est} | {c['heldout_elbo']:.2f} | {_f(c['hand_heldout_elbo'])} | "
-                     + " | ".join(cells) + " |")
+            cells += (
+                ["—", "—", "—"]
+                if e is None
+                else [f"{e['log_px']:.2f}", f"{e['seconds']:.1f} s", f"{e['peak_rss_added_mib']:.0f}"]
+            )
+        lines.append(
+            f"| {c['backend']} | {est} | {c['heldout_elbo']:.2f} | {_f(c['hand_heldout_elbo'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -426,29 +496,34 @@ def write_results_md(path: Path, section: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny network, subsets, 2 epochs")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for suite.json (and suite.md); default bench/results (full mode only)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for suite.json (and suite.md); default bench/results (full mode only)",
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--estimators", default=",".join(ESTIMATORS))
     parser.add_argument("--epochs", type=int, default=None, help="epochs per configuration (full: 10, quick: 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--k5000-all", action="store_true", help="log p(x) with the large K for every row")
-    parser.add_argument("--eval-k", default=None, metavar="SMALL,LARGE",
-                        help="the two K of log p(x) (default 1000,5000; quick: 20,50)")
+    parser.add_argument(
+        "--eval-k", default=None, metavar="SMALL,LARGE", help="the two K of log p(x) (default 1000,5000; quick: 20,50)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     if args.worker:
         job = json.loads(args.worker)
-        print(json.dumps(run_config(job["backend"], job["estimator"], job["settings"], job["device"],
-                                    job["eval_k"])))
+        print(json.dumps(run_config(job["backend"], job["estimator"], job["settings"], job["device"], job["eval_k"])))
         return
     backends = [b for b in args.backends.split(",") if b]
     estimators = [e for e in args.estimators.split(",") if e]
     unknown = [b for b in backends if b not in BACKENDS] + [e for e in estimators if e not in ESTIMATORS]
     if unknown:
-        raise SystemExit(f"unknown backend/estimator {', '.join(unknown)}; valid: {', '.join(BACKENDS)}; "
-                         f"{', '.join(ESTIMATORS)}")
+        raise SystemExit(
+            f"unknown backend/estimator {', '.join(unknown)}; valid: {', '.join(BACKENDS)}; {', '.join(ESTIMATORS)}"
+        )
     if args.quick and args.out is None:
         raise SystemExit("--quick writes only where --out says (a scratch folder), never bench/RESULTS.md")
     eval_k = None
@@ -461,9 +536,17 @@ def main(argv=None) -> None:
             raise SystemExit(f"--eval-k {args.eval_k}: give two positive numbers of samples, e.g. 1000,5000")
     out = args.out or HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
-    result = run_suite(args.quick, backends, estimators, args.device, args.epochs, args.k5000_all,
-                       log=lambda msg: print(msg, file=sys.stderr), eval_k=eval_k,
-                       partial=out / "suite.partial.json")
+    result = run_suite(
+        args.quick,
+        backends,
+        estimators,
+        args.device,
+        args.epochs,
+        args.k5000_all,
+        log=lambda msg: print(msg, file=sys.stderr),
+        eval_k=eval_k,
+        partial=out / "suite.partial.json",
+    )
     section = markdown(result)
     from ppvae.runs.atomic import atomic_write_text
 

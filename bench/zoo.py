@@ -50,8 +50,14 @@ VARIANTS = {
 def run_variant(name: str, seed: int, epochs: int, backend: str, num_samples: int) -> dict:
     import ppvae
 
-    overrides = {**VARIANTS[name], "train.seed": seed, "train.epochs": epochs, "train.backend": backend,
-                 "train.device": "cpu", "train.eval_num_samples": 1}
+    overrides = {
+        **VARIANTS[name],
+        "train.seed": seed,
+        "train.epochs": epochs,
+        "train.backend": backend,
+        "train.device": "cpu",
+        "train.eval_num_samples": 1,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run = ppvae.fit(SPEC, out=Path(tmp) / name, pictures=False, overrides=overrides)
@@ -59,10 +65,19 @@ def run_variant(name: str, seed: int, epochs: int, backend: str, num_samples: in
         start = time.perf_counter()
         ev = run.evaluate(num_samples=num_samples, seed=0)
         eval_seconds = time.perf_counter() - start
-    return {"variant": name, "seed": seed, "epochs": epochs, "backend": backend,
-            "heldout_elbo": ev["heldout_elbo"], "heldout_log_px": ev["heldout_log_px"],
-            "num_samples": num_samples, "kl": ev.get("kl"), "active_units": ev.get("active_units"),
-            "fit_seconds": train_seconds, "eval_seconds": eval_seconds}
+    return {
+        "variant": name,
+        "seed": seed,
+        "epochs": epochs,
+        "backend": backend,
+        "heldout_elbo": ev["heldout_elbo"],
+        "heldout_log_px": ev["heldout_log_px"],
+        "num_samples": num_samples,
+        "kl": ev.get("kl"),
+        "active_units": ev.get("active_units"),
+        "fit_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+    }
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -75,8 +90,11 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         by.setdefault(r["variant"], {})[r["seed"]] = r
     base = by.get("standard", {})
-    lines = ["| variant | held-out ELBO | held-out log p(x) (K) | paired Δ log p(x) vs standard (± SE) "
-             "| active units | fit s (per seed) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | held-out ELBO | held-out log p(x) (K) | paired Δ log p(x) vs standard (± SE) "
+        "| active units | fit s (per seed) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, runs in by.items():
         seeds = sorted(runs)
         elbo = [runs[s]["heldout_elbo"] for s in seeds]
@@ -88,9 +106,11 @@ def table(rows: list[dict]) -> str:
             se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
             delta = f"{statistics.fmean(diffs):+.2f} ± {se:.2f}"
         units = [runs[s]["active_units"] for s in seeds if runs[s]["active_units"] is not None]
-        lines.append(f"| {name} | {_mean_sd(elbo)} | {_mean_sd(lpx)} ({runs[seeds[0]]['num_samples']}) | {delta} "
-                     f"| {statistics.fmean(units) if units else '—'} "
-                     f"| {statistics.fmean(runs[s]['fit_seconds'] for s in seeds):.0f} |")
+        lines.append(
+            f"| {name} | {_mean_sd(elbo)} | {_mean_sd(lpx)} ({runs[seeds[0]]['num_samples']}) | {delta} "
+            f"| {statistics.fmean(units) if units else '—'} "
+            f"| {statistics.fmean(runs[s]['fit_seconds'] for s in seeds):.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -114,8 +134,13 @@ def main() -> None:
             row = run_variant(name, seed, args.epochs, args.backend, args.num_samples)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    result = {"protocol": PROTOCOL, "spec": "models/mlp-400.toml", "machine": machine(),
-              "variants": {v: VARIANTS[v] for v in variants}, "rows": rows}
+    result = {
+        "protocol": PROTOCOL,
+        "spec": "models/mlp-400.toml",
+        "machine": machine(),
+        "variants": {v: VARIANTS[v] for v in variants},
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(rows))

@@ -76,25 +76,55 @@ def main(argv=None) -> dict:
 
     overrides = {"data.heldout_fraction": 0.1}
     if args.tiny:
-        overrides.update({"model.encoder_options.hidden": [64], "model.decoder_options.hidden": [64],
-                          "train.eval_num_samples": 10, "train.batch_size": 64, "train.device": "cpu"})
+        overrides.update(
+            {
+                "model.encoder_options.hidden": [64],
+                "model.decoder_options.hidden": [64],
+                "train.eval_num_samples": 10,
+                "train.batch_size": 64,
+                "train.device": "cpu",
+            }
+        )
     epochs = 1 if args.tiny else args.epochs
     num_samples = 20 if args.tiny else args.num_samples
-    run = ppvae.fit(data=str(train_file), backend="pyro", latent_dim=20, epochs=epochs, out=out / "run",
-                    force=True, overrides=overrides)
+    run = ppvae.fit(
+        data=str(train_file),
+        backend="pyro",
+        latent_dim=20,
+        epochs=epochs,
+        out=out / "run",
+        force=True,
+        overrides=overrides,
+    )
 
     x, labels = run.load_data(str(test_file))
-    report = score_data(run, x, labels=labels, anomalous=[ANOMALOUS], out=out / "scores.csv", force=True,
-                        num_samples=num_samples, seed=0, latent_density=True,
-                        class_names=("normal (digits 0-8)", f"anomalous (digit {ANOMALOUS})"))
+    report = score_data(
+        run,
+        x,
+        labels=labels,
+        anomalous=[ANOMALOUS],
+        out=out / "scores.csv",
+        force=True,
+        num_samples=num_samples,
+        seed=0,
+        latent_density=True,
+        class_names=("normal (digits 0-8)", f"anomalous (digit {ANOMALOUS})"),
+    )
     plot_latent(run, x, out / "latent.png", labels=labels, source="test set: held-out 0-8s and all 9s")
-    result = {**report.to_dict(), "epochs": epochs, "wall_seconds": time.perf_counter() - started,
-              "run": str(run.path), "train_seconds": run.summary["train_seconds"],
-              "heldout_elbo_of_0_8": run.summary["evaluation"]["heldout_elbo"]}
+    result = {
+        **report.to_dict(),
+        "epochs": epochs,
+        "wall_seconds": time.perf_counter() - started,
+        "run": str(run.path),
+        "train_seconds": run.summary["train_seconds"],
+        "heldout_elbo_of_0_8": run.summary["evaluation"]["heldout_elbo"],
+    }
     atomic_write_json(out / "result.json", result)
     aucs = ", ".join(f"{SCORES[k]} {v:.3f}" for k, v in report.roc_auc.items())
-    print(f"ROC AUC of {ANOMALOUS}s vs 0-8s ({result['num_anomalous']} vs {result['num_normal']} test points, "
-          f"K = {num_samples}): {aucs}")
+    print(
+        f"ROC AUC of {ANOMALOUS}s vs 0-8s ({result['num_anomalous']} vs {result['num_normal']} test points, "
+        f"K = {num_samples}): {aucs}"
+    )
     print(f"wrote {report.csv}, {report.picture} and {out / 'latent.png'} in {result['wall_seconds']:.0f} s")
     return result
 

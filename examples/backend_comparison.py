@@ -43,12 +43,24 @@ def main(argv=None):
     # table states K, and `ppvae evaluate RUN -k 5000` tightens any single run later.
     overrides = {"train.eval_num_samples": 200}
     if args.tiny:
-        overrides = {"data.source": save_embedded_sample(out), "train.batch_size": 64, "train.eval_num_samples": 10,
-                     "model.encoder_options.hidden": [32], "model.decoder_options.hidden": [32]}
-    result = compare(SPEC, backends=args.backends, elbos=args.elbos,
-                     seeds=args.seeds or ("0" if args.tiny else "0,1,2"),
-                     epochs=args.epochs or (1 if args.tiny else 10),
-                     out=out, overrides=overrides, force=True, echo=print)
+        overrides = {
+            "data.source": save_embedded_sample(out),
+            "train.batch_size": 64,
+            "train.eval_num_samples": 10,
+            "model.encoder_options.hidden": [32],
+            "model.decoder_options.hidden": [32],
+        }
+    result = compare(
+        SPEC,
+        backends=args.backends,
+        elbos=args.elbos,
+        seeds=args.seeds or ("0" if args.tiny else "0,1,2"),
+        epochs=args.epochs or (1 if args.tiny else 10),
+        out=out,
+        overrides=overrides,
+        force=True,
+        echo=print,
+    )
     print()
     print(result.to_markdown())
     print(f"table: {result.markdown_path}\nnumbers: {result.json_path}\nELBO against time: {result.plot_path}")

@@ -43,13 +43,18 @@ def kl_bars(results: dict, path: Path) -> Path:
     width = 0.8 / len(results)
     for i, (name, r) in enumerate(results.items()):
         kl = np.sort(np.asarray(r["kl_per_dim"]))[::-1]
-        ax.bar(np.arange(len(kl)) + (i - (len(results) - 1) / 2) * width, kl, width,
-               label=f"{name}: {r['active_units']} active units, KL {r['kl']:.1f} nats")
+        ax.bar(
+            np.arange(len(kl)) + (i - (len(results) - 1) / 2) * width,
+            kl,
+            width,
+            label=f"{name}: {r['active_units']} active units, KL {r['kl']:.1f} nats",
+        )
     ax.set_xlabel("latent dimension (sorted by its KL)")
     ax.set_ylabel("KL(q(z_d|x) || p(z_d)), nats")
     ax.set_xticks(range(dims))
-    ax.set_xticklabels([str(d + 1) if (d % 5 == 0 or dims <= 20) else "" for d in range(dims)],
-                       fontsize=9 if dims <= 20 else 7)
+    ax.set_xticklabels(
+        [str(d + 1) if (d % 5 == 0 or dims <= 20) else "" for d in range(dims)], fontsize=9 if dims <= 20 else 7
+    )
     ax.legend(frameon=False)
     ax.set_title("KL per latent dimension (held-out digits) at β = 1 and β = 4", fontsize=11)
     return plots.save_figure(fig, path)
@@ -64,9 +69,16 @@ def main(argv=None) -> dict:
 
     overrides = {"train.eval_num_samples": 500}
     if args.tiny:
-        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
-                     "train.warmup_steps": 2, "train.eval_num_samples": 10, "model.latent_dim": 4,
-                     "model.encoder_options.hidden": [32], "model.decoder_options.hidden": [32]}
+        overrides = {
+            "data.source": save_embedded_sample(out),
+            "train.epochs": 1,
+            "train.batch_size": 64,
+            "train.warmup_steps": 2,
+            "train.eval_num_samples": 10,
+            "model.latent_dim": 4,
+            "model.encoder_options.hidden": [32],
+            "model.decoder_options.hidden": [32],
+        }
     spec_beta = ppvae.build_config(SPEC).train.beta
     runs, results = {}, {}
     for beta in (1.0, spec_beta):
@@ -75,17 +87,23 @@ def main(argv=None) -> dict:
         runs[name] = run
         results[name] = {**run.summary["evaluation"], "beta": beta, "train_seconds": run.summary["train_seconds"]}
 
-    print(f"\n{'':8s} {'reconstruction':>14s} {'KL':>7s} {'β·KL':>7s} {'ELBO (β=1)':>11s} {'log p(x)':>9s} "
-          f"{'active units':>13s} {'linear probe':>13s}")
+    print(
+        f"\n{'':8s} {'reconstruction':>14s} {'KL':>7s} {'β·KL':>7s} {'ELBO (β=1)':>11s} {'log p(x)':>9s} "
+        f"{'active units':>13s} {'linear probe':>13s}"
+    )
     for name, r in results.items():
         probe = f"{r['linear_probe_accuracy']:.1%}" if "linear_probe_accuracy" in r else "n/a"
-        print(f"{name:8s} {r['reconstruction']:14.1f} {r['kl']:7.1f} {r['beta'] * r['kl']:7.1f} "
-              f"{r['heldout_elbo']:11.1f} {r['heldout_log_px']:9.1f} {r['active_units']:7d} of {len(r['kl_per_dim'])} "
-              f"{probe:>13s}")
+        print(
+            f"{name:8s} {r['reconstruction']:14.1f} {r['kl']:7.1f} {r['beta'] * r['kl']:7.1f} "
+            f"{r['heldout_elbo']:11.1f} {r['heldout_log_px']:9.1f} {r['active_units']:7d} of {len(r['kl_per_dim'])} "
+            f"{probe:>13s}"
+        )
     low, high = results.values()
-    print(f"\nβ = {high['beta']:g} pays {high['reconstruction'] - low['reconstruction']:+.1f} nats of reconstruction "
-          f"for {high['kl'] - low['kl']:+.1f} nats of KL; its held-out ELBO is "
-          f"{high['heldout_elbo'] - low['heldout_elbo']:+.1f} nats against β = 1, which optimizes the ELBO itself.")
+    print(
+        f"\nβ = {high['beta']:g} pays {high['reconstruction'] - low['reconstruction']:+.1f} nats of reconstruction "
+        f"for {high['kl'] - low['kl']:+.1f} nats of KL; its held-out ELBO is "
+        f"{high['heldout_elbo'] - low['heldout_elbo']:+.1f} nats against β = 1, which optimizes the ELBO itself."
+    )
 
     first = next(iter(runs.values()))
     x = first.heldout()[:10]
@@ -93,8 +111,11 @@ def main(argv=None) -> dict:
     pictures = [
         kl_bars(results, out / "beta-kl-per-dim.png"),
         labelled_rows(rows, out / "beta-reconstructions.png", "held-out digits and their reconstructions"),
-        side_by_side({name: run.sample(64, seed=0) for name, run in runs.items()}, out / "beta-samples.png",
-                     "64 samples each: means of p(x|z), z ~ N(0, I)"),
+        side_by_side(
+            {name: run.sample(64, seed=0) for name, run in runs.items()},
+            out / "beta-samples.png",
+            "64 samples each: means of p(x|z), z ~ N(0, I)",
+        ),
     ]
     print("pictures: " + ", ".join(map(str, pictures)))
     return results

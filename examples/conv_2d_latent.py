@@ -53,40 +53,66 @@ def main(argv=None) -> dict:
     # default K = 1000 on 2,000 held-out digits would take longer than the training on a CPU.
     overrides = {"train.eval_num_samples": 100, **({"train.epochs": args.epochs} if args.epochs else {})}
     if args.tiny:
-        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
-                     "train.eval_num_samples": 10, "model.encoder_options.channels": [4, 8],
-                     "model.encoder_options.hidden": [16], "model.decoder_options.channels": [8, 4]}
+        overrides = {
+            "data.source": save_embedded_sample(out),
+            "train.epochs": 1,
+            "train.batch_size": 64,
+            "train.eval_num_samples": 10,
+            "model.encoder_options.channels": [4, 8],
+            "model.encoder_options.hidden": [16],
+            "model.decoder_options.channels": [8, 4],
+        }
     run = ppvae.fit(SPEC, out=out / "conv-2d", force=True, overrides=overrides)
     ev = run.summary["evaluation"]
-    x, labels = run.load_data()                      # the held-out split and its digit labels
+    x, labels = run.load_data()  # the held-out split and its digit labels
     pixels, dims = int(np.prod(run.event_shape)), run.config.model.latent_dim
 
     # Compression: each digit -> the mean (and scale) of q(z|x), 2 numbers. Recovery: decode them.
     loc, scale = run.encode(x)
     np.savez(out / "codes.npz", loc=loc, scale=scale, labels=labels)
     recovered = run.decode(loc)
-    print(f"\ncompression: {pixels} pixels -> {dims} numbers per digit (ratio {pixels / dims:.0f}); "
-          f"{len(loc)} held-out codes in {out / 'codes.npz'}")
-    print(f"  first digit ({labels[0]}): z = ({loc[0, 0]:+.2f}, {loc[0, 1]:+.2f}), "
-          f"posterior sd ({scale[0, 0]:.2f}, {scale[0, 1]:.2f})")
-    print(f"  recovery: mean absolute pixel error {np.abs(recovered - x).mean():.3f} "
-          "(binarized held-out digits against decoded pixel means)")
-    print(f"held-out ELBO {ev['heldout_elbo']:.2f} nats per digit (reconstruction {ev['reconstruction']:.2f}, "
-          f"KL {ev['kl']:.2f}); log p(x) >= {ev['heldout_log_px']:.2f} ± {ev['heldout_log_px_stderr']:.2f} "
-          f"(K = {ev['num_samples']}); active units {ev['active_units']} of {dims}")
+    print(
+        f"\ncompression: {pixels} pixels -> {dims} numbers per digit (ratio {pixels / dims:.0f}); "
+        f"{len(loc)} held-out codes in {out / 'codes.npz'}"
+    )
+    print(
+        f"  first digit ({labels[0]}): z = ({loc[0, 0]:+.2f}, {loc[0, 1]:+.2f}), "
+        f"posterior sd ({scale[0, 0]:.2f}, {scale[0, 1]:.2f})"
+    )
+    print(
+        f"  recovery: mean absolute pixel error {np.abs(recovered - x).mean():.3f} "
+        "(binarized held-out digits against decoded pixel means)"
+    )
+    print(
+        f"held-out ELBO {ev['heldout_elbo']:.2f} nats per digit (reconstruction {ev['reconstruction']:.2f}, "
+        f"KL {ev['kl']:.2f}); log p(x) >= {ev['heldout_log_px']:.2f} ± {ev['heldout_log_px_stderr']:.2f} "
+        f"(K = {ev['num_samples']}); active units {ev['active_units']} of {dims}"
+    )
     # Under the prior the codes would have mean 0 and sd 1 on each axis; where they do not,
     # the samples (z ~ N(0, I)) do not look like the data in the same proportions.
-    print(f"the codes of the held-out digits: mean ({loc[:, 0].mean():+.2f}, {loc[:, 1].mean():+.2f}), "
-          f"sd ({loc[:, 0].std():.2f}, {loc[:, 1].std():.2f}), against (0, 0) and (1, 1) under the prior N(0, I)")
+    print(
+        f"the codes of the held-out digits: mean ({loc[:, 0].mean():+.2f}, {loc[:, 1].mean():+.2f}), "
+        f"sd ({loc[:, 0].std():.2f}, {loc[:, 1].std():.2f}), against (0, 0) and (1, 1) under the prior N(0, I)"
+    )
     if "linear_probe_accuracy" in ev:
-        print(f"a linear classifier reads the digit off the {dims} numbers with accuracy "
-              f"{ev['linear_probe_accuracy']:.1%} (chance 10 %)")
+        print(
+            f"a linear classifier reads the digit off the {dims} numbers with accuracy "
+            f"{ev['linear_probe_accuracy']:.1%} (chance 10 %)"
+        )
 
     pictures = [
-        plots.reconstruction_grid(x[:10], recovered[:10], out / "conv-reconstructions.png",
-                                  title=f"held-out digits, compressed to {dims} numbers and recovered"),
-        plots.image_grid(run.sample(64, seed=0), out / "conv-samples.png", ncols=8,
-                         title="64 new digits: means of p(x|z), z ~ N(0, I)"),
+        plots.reconstruction_grid(
+            x[:10],
+            recovered[:10],
+            out / "conv-reconstructions.png",
+            title=f"held-out digits, compressed to {dims} numbers and recovered",
+        ),
+        plots.image_grid(
+            run.sample(64, seed=0),
+            out / "conv-samples.png",
+            ncols=8,
+            title="64 new digits: means of p(x|z), z ~ N(0, I)",
+        ),
         plot_latent(run, x, out / "conv-latent.png", labels=labels),
     ]
     print("pictures: " + ", ".join(map(str, pictures)))

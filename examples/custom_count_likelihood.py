@@ -67,36 +67,64 @@ def main(argv=None) -> dict:
     # Raw grey levels as counts: no scaling, no binarization.
     overrides = {"data.scale": "none", "data.binarize": "none", "train.epochs": 10, "train.eval_num_samples": 200}
     if args.tiny:
-        overrides.update({"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
-                          "train.eval_num_samples": 10, "model.latent_dim": 4,
-                          "model.encoder_options.hidden": [32], "model.decoder_options.hidden": [32]})
+        overrides.update(
+            {
+                "data.source": save_embedded_sample(out),
+                "train.epochs": 1,
+                "train.batch_size": 64,
+                "train.eval_num_samples": 10,
+                "model.latent_dim": 4,
+                "model.encoder_options.hidden": [32],
+                "model.decoder_options.hidden": [32],
+            }
+        )
     runs, results = {}, {}
     for label, likelihood, backend in RUNS:
-        run = ppvae.fit(SPEC, out=out / f"{likelihood}-{backend}", force=True, likelihood=likelihood,
-                        backend=backend, overrides=overrides)
+        run = ppvae.fit(
+            SPEC,
+            out=out / f"{likelihood}-{backend}",
+            force=True,
+            likelihood=likelihood,
+            backend=backend,
+            overrides=overrides,
+        )
         runs[label] = run
-        results[label] = {**run.summary["evaluation"], "likelihood": likelihood, "backend": backend,
-                          "train_seconds": run.summary["train_seconds"]}
+        results[label] = {
+            **run.summary["evaluation"],
+            "likelihood": likelihood,
+            "backend": backend,
+            "train_seconds": run.summary["train_seconds"],
+        }
 
     k = next(iter(results.values()))["num_samples"]
     print(f"\nheld-out, nats per digit of 784 grey-level counts (log p(x): IWAE bound, K = {k})")
-    print(f"{'likelihood':26s} {'ELBO':>10s} {'log p(x)':>10s} {'± s.e.':>7s} {'bits/dim':>9s} {'active':>7s} "
-          f"{'train s':>8s}")
+    print(
+        f"{'likelihood':26s} {'ELBO':>10s} {'log p(x)':>10s} {'± s.e.':>7s} {'bits/dim':>9s} {'active':>7s} "
+        f"{'train s':>8s}"
+    )
     for label, r in sorted(results.items(), key=lambda kv: -kv[1]["heldout_log_px"]):
-        print(f"{label:26s} {r['heldout_elbo']:10.1f} {r['heldout_log_px']:10.1f} {r['heldout_log_px_stderr']:7.1f} "
-              f"{r['bits_per_dim']:9.3f} {r['active_units']:7d} {r['train_seconds']:8.1f}")
+        print(
+            f"{label:26s} {r['heldout_elbo']:10.1f} {r['heldout_log_px']:10.1f} {r['heldout_log_px_stderr']:7.1f} "
+            f"{r['bits_per_dim']:9.3f} {r['active_units']:7d} {r['train_seconds']:8.1f}"
+        )
     a, b = results["grey_binomial (pyro)"], results["grey_binomial (numpyro)"]
-    print(f"\nthe one Binomial definition gives {a['heldout_log_px']:.1f} (pyro) and {b['heldout_log_px']:.1f} "
-          "(numpyro): the same model, trained by two backends from different random initial weights")
+    print(
+        f"\nthe one Binomial definition gives {a['heldout_log_px']:.1f} (pyro) and {b['heldout_log_px']:.1f} "
+        "(numpyro): the same model, trained by two backends from different random initial weights"
+    )
 
     first = next(iter(runs.values()))
     x = first.heldout()[:10]
     rows = {"data": x / 255.0, **{label: run.reconstruct(x) / 255.0 for label, run in runs.items()}}
     pictures = [
-        labelled_rows(rows, out / "counts-reconstructions.png",
-                      "held-out digits and their reconstructions (mean of p(x|z) / 255)"),
-        side_by_side({label: run.sample(36, seed=0) / 255.0 for label, run in runs.items()},
-                     out / "counts-samples.png", "36 samples each: means of p(x|z) / 255, z ~ N(0, I)"),
+        labelled_rows(
+            rows, out / "counts-reconstructions.png", "held-out digits and their reconstructions (mean of p(x|z) / 255)"
+        ),
+        side_by_side(
+            {label: run.sample(36, seed=0) / 255.0 for label, run in runs.items()},
+            out / "counts-samples.png",
+            "36 samples each: means of p(x|z) / 255, z ~ N(0, I)",
+        ),
     ]
     print("pictures: " + ", ".join(map(str, pictures)))
     return results

@@ -37,12 +37,21 @@ def main(argv=None) -> dict:
     overrides = {"train.eval_num_samples": 20 if args.tiny else 500}
     results = {}
     for backend in ("pyro", "numpyro"):
-        run = ppvae.fit(prior="learned_laplace", backend=backend, latent_dim=10, epochs=1 if args.tiny else 10,
-                        out=f"{args.out}/{backend}", force=True, overrides=overrides)
+        run = ppvae.fit(
+            prior="learned_laplace",
+            backend=backend,
+            latent_dim=10,
+            epochs=1 if args.tiny else 10,
+            out=f"{args.out}/{backend}",
+            force=True,
+            overrides=overrides,
+        )
         ev = run.summary["evaluation"]
         results[backend] = ev
-        print(f"{backend:8s} held-out ELBO {ev['heldout_elbo']:8.2f}   log p(x) >= {ev['heldout_log_px']:8.2f} "
-              f"(K={ev['num_samples']})   pictures in {run.path}")
+        print(
+            f"{backend:8s} held-out ELBO {ev['heldout_elbo']:8.2f}   log p(x) >= {ev['heldout_log_px']:8.2f} "
+            f"(K={ev['num_samples']})   pictures in {run.path}"
+        )
     return results
 
 

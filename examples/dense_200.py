@@ -47,8 +47,13 @@ def kl_per_dim(results: dict, path: Path) -> Path:
     ax = fig.add_subplot()
     for i, (name, r) in enumerate(results.items()):
         kl = np.sort(np.asarray(r["kl_per_dim"]))[::-1]
-        ax.step(np.arange(1, len(kl) + 1), np.maximum(kl, 1e-4), where="mid", color=f"C{i}",
-                label=f"{name}: total KL {r['kl']:.1f} nats")
+        ax.step(
+            np.arange(1, len(kl) + 1),
+            np.maximum(kl, 1e-4),
+            where="mid",
+            color=f"C{i}",
+            label=f"{name}: total KL {r['kl']:.1f} nats",
+        )
     ax.set_yscale("log")
     ax.set_xlim(0.5, len(kl) + 0.5)
     ax.set_xlabel("latent dimension, sorted by its KL")
@@ -67,38 +72,59 @@ def main(argv=None) -> dict:
 
     overrides = {}
     if args.tiny:
-        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
-                     "train.eval_num_samples": 10, "model.latent_dim": 20}
+        overrides = {
+            "data.source": save_embedded_sample(out),
+            "train.epochs": 1,
+            "train.batch_size": 64,
+            "train.eval_num_samples": 10,
+            "model.latent_dim": 20,
+        }
     dims = ppvae.build_config(SPEC, overrides).model.latent_dim
     variants = {"KL summed": 1.0, f"KL averaged (β = 1/{dims})": 1.0 / dims}
     runs, results = {}, {}
     for name, beta in variants.items():
-        run = ppvae.fit(SPEC, out=out / ("kl-sum" if beta == 1.0 else "kl-mean"), force=True,
-                        overrides={**overrides, "train.beta": beta})
+        run = ppvae.fit(
+            SPEC,
+            out=out / ("kl-sum" if beta == 1.0 else "kl-mean"),
+            force=True,
+            overrides={**overrides, "train.beta": beta},
+        )
         runs[name] = run
         results[name] = {**run.summary["evaluation"], "beta": beta}
 
-    print(f"\nheld-out, nats per digit ({dims}-D latent; log p(x): IWAE bound, "
-          f"K = {next(iter(results.values()))['num_samples']})")
+    print(
+        f"\nheld-out, nats per digit ({dims}-D latent; log p(x): IWAE bound, "
+        f"K = {next(iter(results.values()))['num_samples']})"
+    )
     print(f"{'':26s} {'ELBO':>8s} {'reconstruction':>15s} {'KL':>7s} {'log p(x)':>9s} {'active units':>13s}")
     for name, r in results.items():
-        print(f"{name:26s} {r['heldout_elbo']:8.1f} {r['reconstruction']:15.1f} {r['kl']:7.1f} "
-              f"{r['heldout_log_px']:9.1f} {r['active_units']:6d} of {dims}")
+        print(
+            f"{name:26s} {r['heldout_elbo']:8.1f} {r['reconstruction']:15.1f} {r['kl']:7.1f} "
+            f"{r['heldout_log_px']:9.1f} {r['active_units']:6d} of {dims}"
+        )
     print()
     for name, r in results.items():
         kl = np.sort(np.asarray(r["kl_per_dim"]))[::-1]
         needed = int(np.searchsorted(np.cumsum(kl), 0.9 * kl.sum()) + 1)
-        print(f"{name}: {needed} of {dims} dimensions hold 90 % of the KL; the least used one has "
-              f"{kl[-1]:.3f} nats, the most used {kl[0]:.2f}")
+        print(
+            f"{name}: {needed} of {dims} dimensions hold 90 % of the KL; the least used one has "
+            f"{kl[-1]:.3f} nats, the most used {kl[0]:.2f}"
+        )
 
     first = next(iter(runs.values()))
     x = first.heldout()[:10]
     pictures = [
         kl_per_dim(results, out / "dense-kl-per-dim.png"),
-        labelled_rows({"data": x, **{name: run.reconstruct(x) for name, run in runs.items()}},
-                      out / "dense-reconstructions.png", "held-out digits and their reconstructions"),
-        side_by_side({name: run.sample(64, seed=0) for name, run in runs.items()}, out / "dense-samples.png",
-                     "64 samples each: means of p(x|z), z ~ N(0, I)"),
+        labelled_rows(
+            {"data": x, **{name: run.reconstruct(x) for name, run in runs.items()}},
+            out / "dense-reconstructions.png",
+            "held-out digits and their reconstructions",
+        ),
+        side_by_side(
+            {name: run.sample(64, seed=0) for name, run in runs.items()},
+            out / "dense-samples.png",
+            "64 samples each: means of p(x|z), z ~ N(0, I)",
+        ),
     ]
     print("pictures: " + ", ".join(map(str, pictures)))
     return results

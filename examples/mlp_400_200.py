@@ -65,28 +65,41 @@ def main(argv=None) -> dict:
 
     overrides = {}
     if args.tiny:
-        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
-                     "train.eval_num_samples": 20, "model.latent_dim": 4,
-                     "model.encoder_options.hidden": [32, 16], "model.decoder_options.hidden": [16, 32]}
+        overrides = {
+            "data.source": save_embedded_sample(out),
+            "train.epochs": 1,
+            "train.batch_size": 64,
+            "train.eval_num_samples": 20,
+            "model.latent_dim": 4,
+            "model.encoder_options.hidden": [32, 16],
+            "model.decoder_options.hidden": [16, 32],
+        }
     pixels = 28 * 28
     # Per-pixel mean cross-entropy + KL = (summed cross-entropy + 784 KL) / 784: the same
     # optimum as the ELBO with β = 784.
     variants = {"summed cross-entropy": 1.0, "per-pixel mean (β = 784)": float(pixels)}
     runs, results = {}, {}
     for name, beta in variants.items():
-        run = ppvae.fit(SPEC, out=out / ("sum" if beta == 1.0 else "mean"), force=True,
-                        overrides={**overrides, "train.beta": beta})
+        run = ppvae.fit(
+            SPEC, out=out / ("sum" if beta == 1.0 else "mean"), force=True, overrides={**overrides, "train.beta": beta}
+        )
         runs[name] = run
         results[name] = run.summary["evaluation"]
 
     dims = len(next(iter(results.values()))["kl_per_dim"])
-    print(f"\nheld-out, nats per digit (the ELBO at β = 1 for both; log p(x): IWAE bound, "
-          f"K = {next(iter(results.values()))['num_samples']})")
-    print(f"{'':26s} {'ELBO':>8s} {'reconstruction':>15s} {'KL':>7s} {'log p(x)':>9s} {'bits/dim':>9s} "
-          f"{'active units':>13s}")
+    print(
+        f"\nheld-out, nats per digit (the ELBO at β = 1 for both; log p(x): IWAE bound, "
+        f"K = {next(iter(results.values()))['num_samples']})"
+    )
+    print(
+        f"{'':26s} {'ELBO':>8s} {'reconstruction':>15s} {'KL':>7s} {'log p(x)':>9s} {'bits/dim':>9s} "
+        f"{'active units':>13s}"
+    )
     for name, r in results.items():
-        print(f"{name:26s} {r['heldout_elbo']:8.1f} {r['reconstruction']:15.1f} {r['kl']:7.2f} "
-              f"{r['heldout_log_px']:9.1f} {r['bits_per_dim']:9.4f} {r['active_units']:6d} of {dims}")
+        print(
+            f"{name:26s} {r['heldout_elbo']:8.1f} {r['reconstruction']:15.1f} {r['kl']:7.2f} "
+            f"{r['heldout_log_px']:9.1f} {r['bits_per_dim']:9.4f} {r['active_units']:6d} of {dims}"
+        )
 
     run, ev = runs["summed cross-entropy"], results["summed cross-entropy"]
     spec_k = ev["num_samples"]
@@ -99,17 +112,28 @@ def main(argv=None) -> dict:
     x = run.heldout()
     scores = run.score(x, num_samples=min(100, spec_k), seed=0)["neg_log_px"]
     order = np.argsort(scores)
-    print(f"per-digit -log p(x): median {np.median(scores):.1f}, least likely digit {scores[order[-1]]:.1f}, "
-          f"most likely {scores[order[0]]:.1f} nats")
+    print(
+        f"per-digit -log p(x): median {np.median(scores):.1f}, least likely digit {scores[order[-1]]:.1f}, "
+        f"most likely {scores[order[0]]:.1f} nats"
+    )
 
     pictures = [
         bound_vs_k(bounds, ev["heldout_elbo"], out / "mlp-iwae-vs-k.png"),
-        labelled_rows({"data": x[:10], **{name: r.reconstruct(x[:10]) for name, r in runs.items()}},
-                      out / "mlp-reconstructions.png", "held-out digits and their reconstructions"),
-        side_by_side({name: r.sample(64, seed=0) for name, r in runs.items()}, out / "mlp-samples.png",
-                     "64 samples each: means of p(x|z), z ~ N(0, I)"),
-        labelled_rows({"most likely": x[order[:10]], "least likely": x[order[::-1][:10]]},
-                      out / "mlp-least-likely.png", "held-out digits by their log p(x) under the proper model"),
+        labelled_rows(
+            {"data": x[:10], **{name: r.reconstruct(x[:10]) for name, r in runs.items()}},
+            out / "mlp-reconstructions.png",
+            "held-out digits and their reconstructions",
+        ),
+        side_by_side(
+            {name: r.sample(64, seed=0) for name, r in runs.items()},
+            out / "mlp-samples.png",
+            "64 samples each: means of p(x|z), z ~ N(0, I)",
+        ),
+        labelled_rows(
+            {"most likely": x[order[:10]], "least likely": x[order[::-1][:10]]},
+            out / "mlp-least-likely.png",
+            "held-out digits by their log p(x) under the proper model",
+        ),
     ]
     print("pictures: " + ", ".join(map(str, pictures)))
     return {"results": results, "bounds": bounds, "neg_log_px": scores}

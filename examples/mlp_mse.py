@@ -55,9 +55,15 @@ def main(argv=None) -> dict:
 
     overrides = {"train.eval_num_samples": 500}
     if args.tiny:
-        overrides = {"data.source": save_embedded_sample(out), "train.epochs": 1, "train.batch_size": 64,
-                     "train.eval_num_samples": 10, "model.latent_dim": 4,
-                     "model.encoder_options.hidden": [32], "model.decoder_options.hidden": [32]}
+        overrides = {
+            "data.source": save_embedded_sample(out),
+            "train.epochs": 1,
+            "train.batch_size": 64,
+            "train.eval_num_samples": 10,
+            "model.latent_dim": 4,
+            "model.encoder_options.hidden": [32],
+            "model.decoder_options.hidden": [32],
+        }
     variants = {
         "learned σ": {},
         # The "MSE" VAE: σ fixed at 1, so the reconstruction term is ½‖x - μ‖² + const.
@@ -76,41 +82,64 @@ def main(argv=None) -> dict:
         # Per-digit log p(x) (Run.score): its median is not moved by a few extreme digits.
         log_px = -run.score(x, num_samples=min(100, run.config.train.eval_num_samples), seed=0)["neg_log_px"]
         sigma = float(np.exp(run.trained.state_arrays()["likelihood.log_scale"]).mean())
-        results[name] = {**run.summary["evaluation"], "sigma": sigma, "train_mse": train_mse,
-                         "median_mse": float(np.median(mse)), "median_log_px": float(np.median(log_px)),
-                         "worst": int(np.argmin(log_px)), "worst_log_px": float(log_px.min())}
+        results[name] = {
+            **run.summary["evaluation"],
+            "sigma": sigma,
+            "train_mse": train_mse,
+            "median_mse": float(np.median(mse)),
+            "median_log_px": float(np.median(log_px)),
+            "worst": int(np.argmin(log_px)),
+            "worst_log_px": float(log_px.min()),
+        }
 
-    print(f"\n{'':12s} {'σ':>6s} {'σ²':>6s} {'MSE':>6s}   {'median':>7s} {'median':>9s}   {'ELBO':>9s} {'log p(x)':>9s} "
-          f"  {'KL':>6s} {'active':>6s}")
+    print(
+        f"\n{'':12s} {'σ':>6s} {'σ²':>6s} {'MSE':>6s}   {'median':>7s} {'median':>9s}   {'ELBO':>9s} {'log p(x)':>9s} "
+        f"  {'KL':>6s} {'active':>6s}"
+    )
     print(f"{'':12s} {'':6s} {'':6s} {'train':>6s}   {'MSE':>7s} {'log p(x)':>9s}   {'mean':>9s} {'mean':>9s}")
     for name, r in results.items():
-        print(f"{name:12s} {r['sigma']:6.3f} {r['sigma'] ** 2:6.3f} {r['train_mse']:6.3f}   {r['median_mse']:7.3f} "
-              f"{r['median_log_px']:9.1f}   {r['heldout_elbo']:9.1f} {r['heldout_log_px']:9.1f}   {r['kl']:6.1f} "
-              f"{r['active_units']:3d}/{len(r['kl_per_dim'])}")
+        print(
+            f"{name:12s} {r['sigma']:6.3f} {r['sigma'] ** 2:6.3f} {r['train_mse']:6.3f}   {r['median_mse']:7.3f} "
+            f"{r['median_log_px']:9.1f}   {r['heldout_elbo']:9.1f} {r['heldout_log_px']:9.1f}   {r['kl']:6.1f} "
+            f"{r['active_units']:3d}/{len(r['kl_per_dim'])}"
+        )
     print("(held-out digits except 'train'; nats per digit of standardized pixels)")
     learned, fixed = results["learned σ"], results["fixed σ = 1"]
-    print(f"\nThe learned σ² = {learned['sigma'] ** 2:.3f} against a training MSE of {learned['train_mse']:.3f}: a "
-          "learned Gaussian scale moves to the RMS of the residuals, its maximum-likelihood value.")
-    print(f"Fixing σ = 1 (plain MSE) weights the reconstruction {1 / max(learned['sigma'] ** 2, 1e-12):.1f}x less "
-          f"than the learned σ does: the code keeps {fixed['kl']:.0f} nats about each digit instead of "
-          f"{learned['kl']:.0f}, and the median held-out log p(x) per digit is {fixed['median_log_px']:.0f} "
-          f"instead of {learned['median_log_px']:.0f}.")
+    print(
+        f"\nThe learned σ² = {learned['sigma'] ** 2:.3f} against a training MSE of {learned['train_mse']:.3f}: a "
+        "learned Gaussian scale moves to the RMS of the residuals, its maximum-likelihood value."
+    )
+    print(
+        f"Fixing σ = 1 (plain MSE) weights the reconstruction {1 / max(learned['sigma'] ** 2, 1e-12):.1f}x less "
+        f"than the learned σ does: the code keeps {fixed['kl']:.0f} nats about each digit instead of "
+        f"{learned['kl']:.0f}, and the median held-out log p(x) per digit is {fixed['median_log_px']:.0f} "
+        f"instead of {learned['median_log_px']:.0f}."
+    )
     first = next(iter(runs.values()))
     worst = learned["worst"]
     floor = first.config.data.min_sd
-    print(f"The least likely held-out digit ({worst}) has log p(x) {learned['worst_log_px']:.3g} nats; its largest "
-          f"standardized pixel is {np.abs(first.heldout()[worst]).max():.0f} sds. "
-          + (f"The spec divides by at least data.min_sd = {floor:g}, which bounds such values; with "
-             "--set data.min_sd=0, near-constant training pixels make held-out outliers of hundreds of sds."
-             if floor > 0 else "Near-constant training pixels make such outliers: set data.min_sd (e.g. 0.1)."))
+    print(
+        f"The least likely held-out digit ({worst}) has log p(x) {learned['worst_log_px']:.3g} nats; its largest "
+        f"standardized pixel is {np.abs(first.heldout()[worst]).max():.0f} sds. "
+        + (
+            f"The spec divides by at least data.min_sd = {floor:g}, which bounds such values; with "
+            "--set data.min_sd=0, near-constant training pixels make held-out outliers of hundreds of sds."
+            if floor > 0
+            else "Near-constant training pixels make such outliers: set data.min_sd (e.g. 0.1)."
+        )
+    )
 
     x = first.heldout()[:10]
     rows = {"data": to_grey(first, x)}
     rows.update({name: to_grey(run, run.reconstruct(x)) for name, run in runs.items()})
-    recon_png = labelled_rows(rows, out / "mse-reconstructions.png",
-                              "held-out digits and their reconstructions (posterior mean, grey levels)")
-    samples_png = side_by_side({name: to_grey(run, run.sample(64, seed=0)) for name, run in runs.items()},
-                               out / "mse-samples.png", "64 samples: means of p(x|z), z ~ N(0, I)")
+    recon_png = labelled_rows(
+        rows, out / "mse-reconstructions.png", "held-out digits and their reconstructions (posterior mean, grey levels)"
+    )
+    samples_png = side_by_side(
+        {name: to_grey(run, run.sample(64, seed=0)) for name, run in runs.items()},
+        out / "mse-samples.png",
+        "64 samples: means of p(x|z), z ~ N(0, I)",
+    )
     print(f"pictures: {recon_png}, {samples_png}")
     return results
 

@@ -21,6 +21,17 @@ from ppvae.errors import PPVAEError
 from ppvae.model.portable import Portable
 from ppvae.spec.registry import register
 
-__all__ = ["fit", "load", "Run", "build_config", "register", "Config", "ModelSpec", "DataSpec", "TrainSpec",
-           "PPVAEError", "Portable"]
+__all__ = [
+    "fit",
+    "load",
+    "Run",
+    "build_config",
+    "register",
+    "Config",
+    "ModelSpec",
+    "DataSpec",
+    "TrainSpec",
+    "PPVAEError",
+    "Portable",
+]
 __version__ = "0.1.0"

@@ -47,9 +47,13 @@ SHORTCUTS = {
 }
 
 
-def build_config(spec: str | Path | Mapping | Config | None = None,
-                 overrides: Mapping[str, Any] | None = None, *, plugins: Sequence[str | Path] = (),
-                 **shortcuts) -> Config:
+def build_config(
+    spec: str | Path | Mapping | Config | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    plugins: Sequence[str | Path] = (),
+    **shortcuts,
+) -> Config:
     """Resolve a spec (file, tables or Config), then ``--set``-style overrides, then shortcuts.
 
     Parameters
@@ -88,8 +92,9 @@ def process_rank() -> tuple[int, int]:
     try:
         return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise UsageError("RANK and WORLD_SIZE must be integers (torchrun sets them); unset them to train "
-                         "in one process") from None
+        raise UsageError(
+            "RANK and WORLD_SIZE must be integers (torchrun sets them); unset them to train in one process"
+        ) from None
 
 
 def resolve_config(cfg: Config) -> Config:
@@ -98,11 +103,15 @@ def resolve_config(cfg: Config) -> Config:
     ``fit`` resolves its spec with this; ``compare`` and the benchmarks use it to build
     exactly the configuration a fit would train.
     """
-    model = dataclasses.replace(cfg.model, **{
-        f"{kind}_options": registry.resolve_options(kind, getattr(cfg.model, kind), cfg.train.backend,
-                                                    cfg.model.options(kind))
-        for kind in registry.KINDS
-    })
+    model = dataclasses.replace(
+        cfg.model,
+        **{
+            f"{kind}_options": registry.resolve_options(
+                kind, getattr(cfg.model, kind), cfg.train.backend, cfg.model.options(kind)
+            )
+            for kind in registry.KINDS
+        },
+    )
     return dataclasses.replace(cfg, model=model)
 
 
@@ -119,11 +128,20 @@ def _versions(backend: Backend) -> dict:
     return out
 
 
-def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | None = None,
-        resume: str | Path | None = None, force: bool = False, progress: bool = False,
-        overrides: Mapping[str, Any] | None = None, stop_after_steps: int | None = None,
-        pictures: bool = True, echo: Callable[[str], None] | None = None,
-        plugins: Sequence[str | Path] = (), **shortcuts) -> "Run":
+def fit(
+    spec: str | Path | Mapping | Config | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    stop_after_steps: int | None = None,
+    pictures: bool = True,
+    echo: Callable[[str], None] | None = None,
+    plugins: Sequence[str | Path] = (),
+    **shortcuts,
+) -> "Run":
     """Train a VAE and write its run folder.
 
     Parameters
@@ -180,29 +198,42 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=absolute_source(cfg.data.source)))
     backend = registry.load_backend(cfg.train.backend)
     if world > 1 and cfg.train.backend != "pyro":
-        raise UsageError(f"training on several processes (WORLD_SIZE={world}) is for the pyro backend; the "
-                         f"{cfg.train.backend} backend spreads batches over devices in one process with "
-                         "--num-devices N (train.num_devices)")
+        raise UsageError(
+            f"training on several processes (WORLD_SIZE={world}) is for the pyro backend; the "
+            f"{cfg.train.backend} backend spreads batches over devices in one process with "
+            "--num-devices N (train.num_devices)"
+        )
     cfg = resolve_config(cfg)
     if resume is not None:
-        changed = [f"{sec}.{f.name}" for sec in ("model", "data") for f in dataclasses.fields(getattr(cfg, sec))
-                   if getattr(getattr(cfg, sec), f.name) != getattr(getattr(resolve_config(saved), sec), f.name)
-                   and f.name not in ("cache_dir", "mirror")]
+        changed = [
+            f"{sec}.{f.name}"
+            for sec in ("model", "data")
+            for f in dataclasses.fields(getattr(cfg, sec))
+            if getattr(getattr(cfg, sec), f.name) != getattr(getattr(resolve_config(saved), sec), f.name)
+            and f.name not in ("cache_dir", "mirror")
+        ]
         if changed or cfg.train.backend != saved.train.backend:
             raise UsageError(
                 f"--resume continues {str(folder.path)!r} with its own model and data; these settings differ: "
                 f"{', '.join(changed) or 'train.backend'}. Drop them, or start a new run with --out"
             )
-    dataset = load_dataset(cfg.data, cfg.model.likelihood, registry.likelihood_support(cfg.model.likelihood, cfg.train.backend))
+    dataset = load_dataset(
+        cfg.data, cfg.model.likelihood, registry.likelihood_support(cfg.model.likelihood, cfg.train.backend)
+    )
     # Record what "auto" resolved to, so config.toml reproduces the run exactly.
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data, binarize=dataset.binarize, scale=dataset.transform.get("scale", cfg.data.scale),
-        stream=dataset.streaming))
+    cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(
+            cfg.data,
+            binarize=dataset.binarize,
+            scale=dataset.transform.get("scale", cfg.data.scale),
+            stream=dataset.streaming,
+        ),
+    )
     if cfg.model.conditional:
         # num_classes = 0 becomes the training labels' count; config.toml records the number,
         # so the run reloads without its data. No labels, or labels out of range: a DataError.
-        classes = infer_num_classes(cfg.model.num_classes, dataset.train_labels, dataset.heldout_labels,
-                                    dataset.name)
+        classes = infer_num_classes(cfg.model.num_classes, dataset.train_labels, dataset.heldout_labels, dataset.name)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     if resume is None and not rank:
         folder.prepare_new(force=force)
@@ -215,29 +246,45 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
         folder.write_config(cfg)
         folder.write_data_info(dataset.info())
 
-    say(f"training on {dataset.name}: {dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out, "
-        f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}")
+    say(
+        f"training on {dataset.name}: {dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out, "
+        f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}"
+    )
     started = time.perf_counter()
-    trained, records = backend.fit(cfg, dataset, folder.path, resume=resume is not None, progress=progress,
-                                   on_start=record_config, on_epoch=None if rank else folder.write_metrics,
-                                   stop_after_steps=stop_after_steps)
+    trained, records = backend.fit(
+        cfg,
+        dataset,
+        folder.path,
+        resume=resume is not None,
+        progress=progress,
+        on_start=record_config,
+        on_epoch=None if rank else folder.write_metrics,
+        stop_after_steps=stop_after_steps,
+    )
     if rank:  # rank 0 evaluates and reports; this process's Run has no summary
         return Run(folder.path, cfg=cfg, trained=trained, dataset=dataset, data_info=dataset.info())
     folder.write_metrics(records)
     run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
     if stop_after_steps is not None and (not records or records[-1]["epoch"] < cfg.train.epochs):
         return run
-    say(f"evaluating log p(x) with K = {cfg.train.eval_num_samples} importance samples "
-        f"on {dataset.heldout.shape[0]} held-out points")
+    say(
+        f"evaluating log p(x) with K = {cfg.train.eval_num_samples} importance samples "
+        f"on {dataset.heldout.shape[0]} held-out points"
+    )
     evaluation = run.evaluate(num_samples=cfg.train.eval_num_samples)
     summary = {
-        "backend": cfg.train.backend, "device": trained.device_name, "elbo": cfg.train.elbo,
-        "epochs": len(records), "steps": records[-1]["step"] if records else 0,
+        "backend": cfg.train.backend,
+        "device": trained.device_name,
+        "elbo": cfg.train.elbo,
+        "epochs": len(records),
+        "steps": records[-1]["step"] if records else 0,
         "train_seconds": float(sum(r["seconds"] for r in records)),
         "compile_seconds": float(trained.compile_seconds),
         "wall_seconds_this_session": time.perf_counter() - started,
-        "final_epoch": records[-1] if records else None, "evaluation": evaluation,
-        "data": dataset.name, "versions": _versions(backend),
+        "final_epoch": records[-1] if records else None,
+        "evaluation": evaluation,
+        "data": dataset.name,
+        "versions": _versions(backend),
     }
     folder.write_summary(summary)
     run.summary = summary
@@ -246,5 +293,3 @@ def fit(spec: str | Path | Mapping | Config | None = None, *, out: str | Path | 
 
         write_run_pictures(run, records)
     return run
-
-

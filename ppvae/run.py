@@ -52,8 +52,16 @@ class Run:
     Use :meth:`prepare` to bring raw data there.
     """
 
-    def __init__(self, path: str | Path, *, cfg: Config | None = None, trained=None,
-                 dataset: Dataset | None = None, device: str = "auto", data_info: dict | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        cfg: Config | None = None,
+        trained=None,
+        dataset: Dataset | None = None,
+        device: str = "auto",
+        data_info: dict | None = None,
+    ):
         self.folder = RunFolder(path)
         self.path = self.folder.path
         self.config = cfg or with_plugins(self.folder.read_config(), origin=f"{self.folder.path / 'config.toml'}")
@@ -73,8 +81,9 @@ class Run:
         """The backend's trained-model object (loaded lazily from the checkpoint)."""
         if self._trained is None:
             backend = registry.load_backend(self.config.train.backend)
-            self._trained = backend.load(self.path, self.config, tuple(self.data_info["event_shape"]),
-                                         device=self._device)
+            self._trained = backend.load(
+                self.path, self.config, tuple(self.data_info["event_shape"]), device=self._device
+            )
         return self._trained
 
     @property
@@ -108,8 +117,11 @@ class Run:
     def dataset(self) -> Dataset:
         """The run's own prepared dataset (re-read from its source)."""
         if self._dataset is None:
-            self._dataset = load_dataset(self.config.data, self.config.model.likelihood,
-                                         registry.likelihood_support(self.config.model.likelihood, self.config.train.backend))
+            self._dataset = load_dataset(
+                self.config.data,
+                self.config.model.likelihood,
+                registry.likelihood_support(self.config.model.likelihood, self.config.train.backend),
+            )
         return self._dataset
 
     def heldout(self) -> np.ndarray:
@@ -132,8 +144,9 @@ class Run:
         if x.ndim == 2 and len(self.event_shape) > 1 and x.shape[1] == int(np.prod(self.event_shape)):
             x = x.reshape(len(x), *self.event_shape)
         if tuple(x.shape[1:]) != self.event_shape:
-            raise UsageError(f"{what} has datapoints of shape {tuple(x.shape[1:])}, but this run expects "
-                             f"{self.event_shape}")
+            raise UsageError(
+                f"{what} has datapoints of shape {tuple(x.shape[1:])}, but this run expects {self.event_shape}"
+            )
         return x
 
     # -- uses ------------------------------------------------------------------------------------
@@ -173,8 +186,9 @@ class Run:
             labels = sample_labels(self.num_classes, n, labels)
         return self.trained.sample(n, seed=seed, y=labels)
 
-    def evaluate(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0,
-                 labels: np.ndarray | None = None) -> dict:
+    def evaluate(
+        self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0, labels: np.ndarray | None = None
+    ) -> dict:
         """Held-out ELBO, reconstruction, KL, IWAE log p(x) with K = ``num_samples``, active units.
 
         Where labels exist (the held-out split's, or ``labels`` for ``x``) and the training
@@ -200,15 +214,24 @@ class Run:
             # A streamed held-out split is evaluated chunk by chunk (it has no labels to probe).
             from ppvae.inference.chunked_evaluation import evaluate_in_chunks
 
-            return evaluate_in_chunks(self.trained, self.heldout(), num_samples=num_samples, seed=seed,
-                                      is_image=bool(self.data_info.get("is_image")))
+            return evaluate_in_chunks(
+                self.trained,
+                self.heldout(),
+                num_samples=num_samples,
+                seed=seed,
+                is_image=bool(self.data_info.get("is_image")),
+            )
         if x is None:
             x, labels, scored_on = self.heldout(), self.dataset().heldout_labels, "held-out split"
         else:
             x, scored_on = self._check(x), "the evaluated data"
-        ev = self.trained.evaluate(x, num_samples=num_samples, seed=seed,
-                                   is_image=bool(self.data_info.get("is_image")),
-                                   y=labels if self.num_classes else None)
+        ev = self.trained.evaluate(
+            x,
+            num_samples=num_samples,
+            seed=seed,
+            is_image=bool(self.data_info.get("is_image")),
+            y=labels if self.num_classes else None,
+        )
         ev.update(self._linear_probe(x, labels, scored_on))
         return ev
 
@@ -227,10 +250,14 @@ class Run:
         probe = linear_probe_accuracy(train_loc, train_labels, self.encode(x, labels if cond else None)[0], labels)
         if probe is None:
             return {}
-        return {"linear_probe_accuracy": probe["accuracy"],
-                "linear_probe": {"trained_on": f"training split, latent means of {probe['num_train']} points",
-                                 "scored_on": f"{scored_on}, {probe['num_test']} points",
-                                 "num_classes": probe["num_classes"]}}
+        return {
+            "linear_probe_accuracy": probe["accuracy"],
+            "linear_probe": {
+                "trained_on": f"training split, latent means of {probe['num_train']} points",
+                "scored_on": f"{scored_on}, {probe['num_test']} points",
+                "num_classes": probe["num_classes"],
+            },
+        }
 
     def training_codes(self, max_points: int = 10_000) -> tuple[np.ndarray, np.ndarray | None]:
         """Posterior means of the training split (a seeded subset of ``max_points`` beyond), and its labels.
@@ -248,8 +275,14 @@ class Run:
             train = (np.random.default_rng(1).random(train.shape) < train).astype(np.float32)
         return self.encode(train, train_labels if self.num_classes else None)[0], train_labels
 
-    def score(self, x: np.ndarray | None = None, num_samples: int = 1000, seed: int = 0,
-              labels: np.ndarray | None = None, latent_density: bool = False) -> dict:
+    def score(
+        self,
+        x: np.ndarray | None = None,
+        num_samples: int = 1000,
+        seed: int = 0,
+        labels: np.ndarray | None = None,
+        latent_density: bool = False,
+    ) -> dict:
         """Anomaly scores per datapoint: ``neg_elbo`` (-ELBO) and ``neg_log_px`` (-log p(x)).
 
         Both from the same ``num_samples`` draws of q(z|x) per point (see
@@ -291,22 +324,34 @@ class Run:
         y = None
         if self.num_classes:
             if labels is None:
-                raise DataError(f"{self.path} is a conditional VAE: scoring needs the class label of every point; "
-                                "pass labels (an .npz with 'y', or --labels FILE)")
+                raise DataError(
+                    f"{self.path} is a conditional VAE: scoring needs the class label of every point; "
+                    "pass labels (an .npz with 'y', or --labels FILE)"
+                )
             y = sample_labels(self.num_classes, len(x), labels)
         if not isinstance(x, np.ndarray):
             # A streamed held-out split: scored chunk by chunk (chunk i draws with seed + i).
-            parts = [score_points(self.trained, chunk, latent_dim=self.config.model.latent_dim,
-                                  num_samples=num_samples, seed=seed + i, y=None)
-                     for i, chunk in enumerate(x.chunks())]
+            parts = [
+                score_points(
+                    self.trained,
+                    chunk,
+                    latent_dim=self.config.model.latent_dim,
+                    num_samples=num_samples,
+                    seed=seed + i,
+                    y=None,
+                )
+                for i, chunk in enumerate(x.chunks())
+            ]
             scores = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             x = x[:] if latent_density else x
         else:
-            scores = score_points(self.trained, x, latent_dim=self.config.model.latent_dim,
-                                  num_samples=num_samples, seed=seed, y=y)
+            scores = score_points(
+                self.trained, x, latent_dim=self.config.model.latent_dim, num_samples=num_samples, seed=seed, y=y
+            )
         if latent_density:
             from ppvae.analysis.scoring import latent_density_scores
 
-            scores["neg_log_latent_density"] = latent_density_scores(self.training_codes()[0],
-                                                                     self.encode(x, y)[0], seed=seed)
+            scores["neg_log_latent_density"] = latent_density_scores(
+                self.training_codes()[0], self.encode(x, y)[0], seed=seed
+            )
         return scores

@@ -59,8 +59,13 @@ def _trained_run(tmp_path_factory, digits_npy) -> Path:
     import ppvae
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    overrides = {**FAST, "data.source": str(digits_npy), "model.latent_dim": 2, "train.epochs": 2,
-                 "train.batch_size": 64}
+    overrides = {
+        **FAST,
+        "data.source": str(digits_npy),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+    }
     ppvae.fit(out=out, overrides=overrides)
     return out
 

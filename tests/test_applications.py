@@ -82,9 +82,18 @@ def numpyro_run(tmp_path_factory, digits_npy) -> Path:
     """A small NumPyro run with a 3-D latent (one compile for the module)."""
     pytest.importorskip("numpyro")
     out = tmp_path_factory.mktemp("runs") / "numpyro3"
-    ppvae.fit(out=out, backend="numpyro", pictures=False,
-              overrides={**FAST, "data.source": str(digits_npy), "model.latent_dim": 3, "train.epochs": 1,
-                         "train.batch_size": 64})
+    ppvae.fit(
+        out=out,
+        backend="numpyro",
+        pictures=False,
+        overrides={
+            **FAST,
+            "data.source": str(digits_npy),
+            "model.latent_dim": 3,
+            "train.epochs": 1,
+            "train.batch_size": 64,
+        },
+    )
     return out
 
 
@@ -149,8 +158,11 @@ def test_score_with_latent_density(tiny_run, mixed_npz, tmp_path):
     assert s["neg_log_latent_density"].shape == (len(x),) and np.isfinite(s["neg_log_latent_density"]).all()
     assert "neg_log_latent_density" not in run.score(x, num_samples=5)
     out = tmp_path / "s.csv"
-    d = json.loads(assert_ok(invoke("score", tiny_run, "--data", mixed_npz, "--latent-density", "--out", out,
-                                    "-k", 5, "--json")).stdout)
+    d = json.loads(
+        assert_ok(
+            invoke("score", tiny_run, "--data", mixed_npz, "--latent-density", "--out", out, "-k", 5, "--json")
+        ).stdout
+    )
     assert 0.0 <= d["roc_auc"]["neg_log_latent_density"] <= 1.0 and "mean_neg_log_latent_density" in d
     assert read_csv(out)[0] == ["index", "label", "anomalous", "neg_elbo", "neg_log_px", "neg_log_latent_density"]
     width, height = png_size(out.with_suffix(".png"))
@@ -212,8 +224,9 @@ def test_score_cli_json_auc_of_noise_vs_digits(tiny_run, mixed_npz, tmp_path):
     labels = tmp_path / "is_noise.npy"
     np.save(labels, np.r_[np.zeros(60, int), np.ones(30, int)])
     out = tmp_path / "s.csv"
-    result = assert_ok(invoke("score", tiny_run, "--data", mixed_npz, "--labels", labels, "--out", out, "-k", 10,
-                              "--json"))
+    result = assert_ok(
+        invoke("score", tiny_run, "--data", mixed_npz, "--labels", labels, "--out", out, "-k", 10, "--json")
+    )
     d = json.loads(result.stdout)
     assert d["num_points"] == 90 and d["num_anomalous"] == 30 and d["num_normal"] == 60
     assert d["roc_auc"]["neg_log_px"] > 0.95 and d["roc_auc"]["neg_elbo"] > 0.95
@@ -249,8 +262,9 @@ def test_score_refuses_to_overwrite(tiny_run, tmp_path):
     assert picture.read_bytes()[:8] == PNG_MAGIC and out2.is_file()
 
 
-@pytest.mark.parametrize("case", ["no labels", "absent class", "bad classes", "labels length", "out suffix",
-                                  "wrong shape"])
+@pytest.mark.parametrize(
+    "case", ["no labels", "absent class", "bad classes", "labels length", "out suffix", "wrong shape"]
+)
 def test_score_errors_are_one_line(tiny_run, tmp_path, case):
     bare = tmp_path / "bare.npy"
     np.save(bare, embedded_digits(10))
@@ -306,12 +320,15 @@ def test_plot_interpolate(tiny_run, tmp_path):
     assert png_size(more)[0] > width
 
 
-@pytest.mark.parametrize("args, code, words", [
-    (["--between", 0, 999], 2, ("J = 999", "has 120 points", "from 0 to 119")),
-    (["--between", -1, 3], 2, ("I = -1", "from 0 to 119")),
-    (["--between", 4, 4], 2, ("two different points",)),
-    (["--between", 0, 1, "--steps", 1], 2, ("--steps", "at least 2")),
-])
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--between", 0, 999], 2, ("J = 999", "has 120 points", "from 0 to 119")),
+        (["--between", -1, 3], 2, ("I = -1", "from 0 to 119")),
+        (["--between", 4, 4], 2, ("two different points",)),
+        (["--between", 0, 1, "--steps", 1], 2, ("--steps", "at least 2")),
+    ],
+)
 def test_plot_interpolate_errors(tiny_run, tmp_path, args, code, words):
     out = tmp_path / "line.png"
     assert_error(invoke("plot", "interpolate", tiny_run, *args, "--out", out), code, *words)
@@ -350,8 +367,9 @@ def test_linear_probe_api_matches_a_direct_fit(tiny_run):
 
     run = ppvae.load(tiny_run)
     ds = run.dataset()
-    direct = linear_probe_accuracy(run.encode(ds.heldout)[0], ds.heldout_labels, run.encode(ds.heldout)[0],
-                                   ds.heldout_labels)
+    direct = linear_probe_accuracy(
+        run.encode(ds.heldout)[0], ds.heldout_labels, run.encode(ds.heldout)[0], ds.heldout_labels
+    )
     assert direct["num_train"] == direct["num_test"] == len(ds.heldout)
     # Too few classes to learn: no probe.
     assert linear_probe_accuracy(np.zeros((5, 2)), np.zeros(5, int), np.zeros((3, 2)), np.zeros(3, int)) is None

@@ -30,8 +30,14 @@ def test_pyro_run_records_torch_and_pyro(tiny_run):
 
 
 def test_numpyro_run_records_its_own_packages(tmp_path, digits_npy):
-    overrides = {**FAST, "data.source": str(digits_npy), "model.latent_dim": 2, "train.epochs": 1,
-                 "train.batch_size": 64, "train.backend": "numpyro"}
+    overrides = {
+        **FAST,
+        "data.source": str(digits_npy),
+        "model.latent_dim": 2,
+        "train.epochs": 1,
+        "train.batch_size": 64,
+        "train.backend": "numpyro",
+    }
     ppvae.fit(out=tmp_path / "r", overrides=overrides, pictures=False)
     versions = json.loads((tmp_path / "r" / "summary.json").read_text())["versions"]
     assert {"jax", "jaxlib", "numpyro", "equinox", "optax"} <= set(versions)
@@ -48,10 +54,15 @@ def test_nothing_probes_a_backend_with_getattr_or_hasattr():
     root = Path(__file__).resolve().parents[1] / "ppvae"
     for path in (root / "api.py", root / "run.py", root / "spec" / "registry.py"):
         tree = ast.parse(path.read_text())
-        probes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                  and (n.func.id == "hasattr" or (n.func.id == "getattr" and len(n.args) == 3))
-                  and not (isinstance(n.args[0], ast.Attribute) and n.args[0].attr in ("factory", "model"))
-                  and not (isinstance(n.args[0], ast.Name) and n.args[0].id in ("factory", "cfg"))]
+        probes = [
+            n.lineno
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and (n.func.id == "hasattr" or (n.func.id == "getattr" and len(n.args) == 3))
+            and not (isinstance(n.args[0], ast.Attribute) and n.args[0].attr in ("factory", "model"))
+            and not (isinstance(n.args[0], ast.Name) and n.args[0].id in ("factory", "cfg"))
+        ]
         assert probes == [], f"{path.name} lines {probes}"
 
 

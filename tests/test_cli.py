@@ -33,8 +33,16 @@ from conftest import FAST
 SET = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 #: Everything a test's `ppvae fit` needs to be quick.
 SMALL = ["--epochs", "1", "--batch-size", "64", "--latent-dim", "2", "-q", *SET]
-RUN_FILES = ("config.toml", "data.json", "metrics.jsonl", "checkpoint.safetensors", "summary.json",
-             "samples.png", "reconstructions.png", "loss.png")
+RUN_FILES = (
+    "config.toml",
+    "data.json",
+    "metrics.jsonl",
+    "checkpoint.safetensors",
+    "summary.json",
+    "samples.png",
+    "reconstructions.png",
+    "loss.png",
+)
 TIMING = {"seconds", "images_per_s"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EMBEDDED = resources.files("ppvae.data") / "embedded"
@@ -76,8 +84,14 @@ def assert_error(result, code, *words):
 
 def ppvae_subprocess(*args, cwd):
     """``python -m ppvae ARGS`` in a real process."""
-    return subprocess.run([sys.executable, "-m", "ppvae", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "ppvae", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def assert_subprocess_error(proc, code, *words):
@@ -139,8 +153,8 @@ def cli_run(tmp_path_factory, digits_npy) -> Path:
         "[model]\nlatent_dim = 2\n"
         "[model.encoder_options]\nhidden = [64]\n"
         "[model.decoder_options]\nhidden = [64]\n"
-        "[data]\nsource = \"digits.npz\"\n"
-        "[train]\nepochs = 1\nbatch_size = 64\neval_num_samples = 20\ndevice = \"cpu\"\n"
+        '[data]\nsource = "digits.npz"\n'
+        '[train]\nepochs = 1\nbatch_size = 64\neval_num_samples = 20\ndevice = "cpu"\n'
     )
     out = base / "run"
     result = assert_ok(invoke("fit", spec, "--out", out, "-q"))
@@ -174,8 +188,15 @@ def test_evaluate_json(tiny_run):
     before = snapshot(tiny_run)
     result = assert_ok(invoke("evaluate", tiny_run, "-k", 20, "--json"))
     ev = json.loads(result.stdout)
-    for key in ("heldout_elbo", "heldout_log_px", "num_samples", "reconstruction", "kl", "active_units",
-                "bits_per_dim"):
+    for key in (
+        "heldout_elbo",
+        "heldout_log_px",
+        "num_samples",
+        "reconstruction",
+        "kl",
+        "active_units",
+        "bits_per_dim",
+    ):
         assert key in ev, key
     assert ev["num_samples"] == 20
     assert ev["num_points"] == json.loads((tiny_run / "data.json").read_text())["num_heldout"]
@@ -241,8 +262,7 @@ def test_encode_npz_npy_and_decode_round_trip(tiny_run, tmp_path):
 
     # decode(loc) is the reconstruction (posterior mean), from either file.
     d1, d2, rec = tmp_path / "d1.npy", tmp_path / "d2.npy", tmp_path / "rec.npy"
-    assert f"wrote {n} decoded points" in assert_ok(
-        invoke("decode", tiny_run, "--latents", znpz, "--out", d1)).stdout
+    assert f"wrote {n} decoded points" in assert_ok(invoke("decode", tiny_run, "--latents", znpz, "--out", d1)).stdout
     assert_ok(invoke("decode", tiny_run, "--latents", znpy, "--out", d2))
     assert_ok(invoke("reconstruct", tiny_run, "--out", rec))
     decoded = np.load(d1)
@@ -352,7 +372,8 @@ def _bad_data(tmp_path: Path, kind: str) -> tuple[Path, tuple[str, ...]]:
         folder.mkdir()
         (folder / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x99\x03garbage")
         (folder / "t10k-labels-idx1-ubyte").write_bytes(
-            gzip.decompress((EMBEDDED / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+            gzip.decompress((EMBEDDED / "t10k-labels-idx1-ubyte.gz").read_bytes())
+        )
         return folder, ("t10k-images-idx3-ubyte", "corrupt", "download it again")
     if kind == "ragged.csv":
         path = tmp_path / "ragged.csv"
@@ -379,8 +400,20 @@ def _bad_data(tmp_path: Path, kind: str) -> tuple[Path, tuple[str, ...]]:
     raise AssertionError(kind)
 
 
-DATA_ERRORS = ["garbage.npy", "empty.npy", "corrupt.npz", "gz-folder", "truncated-gz-folder", "bad-idx-folder",
-               "ragged.csv", "text.csv", "1d.npy", "5d.npy", "nan.npy", "inf.npy"]
+DATA_ERRORS = [
+    "garbage.npy",
+    "empty.npy",
+    "corrupt.npz",
+    "gz-folder",
+    "truncated-gz-folder",
+    "bad-idx-folder",
+    "ragged.csv",
+    "text.csv",
+    "1d.npy",
+    "5d.npy",
+    "nan.npy",
+    "inf.npy",
+]
 
 
 @pytest.mark.parametrize("kind", DATA_ERRORS)
@@ -405,15 +438,27 @@ def test_commands_on_bad_data(tiny_run, tmp_path, kind, command):
 def test_data_of_the_wrong_shape_for_a_run(tiny_run, tmp_path):
     path = tmp_path / "table.npy"
     np.save(path, np.random.default_rng(0).random((20, 10)))
-    assert_error(invoke("evaluate", tiny_run, "--data", path), 1,
-                 "table.npy", "expected datapoints of shape (28, 28)", "got (10,)")
+    assert_error(
+        invoke("evaluate", tiny_run, "--data", path),
+        1,
+        "table.npy",
+        "expected datapoints of shape (28, 28)",
+        "got (10,)",
+    )
 
 
 def test_data_outside_unit_interval_for_bernoulli(tmp_path):
     path = tmp_path / "wide.npy"
     np.save(path, np.linspace(-1, 3, 50 * 10).reshape(50, 10))
-    line = assert_error(invoke("fit", "--data", path, "--set", "data.scale=none", "--out", tmp_path / "run",
-                               *SMALL), 1, "wide.npy", "outside [0, 1]", "'bernoulli'", "minmax", "'normal'")
+    line = assert_error(
+        invoke("fit", "--data", path, "--set", "data.scale=none", "--out", tmp_path / "run", *SMALL),
+        1,
+        "wide.npy",
+        "outside [0, 1]",
+        "'bernoulli'",
+        "minmax",
+        "'normal'",
+    )
     assert "min -1" in line and "max 3" in line
     assert not (tmp_path / "run").exists()
 
@@ -423,8 +468,12 @@ def test_data_outside_unit_interval_for_bernoulli(tmp_path):
 
 @pytest.mark.parametrize("beta", ["0", "-1"])
 def test_beta_must_be_positive(tmp_path, digits_npy, beta):
-    assert_error(invoke("fit", "--data", digits_npy, "--beta", beta, "--out", tmp_path / "run", *SMALL), 2,
-                 "beta must be > 0", "--beta-schedule linear")
+    assert_error(
+        invoke("fit", "--data", digits_npy, "--beta", beta, "--out", tmp_path / "run", *SMALL),
+        2,
+        "beta must be > 0",
+        "--beta-schedule linear",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -446,33 +495,52 @@ def test_unknown_likelihood_subprocess(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("option, value, words", [
-    ("--likelihood", "gaussian", ("unknown likelihood 'gaussian'", "valid likelihood names: ", "continuous_bernoulli", "negative_binomial", "zinb")),
-    ("--prior", "cauchy", ("unknown prior 'cauchy'", "normal")),
-    ("--encoder", "resnet", ("unknown encoder 'resnet'", "conv", "mlp")),
-    ("--decoder", "resnet", ("unknown decoder 'resnet'", "conv", "linear", "mlp")),
-    ("--backend", "stan", ("unknown backend 'stan'", "pyro")),
-])
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        (
+            "--likelihood",
+            "gaussian",
+            (
+                "unknown likelihood 'gaussian'",
+                "valid likelihood names: ",
+                "continuous_bernoulli",
+                "negative_binomial",
+                "zinb",
+            ),
+        ),
+        ("--prior", "cauchy", ("unknown prior 'cauchy'", "normal")),
+        ("--encoder", "resnet", ("unknown encoder 'resnet'", "conv", "mlp")),
+        ("--decoder", "resnet", ("unknown decoder 'resnet'", "conv", "linear", "mlp")),
+        ("--backend", "stan", ("unknown backend 'stan'", "pyro")),
+    ],
+)
 def test_unknown_component_names_list_the_valid_ones(tmp_path, digits_npy, option, value, words):
     assert_error(invoke("fit", "--data", digits_npy, option, value, "--out", tmp_path / "run", *SMALL), 2, *words)
 
 
-@pytest.mark.parametrize("setting, words", [
-    ("train.bogus=1", ("unknown key 'bogus' in [train]", "valid keys", "batch_size", "lr")),
-    ("bogus=1", ("--set key 'bogus'", "section.key", "model, data, train")),
-    ("model.encoder_options.bogus=1", ("encoder 'mlp' has no setting bogus", "valid settings", "hidden")),
-    ("nokey", ("--set expects key=value", "'nokey'")),
-    ("train.elbo=exact", ("train.elbo = 'exact' is not valid", "meanfield, trace, iwae")),
-])
+@pytest.mark.parametrize(
+    "setting, words",
+    [
+        ("train.bogus=1", ("unknown key 'bogus' in [train]", "valid keys", "batch_size", "lr")),
+        ("bogus=1", ("--set key 'bogus'", "section.key", "model, data, train")),
+        ("model.encoder_options.bogus=1", ("encoder 'mlp' has no setting bogus", "valid settings", "hidden")),
+        ("nokey", ("--set expects key=value", "'nokey'")),
+        ("train.elbo=exact", ("train.elbo = 'exact' is not valid", "meanfield, trace, iwae")),
+    ],
+)
 def test_bad_set_settings(tmp_path, digits_npy, setting, words):
     assert_error(invoke("fit", "--data", digits_npy, "--set", setting, "--out", tmp_path / "run", *SMALL), 2, *words)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[model]\nlatent_dim = 2\nbogus = 3\n", ("unknown key(s) in [model]: bogus", "valid keys", "latent_dim")),
-    ("[modle]\nlatent_dim = 2\n", ("unknown table(s) modle", "valid tables: model, data, train")),
-    ("[model\nlatent_dim = 2\n", ("not valid toml", "line 1", "fix the file")),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[model]\nlatent_dim = 2\nbogus = 3\n", ("unknown key(s) in [model]: bogus", "valid keys", "latent_dim")),
+        ("[modle]\nlatent_dim = 2\n", ("unknown table(s) modle", "valid tables: model, data, train")),
+        ("[model\nlatent_dim = 2\n", ("not valid toml", "line 1", "fix the file")),
+    ],
+)
 def test_bad_spec_files(tmp_path, text, words):
     spec = tmp_path / "spec.toml"
     spec.write_text(text)
@@ -496,8 +564,14 @@ def test_resume_takes_no_spec_or_out(tiny_run, tmp_path):
 
 def test_out_on_an_existing_run_is_refused(tiny_run, digits_npy):
     before = snapshot(tiny_run)
-    line = assert_error(invoke("fit", "--data", digits_npy, "--out", tiny_run, *SMALL), 2,
-                        "already exists", f"--resume {tiny_run}", "--force", "another --out")
+    line = assert_error(
+        invoke("fit", "--data", digits_npy, "--out", tiny_run, *SMALL),
+        2,
+        "already exists",
+        f"--resume {tiny_run}",
+        "--force",
+        "another --out",
+    )
     assert str(tiny_run) in line
     assert snapshot(tiny_run) == before
 
@@ -517,8 +591,12 @@ def test_commands_on_a_run_with_an_edited_config(tiny_run, tmp_path, command):
     set_latent_dim(tiny_run, 3)
     before = snapshot(tiny_run)
     np.save(tmp_path / "z.npy", np.zeros((4, 3)))
-    extra = {"evaluate": ["-k", 5], "sample": ["--out", tmp_path / "o.npy"], "encode": ["--out", tmp_path / "o.npy"],
-             "decode": ["--latents", tmp_path / "z.npy", "--out", tmp_path / "o.npy"]}[command]
+    extra = {
+        "evaluate": ["-k", 5],
+        "sample": ["--out", tmp_path / "o.npy"],
+        "encode": ["--out", tmp_path / "o.npy"],
+        "decode": ["--latents", tmp_path / "z.npy", "--out", tmp_path / "o.npy"],
+    }[command]
     assert_error(invoke(command, tiny_run, *extra), 1, "checkpoint.safetensors", "different model")
     assert snapshot(tiny_run) == before
     assert not (tmp_path / "o.npy").exists()
@@ -561,8 +639,9 @@ def test_hostile_pickle_checkpoint_is_not_loaded_subprocess(tiny_run, tmp_path):
     (tiny_run / "checkpoint.safetensors").write_bytes(pickle.dumps(_RunsShell(marker)))
     before = snapshot(tiny_run)
     proc = ppvae_subprocess("evaluate", tiny_run, "-k", 5, cwd=tmp_path)
-    assert_subprocess_error(proc, 1, "checkpoint.safetensors", "not a readable ppvae checkpoint",
-                            "was not loaded", "re-run ppvae fit")
+    assert_subprocess_error(
+        proc, 1, "checkpoint.safetensors", "not a readable ppvae checkpoint", "was not loaded", "re-run ppvae fit"
+    )
     assert not marker.exists()
     assert snapshot(tiny_run) == before
 
@@ -597,9 +676,11 @@ def test_damaged_or_foreign_checkpoints(tiny_run, tmp_path, kind, command):
         save_file({"weights": torch.zeros(3)}, str(ckpt))
         words = ("checkpoint.safetensors", "not a ppvae checkpoint", "was not loaded")
     before = snapshot(tiny_run)
-    args = {"evaluate": ["evaluate", tiny_run, "-k", 5],
-            "sample": ["sample", tiny_run, "--out", tmp_path / "s.png"],
-            "resume": ["fit", "--resume", tiny_run, "-q"]}[command]
+    args = {
+        "evaluate": ["evaluate", tiny_run, "-k", 5],
+        "sample": ["sample", tiny_run, "--out", tmp_path / "s.png"],
+        "resume": ["fit", "--resume", tiny_run, "-q"],
+    }[command]
     assert_error(invoke(*args), 1, *words)
     assert not marker.exists()
     assert not (tmp_path / "s.png").exists()
@@ -627,8 +708,11 @@ def test_checkpoint_with_tensors_that_do_not_fit(tiny_run):
 def _finite_weights(run: Path) -> bool:
     from safetensors.torch import load_file
 
-    return all(bool(v.isfinite().all()) for k, v in load_file(str(run / "checkpoint.safetensors")).items()
-               if k.startswith("model."))
+    return all(
+        bool(v.isfinite().all())
+        for k, v in load_file(str(run / "checkpoint.safetensors")).items()
+        if k.startswith("model.")
+    )
 
 
 def test_nonfinite_loss_keeps_the_last_good_checkpoint_subprocess(tiny_run, tmp_path):
@@ -637,10 +721,12 @@ def test_nonfinite_loss_keeps_the_last_good_checkpoint_subprocess(tiny_run, tmp_
     ckpt_before = file_state(tiny_run / "checkpoint.safetensors")
     metrics_before = (tiny_run / "metrics.jsonl").read_bytes()
     steps = read_metrics(tiny_run)[-1]["step"]
-    proc = ppvae_subprocess("fit", "--resume", tiny_run, "--epochs", 3, "--beta", "1e300",
-                            "--set", "train.log_every=1", "-q", cwd=tmp_path)
-    line = assert_subprocess_error(proc, 1, "non-finite", "(epoch 3)", "kept the last good checkpoint (epoch 2",
-                                   str(tiny_run), "--lr", "--beta")
+    proc = ppvae_subprocess(
+        "fit", "--resume", tiny_run, "--epochs", 3, "--beta", "1e300", "--set", "train.log_every=1", "-q", cwd=tmp_path
+    )
+    line = assert_subprocess_error(
+        proc, 1, "non-finite", "(epoch 3)", "kept the last good checkpoint (epoch 2", str(tiny_run), "--lr", "--beta"
+    )
     # The first bad step is the one after the good epochs (0- or 1-based).
     assert int(re.search(r"at step (\d+)", line).group(1)) in (steps, steps + 1), line
     # The checkpoint on disk is the last good one, untouched, loadable and finite.
@@ -662,8 +748,18 @@ def test_nonfinite_loss_with_default_logging(tiny_run, tmp_path, digits_npy, cas
     if case == "resume-huge-beta":
         args = ["fit", "--resume", tiny_run, "--epochs", 3, "--beta", "1e300", "-q"]
     else:
-        args = ["fit", "--data", digits_npy, "--likelihood", "normal", "--lr", "1e4", "--out", tmp_path / "diverge",
-                *SMALL]
+        args = [
+            "fit",
+            "--data",
+            digits_npy,
+            "--likelihood",
+            "normal",
+            "--lr",
+            "1e4",
+            "--out",
+            tmp_path / "diverge",
+            *SMALL,
+        ]
     ckpt_before = file_state(tiny_run / "checkpoint.safetensors")
     assert_error(invoke(*args), 1, "non-finite", "step", "--lr")
     assert file_state(tiny_run / "checkpoint.safetensors") == ckpt_before
@@ -675,11 +771,14 @@ def test_nonfinite_loss_with_default_logging(tiny_run, tmp_path, digits_npy, cas
 def _command_args(command: str, run: Path, tmp_path: Path) -> list:
     latents = tmp_path / "z.npy"
     np.save(latents, np.zeros((3, 2)))
-    return {"evaluate": ["evaluate", run], "sample": ["sample", run, "--out", tmp_path / "o.png"],
-            "encode": ["encode", run, "--out", tmp_path / "o.npz"],
-            "reconstruct": ["reconstruct", run, "--out", tmp_path / "o.png"],
-            "decode": ["decode", run, "--latents", latents, "--out", tmp_path / "o.png"],
-            "resume": ["fit", "--resume", run, "-q"]}[command]
+    return {
+        "evaluate": ["evaluate", run],
+        "sample": ["sample", run, "--out", tmp_path / "o.png"],
+        "encode": ["encode", run, "--out", tmp_path / "o.npz"],
+        "reconstruct": ["reconstruct", run, "--out", tmp_path / "o.png"],
+        "decode": ["decode", run, "--latents", latents, "--out", tmp_path / "o.png"],
+        "resume": ["fit", "--resume", run, "-q"],
+    }[command]
 
 
 COMMANDS = ["evaluate", "sample", "encode", "reconstruct", "decode", "resume"]
@@ -688,8 +787,13 @@ COMMANDS = ["evaluate", "sample", "encode", "reconstruct", "decode", "resume"]
 @pytest.mark.parametrize("command", COMMANDS)
 def test_commands_on_a_missing_folder(tmp_path, command):
     missing = tmp_path / "nothere"
-    assert_error(invoke(*_command_args(command, missing, tmp_path)), 1, str(missing), "does not exist",
-                 "the folder `ppvae fit` wrote")
+    assert_error(
+        invoke(*_command_args(command, missing, tmp_path)),
+        1,
+        str(missing),
+        "does not exist",
+        "the folder `ppvae fit` wrote",
+    )
     assert not missing.exists()
     assert not list(tmp_path.glob("o.*"))
 
@@ -732,14 +836,17 @@ def test_existing_output_is_not_overwritten_without_force(tiny_run, tmp_path, co
     assert out.read_bytes() != b"precious"
 
 
-@pytest.mark.parametrize("command, name, words", [
-    ("sample", "s.jpg", ("'", "s.jpg", ".png", ".npy")),
-    ("sample", "s", (".png", ".npy")),
-    ("reconstruct", "r.txt", ("r.txt", ".png", ".npy")),
-    ("encode", "z.txt", ("z.txt", ".npz", ".npy")),
-    ("encode", "z.png", ("z.png", ".npz", ".npy")),
-    ("decode", "d.csv", ("d.csv", ".png", ".npy")),
-])
+@pytest.mark.parametrize(
+    "command, name, words",
+    [
+        ("sample", "s.jpg", ("'", "s.jpg", ".png", ".npy")),
+        ("sample", "s", (".png", ".npy")),
+        ("reconstruct", "r.txt", ("r.txt", ".png", ".npy")),
+        ("encode", "z.txt", ("z.txt", ".npz", ".npy")),
+        ("encode", "z.png", ("z.png", ".npz", ".npy")),
+        ("decode", "d.csv", ("d.csv", ".png", ".npy")),
+    ],
+)
 def test_bad_output_extension(tiny_run, tmp_path, command, name, words):
     args = _command_args(command, tiny_run, tmp_path)
     args[args.index("--out") + 1] = tmp_path / name
@@ -747,11 +854,14 @@ def test_bad_output_extension(tiny_run, tmp_path, command, name, words):
     assert not (tmp_path / name).exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["sample", "-n", "0", "--out", "x.npy"], ("number of samples", "positive", "got 0")),
-    (["reconstruct", "-n", "-2", "--out", "x.npy"], ("-n must be positive", "got -2")),
-    (["evaluate", "-k", "0"], ("--num-samples", "positive", "got 0")),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["sample", "-n", "0", "--out", "x.npy"], ("number of samples", "positive", "got 0")),
+        (["reconstruct", "-n", "-2", "--out", "x.npy"], ("-n must be positive", "got -2")),
+        (["evaluate", "-k", "0"], ("--num-samples", "positive", "got 0")),
+    ],
+)
 def test_bad_counts(tiny_run, tmp_path, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
     assert_error(invoke(args[0], tiny_run, *args[1:]), 2, *words)
@@ -815,8 +925,12 @@ def test_unknown_device_name(tiny_run, tmp_path, command, device):
 
 
 def test_unknown_device_name_in_fit(tmp_path):
-    assert_error(invoke("fit", "--device", "gpu", "--out", tmp_path / "run", "-q"), 2,
-                 "train.device = 'gpu' is not valid", "cpu, cuda or cuda:n")
+    assert_error(
+        invoke("fit", "--device", "gpu", "--out", tmp_path / "run", "-q"),
+        2,
+        "train.device = 'gpu' is not valid",
+        "cpu, cuda or cuda:n",
+    )
 
 
 def test_cuda_where_there_is_none(tiny_run, tmp_path):

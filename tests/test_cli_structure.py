@@ -13,8 +13,19 @@ from ppvae.cli.fit import fit, worker_arguments
 from ppvae.spec.config import parse_override
 
 CLI = Path(__file__).resolve().parents[1] / "ppvae" / "cli"
-SHARED = {"--device", "--force", "--out", "--data", "--json", "--quiet", "--seed", "--set", "--label",
-          "--num-samples", "--plugin"}
+SHARED = {
+    "--device",
+    "--force",
+    "--out",
+    "--data",
+    "--json",
+    "--quiet",
+    "--seed",
+    "--set",
+    "--label",
+    "--num-samples",
+    "--plugin",
+}
 
 
 def _modules():
@@ -62,8 +73,7 @@ def _commands(group, prefix=()):
             yield (*prefix, name), command
 
 
-@pytest.mark.parametrize("path", [p for p, c in _commands(cli) if any("run" == o.name for o in c.params)],
-                         ids=" ".join)
+@pytest.mark.parametrize("path", [p for p, c in _commands(cli) if any("run" == o.name for o in c.params)], ids=" ".join)
 def test_a_bad_device_is_one_line_and_exit_2_on_every_command_on_a_run(path):
     # (fit and compare take --device as the spec's train.device, checked with the spec.)
     res = CliRunner().invoke(cli, [*path, "--device", "tpu9", "somewhere"])
@@ -75,8 +85,14 @@ def test_a_bad_device_is_one_line_and_exit_2_on_every_command_on_a_run(path):
 def test_worker_arguments_give_the_workers_the_checked_config(tmp_path):
     from ppvae import api
 
-    settings = {"model.latent_dim": 3, "model.encoder_options": {"hidden": [16, 8]}, "train.lr": 3e-4,
-                "data.source": "my digits.npy", "train.beta_schedule": "linear", "train.device": "cpu"}
+    settings = {
+        "model.latent_dim": 3,
+        "model.encoder_options": {"hidden": [16, 8]},
+        "train.lr": 3e-4,
+        "data.source": "my digits.npy",
+        "train.beta_schedule": "linear",
+        "train.device": "cpu",
+    }
     plugin = tmp_path / "p.py"
     args = worker_arguments(None, None, tmp_path / "run", settings, [plugin], force=True, quiet=True)
     ctx = fit.make_context("fit", list(args))
@@ -84,13 +100,16 @@ def test_worker_arguments_give_the_workers_the_checked_config(tmp_path):
     assert ctx.params["plugin_files"] == (plugin,)
     parsed = dict(parse_override(s) for s in ctx.params["settings"])
     assert api.build_config(None, parsed).to_dict() == api.build_config(None, settings).to_dict()
-    resumed = worker_arguments(None, tmp_path / "run", tmp_path / "run", {"train.epochs": 4}, [],
-                               force=False, quiet=False)
+    resumed = worker_arguments(
+        None, tmp_path / "run", tmp_path / "run", {"train.epochs": 4}, [], force=False, quiet=False
+    )
     assert resumed == ["--resume", str(tmp_path / "run"), "--set", "train.epochs=4"]
 
 
-@pytest.mark.parametrize("value", [[512, 256], ["a[ b", "c, ]"], 'two\nlines "quoted" = x', 1e-300, True, "plain",
-                                   {"inner": {"deep": [1.5]}}])
+@pytest.mark.parametrize(
+    "value",
+    [[512, 256], ["a[ b", "c, ]"], 'two\nlines "quoted" = x', 1e-300, True, "plain", {"inner": {"deep": [1.5]}}],
+)
 def test_format_overrides_round_trips_through_parse_override(value):
     from ppvae.spec.config import format_overrides
 

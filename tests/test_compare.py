@@ -26,8 +26,15 @@ import ppvae
 from ppvae import api
 from ppvae.spec import registry
 from ppvae.cli import cli
-from ppvae.analysis.compare import (METRICS_SHOWN, ComparisonResult, add_marks, aggregate, compare, mark_vs_best,
-                           parse_seeds)
+from ppvae.analysis.compare import (
+    METRICS_SHOWN,
+    ComparisonResult,
+    add_marks,
+    aggregate,
+    compare,
+    mark_vs_best,
+    parse_seeds,
+)
 from ppvae.errors import TrainingError
 
 from conftest import FAST
@@ -40,8 +47,13 @@ RUN_NAMES = [f"pyro-{e}-seed{s}" for e in ELBOS for s in SEEDS]
 
 def small_settings(digits_npy) -> list[str]:
     """--set options for tiny runs: FAST, 2-D latent, batch 64, K = 2 for iwae."""
-    values = {**FAST, "data.source": str(digits_npy), "model.latent_dim": 2, "train.batch_size": 64,
-              "train.num_particles": 2}
+    values = {
+        **FAST,
+        "data.source": str(digits_npy),
+        "model.latent_dim": 2,
+        "train.batch_size": 64,
+        "train.num_particles": 2,
+    }
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
@@ -74,8 +86,23 @@ def no_training(monkeypatch):
 def compared(tmp_path_factory, digits_npy):
     """One CLI comparison: 2 estimators x 2 seeds, 1 epoch each."""
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    result = invoke("compare", "--backends", "pyro", "--elbos", ",".join(ELBOS), "--seeds", "0,1",
-                    "--epochs", 1, "--device", "cpu", "--out", out, "-q", *small_settings(digits_npy))
+    result = invoke(
+        "compare",
+        "--backends",
+        "pyro",
+        "--elbos",
+        ",".join(ELBOS),
+        "--seeds",
+        "0,1",
+        "--epochs",
+        1,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        "-q",
+        *small_settings(digits_npy),
+    )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     return result, out
 
@@ -112,17 +139,35 @@ def test_table_rows_and_columns(compared):
     text = result.stdout
     lines = [line for line in text.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["backend", "estimator", "device", "epochs", "wall time (s)", "s/epoch", "images/s",
-                      "held-out ELBO", "log p(x) (K=20)", "KL", "active units", "ELBO vs best",
-                      "log p(x) vs best"]
+    assert header == [
+        "backend",
+        "estimator",
+        "device",
+        "epochs",
+        "wall time (s)",
+        "s/epoch",
+        "images/s",
+        "held-out ELBO",
+        "log p(x) (K=20)",
+        "KL",
+        "active units",
+        "ELBO vs best",
+        "log p(x) vs best",
+    ]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert [r[:4] for r in rows] == [["pyro", "meanfield", "cpu", "1"], ["pyro", "iwae (K=2)", "cpu", "1"]]
     for r in rows:
         assert all(" ± " in c for c in r[4:11]), r
     assert sorted(r[11] == "best" for r in rows) == [False, True]
     # The footnotes name the estimators, K and the marking rule; the files hold the same table.
-    for words in ("Held-out ELBO: mean over held-out points", "analytic", "IWAE", "K samples",
-                  "spread(row) + spread(best)", "sample standard deviation"):
+    for words in (
+        "Held-out ELBO: mean over held-out points",
+        "analytic",
+        "IWAE",
+        "K samples",
+        "spread(row) + spread(best)",
+        "sample standard deviation",
+    ):
         assert words in text
     md = (out / "comparison.md").read_text()
     assert [line for line in md.splitlines() if line.startswith("|")] == lines
@@ -133,13 +178,23 @@ def test_mean_and_spread_recomputed_from_run_folders(compared):
     result, out = compared
     data = json.loads((out / "comparison.json").read_text())
     assert [(r["backend"], r["elbo"], r["num_particles"]) for r in data["rows"]] == [
-        ("pyro", "meanfield", 2), ("pyro", "iwae", 2)]
-    table = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
-             for line in result.stdout.splitlines() if line.startswith("| pyro")}
+        ("pyro", "meanfield", 2),
+        ("pyro", "iwae", 2),
+    ]
+    table = {
+        line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
+        for line in result.stdout.splitlines()
+        if line.startswith("| pyro")
+    }
     for row in data["rows"]:
         summaries = [json.loads((out / f"pyro-{row['elbo']}-seed{s}" / "summary.json").read_text()) for s in SEEDS]
-        metrics = [[json.loads(line) for line in (out / f"pyro-{row['elbo']}-seed{s}" / "metrics.jsonl")
-                    .read_text().splitlines()] for s in SEEDS]
+        metrics = [
+            [
+                json.loads(line)
+                for line in (out / f"pyro-{row['elbo']}-seed{s}" / "metrics.jsonl").read_text().splitlines()
+            ]
+            for s in SEEDS
+        ]
         expected = {
             "heldout_elbo": [s["evaluation"]["heldout_elbo"] for s in summaries],
             "heldout_log_px": [s["evaluation"]["heldout_log_px"] for s in summaries],
@@ -175,10 +230,11 @@ def test_mean_and_spread_recomputed_from_run_folders(compared):
 def test_json_output_one_seed_and_iwae_default_k(tmp_path, digits_npy):
     settings = small_settings(digits_npy)
     k = settings.index("train.num_particles=2")
-    del settings[k - 1:k + 1]  # the spec's K is 1 again
+    del settings[k - 1 : k + 1]  # the spec's K is 1 again
     out = tmp_path / "one"
-    result = invoke("compare", "--elbos", "iwae", "--seeds", "3", "--epochs", 1, "--out", out, "--json", "-q",
-                    *settings)
+    result = invoke(
+        "compare", "--elbos", "iwae", "--seeds", "3", "--epochs", 1, "--out", out, "--json", "-q", *settings
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data == json.loads((out / "comparison.json").read_text())
@@ -225,11 +281,11 @@ def test_aggregate():
 
 
 def test_mark_vs_best_rule():
-    best = aggregate([-100.0, -101.0, -99.0])    # mean -100, sd 1
+    best = aggregate([-100.0, -101.0, -99.0])  # mean -100, sd 1
     close = aggregate([-101.9, -102.9, -100.9])  # diff -1.9 <= 1 + 1 (a population sd would mark it)
-    far = aggregate([-105.0, -106.0, -104.0])    # diff -5 > 2
-    edge = aggregate([-102.0, -103.0, -101.0])   # diff -2 == 2: not marked (strictly greater)
-    one_seed = aggregate([-130.0])               # no spread: cannot tell
+    far = aggregate([-105.0, -106.0, -104.0])  # diff -5 > 2
+    edge = aggregate([-102.0, -103.0, -101.0])  # diff -2 == 2: not marked (strictly greater)
+    one_seed = aggregate([-130.0])  # no spread: cannot tell
     marks = mark_vs_best([close, far, best, edge, one_seed])
     assert [m["best"] for m in marks] == [False, False, True, False, False]
     assert [m["marked"] for m in marks] == [False, True, False, False, None]
@@ -244,8 +300,15 @@ def _synthetic_row(elbo: str, elbo_values, log_px_values) -> dict:
     metrics = {k: aggregate([1.0] * len(elbo_values)) for k in METRICS_SHOWN}
     metrics["heldout_elbo"] = aggregate(elbo_values)
     metrics["heldout_log_px"] = aggregate(log_px_values)
-    return {"backend": "pyro", "elbo": elbo, "num_particles": 5, "device": "cpu", "eval_num_samples": 1000,
-            "runs": [{"epochs": 3}], "metrics": metrics}
+    return {
+        "backend": "pyro",
+        "elbo": elbo,
+        "num_particles": 5,
+        "device": "cpu",
+        "eval_num_samples": 1000,
+        "runs": [{"epochs": 3}],
+        "metrics": metrics,
+    }
 
 
 def test_table_marks_only_differences_beyond_the_spreads(tmp_path):
@@ -256,8 +319,11 @@ def test_table_marks_only_differences_beyond_the_spreads(tmp_path):
     ]
     add_marks(rows)
     result = ComparisonResult(out=tmp_path, rows=rows, info={"seeds": [0, 1, 2]})
-    lines = {line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
-             for line in result.to_markdown().splitlines() if line.startswith("| pyro")}
+    lines = {
+        line.split("|")[2].strip(): [c.strip() for c in line.strip("|").split("|")]
+        for line in result.to_markdown().splitlines()
+        if line.startswith("| pyro")
+    }
     assert lines["meanfield"][11:] == ["best", "-5.00 *"]
     assert lines["trace"][11:] == ["-1.90", "best"]
     assert lines["iwae (K=5)"][11:] == ["-5.00 *", "-0.20"]
@@ -267,20 +333,23 @@ def test_table_marks_only_differences_beyond_the_spreads(tmp_path):
 # -- bad input: one line, exit 2, nothing trained ----------------------------------------------------
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--backends", "pyro,jax"], ["unknown backend 'jax'", "valid backends: pyro"]),
-    (["--elbos", "meanfield,elbo2"], ["unknown estimator 'elbo2'", "meanfield, trace, iwae"]),
-    (["--elbos", ""], ["--elbos needs at least one estimator"]),
-    (["--seeds", ""], ["--seeds needs at least one seed"]),
-    (["--seeds", "0,x"], ["'x' is not a non-negative integer", "--seeds 0,1,2"]),
-    (["--seeds", "0,-1"], ["'-1'"]),
-    (["--seeds", "1,1"], ["more than once"]),
-    (["--backends", "pyro,pyro"], ["more than once"]),
-    (["--device", "gpu"], ["--device 'gpu' is not valid"]),
-    (["--set", "train.nope=1"], ["unknown key 'nope'"]),
-    (["no-such-spec.toml"], ["does not exist"]),
-    (["--epochs", "0"], ["train.epochs must be a positive integer"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--backends", "pyro,jax"], ["unknown backend 'jax'", "valid backends: pyro"]),
+        (["--elbos", "meanfield,elbo2"], ["unknown estimator 'elbo2'", "meanfield, trace, iwae"]),
+        (["--elbos", ""], ["--elbos needs at least one estimator"]),
+        (["--seeds", ""], ["--seeds needs at least one seed"]),
+        (["--seeds", "0,x"], ["'x' is not a non-negative integer", "--seeds 0,1,2"]),
+        (["--seeds", "0,-1"], ["'-1'"]),
+        (["--seeds", "1,1"], ["more than once"]),
+        (["--backends", "pyro,pyro"], ["more than once"]),
+        (["--device", "gpu"], ["--device 'gpu' is not valid"]),
+        (["--set", "train.nope=1"], ["unknown key 'nope'"]),
+        (["no-such-spec.toml"], ["does not exist"]),
+        (["--epochs", "0"], ["train.epochs must be a positive integer"]),
+    ],
+)
 def test_bad_input_one_line_exit_2_nothing_trained(tmp_path, no_training, args, words):
     out = tmp_path / "never"
     result = invoke("compare", "--out", out, *args)
@@ -318,8 +387,9 @@ def test_force_lets_an_existing_out_through(tmp_path, monkeypatch):
 def test_backend_not_installed(tmp_path, no_training, monkeypatch):
     monkeypatch.setitem(registry.BACKENDS, "numpyro", ("ppvae_no_such_module_for_tests", "ppvae[numpyro]"))
     result = invoke("compare", "--backends", "pyro,numpyro", "--out", tmp_path / "never")
-    assert_one_line_error(result, 2, "numpyro backend needs libraries", "pip install 'ppvae[numpyro]'",
-                          "leave numpyro out of --backends")
+    assert_one_line_error(
+        result, 2, "numpyro backend needs libraries", "pip install 'ppvae[numpyro]'", "leave numpyro out of --backends"
+    )
     assert not (tmp_path / "never").exists()
 
 
@@ -346,15 +416,23 @@ def test_api_accepts_lists_and_checks_names_first(tmp_path, no_training):
 
 def test_real_process_error_and_lazy_imports(tmp_path):
     root = Path(__file__).parents[1]
-    proc = subprocess.run([sys.executable, "-m", "ppvae", "compare", "--backends", "jax", "--out", tmp_path / "x"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppvae", "compare", "--backends", "jax", "--out", tmp_path / "x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == ["Error: unknown backend 'jax' in --backends; valid backends: "
-                                                + ", ".join(registry.BACKENDS)]
-    code = ("import sys, ppvae.analysis.compare, ppvae.cli\n"
-            "bad = [m for m in ('torch', 'jax', 'pyro', 'numpyro', 'matplotlib') if m in sys.modules]\n"
-            "assert not bad, bad\n")
+    assert proc.stderr.strip().splitlines() == [
+        "Error: unknown backend 'jax' in --backends; valid backends: " + ", ".join(registry.BACKENDS)
+    ]
+    code = (
+        "import sys, ppvae.analysis.compare, ppvae.cli\n"
+        "bad = [m for m in ('torch', 'jax', 'pyro', 'numpyro', 'matplotlib') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
 
 
@@ -367,8 +445,21 @@ def test_pyro_and_numpyro_side_by_side(tmp_path, digits_npy):
     pytest.importorskip("numpyro")
     out = tmp_path / "backends"
     # One estimator (iwae: the one whose K compare sets) keeps this quick: NumPyro compiles per run.
-    result = invoke("compare", "--backends", "pyro,numpyro", "--elbos", "iwae", "--seeds", "0",
-                    "--epochs", 1, "--out", out, "-q", *small_settings(digits_npy))
+    result = invoke(
+        "compare",
+        "--backends",
+        "pyro,numpyro",
+        "--elbos",
+        "iwae",
+        "--seeds",
+        "0",
+        "--epochs",
+        1,
+        "--out",
+        out,
+        "-q",
+        *small_settings(digits_npy),
+    )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     data = json.loads((out / "comparison.json").read_text())
     assert [(r["backend"], r["elbo"]) for r in data["rows"]] == [("pyro", "iwae"), ("numpyro", "iwae")]

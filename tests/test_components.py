@@ -29,8 +29,12 @@ from ppvae.errors import DataError, UsageError  # noqa: E402
 from conftest import embedded_digits  # noqa: E402
 
 BACKENDS = ("pyro", "numpyro")
-TINY = {"model.encoder_options.hidden": [16], "model.decoder_options.hidden": [16],
-        "train.eval_num_samples": 5, "train.device": "cpu"}
+TINY = {
+    "model.encoder_options.hidden": [16],
+    "model.decoder_options.hidden": [16],
+    "train.eval_num_samples": 5,
+    "train.device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +49,48 @@ def digits8(tmp_path_factory):
 # Every new prior and likelihood, paired so that each fit trains one of each. Per case:
 # the data settings, the component parameters that must learn and those that must not.
 TRAIN_CASES = {
-    "laplace+laplace": dict(prior=("laplace", {}), likelihood=("laplace", {"scale_mode": "per_dim"}),
-                            data={"data.standardize": True, "data.binarize": "none"},
-                            learn={"likelihood": ["log_scale"]}, fixed={"prior": ["loc", "scale"]}),
-    "student_t+beta": dict(prior=("student_t", {"learn_df": True}), likelihood=("beta", {}),
-                           data={"data.binarize": "none"},
-                           learn={"prior": ["log_df"]}, fixed={"prior": ["loc", "scale"]}),
-    "vamp+categorical": dict(prior=("vamp", {"num_components": 4}), likelihood=("categorical", {}),
-                             data={"data.binarize": "none"}, learn={"prior": ["raw_inputs"]}, fixed={}),
-    "mog+zinb": dict(prior=("mog", {"num_components": 3}), likelihood=("zinb", {}),
-                     data={"data.scale": "none"},
-                     learn={"prior": ["means", "log_scales", "logits"], "likelihood": ["log_theta"]}, fixed={}),
-    "vamp+negative_binomial": dict(prior=("vamp", {"num_components": 4}),
-                                   likelihood=("negative_binomial", {"dispersion": "shared"}),
-                                   data={"data.scale": "auto"},
-                                   learn={"prior": ["raw_inputs"], "likelihood": ["log_theta"]}, fixed={}),
-    "normal+poisson": dict(prior=("normal", {}), likelihood=("poisson", {}), data={"data.scale": "none"},
-                           learn={}, fixed={"prior": ["loc", "scale"]}),
+    "laplace+laplace": dict(
+        prior=("laplace", {}),
+        likelihood=("laplace", {"scale_mode": "per_dim"}),
+        data={"data.standardize": True, "data.binarize": "none"},
+        learn={"likelihood": ["log_scale"]},
+        fixed={"prior": ["loc", "scale"]},
+    ),
+    "student_t+beta": dict(
+        prior=("student_t", {"learn_df": True}),
+        likelihood=("beta", {}),
+        data={"data.binarize": "none"},
+        learn={"prior": ["log_df"]},
+        fixed={"prior": ["loc", "scale"]},
+    ),
+    "vamp+categorical": dict(
+        prior=("vamp", {"num_components": 4}),
+        likelihood=("categorical", {}),
+        data={"data.binarize": "none"},
+        learn={"prior": ["raw_inputs"]},
+        fixed={},
+    ),
+    "mog+zinb": dict(
+        prior=("mog", {"num_components": 3}),
+        likelihood=("zinb", {}),
+        data={"data.scale": "none"},
+        learn={"prior": ["means", "log_scales", "logits"], "likelihood": ["log_theta"]},
+        fixed={},
+    ),
+    "vamp+negative_binomial": dict(
+        prior=("vamp", {"num_components": 4}),
+        likelihood=("negative_binomial", {"dispersion": "shared"}),
+        data={"data.scale": "auto"},
+        learn={"prior": ["raw_inputs"], "likelihood": ["log_theta"]},
+        fixed={},
+    ),
+    "normal+poisson": dict(
+        prior=("normal", {}),
+        likelihood=("poisson", {}),
+        data={"data.scale": "none"},
+        learn={},
+        fixed={"prior": ["loc", "scale"]},
+    ),
 }
 
 
@@ -69,7 +98,7 @@ def _named_arrays(backend: str, weights, part: str) -> dict[str, np.ndarray]:
     """A part's arrays by name: Pyro state-dict entries, or the NumPyro params' fields."""
     if backend == "pyro":
         prefix = f"{part}."
-        return {k[len(prefix):]: np.asarray(v) for k, v in weights.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: np.asarray(v) for k, v in weights.items() if k.startswith(prefix)}
     tree = weights.get(f"{part}$params")
     if tree is None:
         return {}
@@ -116,10 +145,24 @@ def test_every_new_prior_and_likelihood_trains_through_fit(tmp_path, digits8, mo
     c = TRAIN_CASES[case]
     initial = _capture_initial(monkeypatch, backend)
     (prior, prior_options), (likelihood, lik_options) = c["prior"], c["likelihood"]
-    overrides = {**TINY, **c["data"], **{f"model.prior_options.{k}": v for k, v in prior_options.items()},
-                 **{f"model.likelihood_options.{k}": v for k, v in lik_options.items()}}
-    run = ppvae.fit(out=tmp_path / "run", prior=prior, likelihood=likelihood, latent_dim=2, epochs=1,
-                    batch_size=32, data=str(digits8), backend=backend, pictures=False, overrides=overrides)
+    overrides = {
+        **TINY,
+        **c["data"],
+        **{f"model.prior_options.{k}": v for k, v in prior_options.items()},
+        **{f"model.likelihood_options.{k}": v for k, v in lik_options.items()},
+    }
+    run = ppvae.fit(
+        out=tmp_path / "run",
+        prior=prior,
+        likelihood=likelihood,
+        latent_dim=2,
+        epochs=1,
+        batch_size=32,
+        data=str(digits8),
+        backend=backend,
+        pictures=False,
+        overrides=overrides,
+    )
     record = run.metrics()[-1]
     assert all(math.isfinite(record[k]) for k in ("loss", "reconstruction", "kl", "heldout_elbo")), record
     assert math.isfinite(run.summary["evaluation"]["heldout_log_px"])
@@ -292,8 +335,9 @@ def test_prior_log_prob_agrees_between_torch_and_jax(name, options):
 def test_vamp_data_support_auto_follows_the_likelihood():
     expected = {"bernoulli": "unit_interval", "normal": "real", "poisson": "count"}
     for likelihood, support in expected.items():
-        spec = ModelSpec(latent_dim=LATENT, prior="vamp", prior_options={"num_components": 3},
-                         likelihood=likelihood, **NETS)
+        spec = ModelSpec(
+            latent_dim=LATENT, prior="vamp", prior_options={"num_components": 3}, likelihood=likelihood, **NETS
+        )
         tvae, jvae, params = _pair(spec, SHAPE, perturb=False)
         assert tvae.prior.data_support == jvae.with_params(params)["prior"].data_support == support, likelihood
     u = tvae.prior.pseudo_inputs  # the last one: counts are softplus(raw) >= 0
@@ -356,8 +400,12 @@ def _conditioned_terms(tvae, jvae, params, x):
     with torch.no_grad():
         z_t = tvae.encoder(torch.as_tensor(x))[0]
     for estimator in ("meanfield", "trace"):
-        t = pb.terms(poutine.condition(tvae.model, {"z": z_t}), poutine.condition(tvae.guide, {"z": z_t}),
-                     torch.as_tensor(x), estimator=estimator)
+        t = pb.terms(
+            poutine.condition(tvae.model, {"z": z_t}),
+            poutine.condition(tvae.guide, {"z": z_t}),
+            torch.as_tensor(x),
+            estimator=estimator,
+        )
         out["pyro", estimator] = (float(t.kl.detach()), float(t.loss.detach()))
 
     @jax.jit
@@ -373,8 +421,10 @@ def _conditioned_terms(tvae, jvae, params, x):
     return out
 
 
-@pytest.mark.parametrize("prior,options", [("student_t", {}), ("mog", {"num_components": 3}),
-                                           ("vamp", {"num_components": 3}), ("laplace", {})])
+@pytest.mark.parametrize(
+    "prior,options",
+    [("student_t", {}), ("mog", {"num_components": 3}), ("vamp", {"num_components": 3}), ("laplace", {})],
+)
 def test_meanfield_falls_back_to_the_sampled_kl_without_a_closed_form(prior, options):
     """Without a closed form both backends' analytic-KL ELBO uses log q - log p of the draw."""
     spec = ModelSpec(latent_dim=LATENT, prior=prior, prior_options=options, likelihood="bernoulli", **NETS)
@@ -439,8 +489,7 @@ def test_vamp_prior_shares_the_encoder_and_its_gradients_reach_it():
 
 
 def test_a_prior_built_from_the_encoder_refuses_a_conditional_vae():
-    spec = ModelSpec(latent_dim=2, prior="vamp", conditional=True, num_classes=3,
-                     **NETS)
+    spec = ModelSpec(latent_dim=2, prior="vamp", conditional=True, num_classes=3, **NETS)
     with pytest.raises(UsageError, match="vamp.*conditional"):
         pb.build_vae(spec, SHAPE, register_params=False)
     with pytest.raises(UsageError, match="vamp.*conditional"):
@@ -469,8 +518,7 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind,name,options,setting", BAD_SETTINGS)
 def test_bad_settings_name_the_setting(kind, name, options, setting, backend):
-    spec = ModelSpec(latent_dim=2, **{kind: name, f"{kind}_options": options},
-                     **NETS)
+    spec = ModelSpec(latent_dim=2, **{kind: name, f"{kind}_options": options}, **NETS)
     with pytest.raises(UsageError, match=rf"{kind} '{name}'.*{setting}") as err:
         if backend == "pyro":
             pb.build_vae(spec, SHAPE, register_params=False)
@@ -511,5 +559,11 @@ def test_eight_bit_images_stay_counts_under_auto_scaling(tmp_path, digits8):
     # Other supports keep dividing 8-bit data by 255.
     assert load_dataset(DataSpec(source=str(digits8)), "beta", "unit_interval").train.max() <= 1.0
     with pytest.raises(DataError, match="likelihood 'poisson'"):
-        ppvae.fit(out=tmp_path / "run", likelihood="poisson", data=str(digits8), backend="pyro", pictures=False,
-                  overrides={**TINY, "data.scale": "unit"})
+        ppvae.fit(
+            out=tmp_path / "run",
+            likelihood="poisson",
+            data=str(digits8),
+            backend="pyro",
+            pictures=False,
+            overrides={**TINY, "data.scale": "unit"},
+        )

@@ -22,8 +22,14 @@ from conftest import FAST, embedded_digits
 
 # Short training that still learns the labels: 2 epochs of 30 steps (480 training digits,
 # batch 16) at a high learning rate.
-COND = {**FAST, "model.latent_dim": 2, "model.conditional": True, "train.epochs": 2, "train.batch_size": 16,
-        "train.lr": 1e-2}
+COND = {
+    **FAST,
+    "model.latent_dim": 2,
+    "model.conditional": True,
+    "train.epochs": 2,
+    "train.batch_size": 16,
+    "train.lr": 1e-2,
+}
 
 
 def _fit(out, digits, backend, **kwargs):
@@ -85,8 +91,10 @@ def test_unconditional_specs_keep_their_fingerprint():
     # Values of the fingerprint before the conditional keys existed: run folders written
     # then still load.
     assert Config().fingerprint() == "eca2bafa91b5a9c4"
-    assert Config().with_overrides({"model.latent_dim": 2, "model.encoder_options.hidden": [64]}
-                                   ).fingerprint() == "0599e49adcd95e56"
+    assert (
+        Config().with_overrides({"model.latent_dim": 2, "model.encoder_options.hidden": [64]}).fingerprint()
+        == "0599e49adcd95e56"
+    )
 
 
 # ------------------------------------------------------------------------- model contract
@@ -120,8 +128,7 @@ def test_labels_are_required_and_refused_on_numpyro_too():
     plain = npb.build_vae(ModelSpec(latent_dim=2, **tiny), (6,), jax.random.PRNGKey(0))
     with pytest.raises(UsageError, match="unconditional"):
         handlers.seed(plain.model, 0)(x, y=np.zeros(4, np.int32))
-    cond = npb.build_vae(ModelSpec(latent_dim=2, conditional=True, num_classes=3, **tiny), (6,),
-                         jax.random.PRNGKey(0))
+    cond = npb.build_vae(ModelSpec(latent_dim=2, conditional=True, num_classes=3, **tiny), (6,), jax.random.PRNGKey(0))
     with pytest.raises(UsageError, match="conditional on 3 classes"):
         handlers.seed(cond.guide, 0)(x)
 
@@ -144,11 +151,17 @@ def _pair(encoder, decoder, likelihood, shape, lik_options, classes=3):
     from ppvae.backends import numpyro as npb
     from ppvae.backends import pyro as pb
 
-    spec = ModelSpec(latent_dim=3, encoder=encoder, decoder=decoder, likelihood=likelihood,
-                     likelihood_options=lik_options, conditional=True, num_classes=classes,
-                     encoder_options={"hidden": [16]} if encoder == "mlp" else {"channels": [4, 8], "hidden": [16]},
-                     decoder_options={"hidden": [16]} if decoder == "mlp" else (
-                         {"channels": [8, 4]} if decoder == "conv" else {}))
+    spec = ModelSpec(
+        latent_dim=3,
+        encoder=encoder,
+        decoder=decoder,
+        likelihood=likelihood,
+        likelihood_options=lik_options,
+        conditional=True,
+        num_classes=classes,
+        encoder_options={"hidden": [16]} if encoder == "mlp" else {"channels": [4, 8], "hidden": [16]},
+        decoder_options={"hidden": [16]} if decoder == "mlp" else ({"channels": [8, 4]} if decoder == "conv" else {}),
+    )
     torch.manual_seed(0)
     tvae = pb.build_vae(spec, shape, dataset_size=1000, register_params=False)
     with torch.no_grad():  # move every weight off its initial value
@@ -161,8 +174,9 @@ def _pair(encoder, decoder, likelihood, shape, lik_options, classes=3):
 
 @pytest.mark.parametrize("encoder,decoder,likelihood,shape,lik_options,layout", CASES)
 @pytest.mark.parametrize("estimator", ["meanfield", "trace"])
-def test_torch_and_jax_give_the_same_conditional_elbo_terms(encoder, decoder, likelihood, shape, lik_options,
-                                                             layout, estimator):
+def test_torch_and_jax_give_the_same_conditional_elbo_terms(
+    encoder, decoder, likelihood, shape, lik_options, layout, estimator
+):
     import jax
     import jax.numpy as jnp
     import torch
@@ -175,8 +189,11 @@ def test_torch_and_jax_give_the_same_conditional_elbo_terms(encoder, decoder, li
     tvae, jvae, params = _pair(encoder, decoder, likelihood, shape, lik_options)
     assert tvae.label_layout == jvae.label_layout == layout
     rng = np.random.default_rng(1)
-    x = (rng.random((8, *shape)) < 0.4).astype(np.float32) if likelihood != "normal" else \
-        rng.normal(size=(8, *shape)).astype(np.float32)
+    x = (
+        (rng.random((8, *shape)) < 0.4).astype(np.float32)
+        if likelihood != "normal"
+        else rng.normal(size=(8, *shape)).astype(np.float32)
+    )
     y = np.array([0, 1, 2, 0, 1, 2, 2, 1])
     eps = rng.normal(size=(8, 3)).astype(np.float32)
     beta = 0.7
@@ -184,8 +201,14 @@ def test_torch_and_jax_give_the_same_conditional_elbo_terms(encoder, decoder, li
         yt = torch.as_tensor(y)
         loc, scale = tvae.encoder(tvae.encoder_input(torch.as_tensor(x), yt))
         z_t = loc + scale * torch.as_tensor(eps)
-    t = pb.terms(poutine.condition(tvae.model, {"z": z_t}), poutine.condition(tvae.guide, {"z": z_t}),
-                 torch.as_tensor(x), beta=beta, y=yt, estimator=estimator)
+    t = pb.terms(
+        poutine.condition(tvae.model, {"z": z_t}),
+        poutine.condition(tvae.guide, {"z": z_t}),
+        torch.as_tensor(x),
+        beta=beta,
+        y=yt,
+        estimator=estimator,
+    )
     m = jvae.with_params(params)
     loc_j, scale_j = m["encoder"](jvae.encoder_input(jnp.asarray(x), jnp.asarray(y)))
     z_j = loc_j + scale_j * jnp.asarray(eps)
@@ -197,8 +220,14 @@ def test_torch_and_jax_give_the_same_conditional_elbo_terms(encoder, decoder, li
         # float32 on both sides: 1e-5 relative, with a small absolute floor for terms near 0.
         assert abs(a - b) <= 1e-5 * max(abs(a), abs(b)) + 1e-5, (name, a, b)
     # Other labels change the numbers by more than the backends' tolerance: the networks see y.
-    other = pb.terms(poutine.condition(tvae.model, {"z": z_t}), poutine.condition(tvae.guide, {"z": z_t}),
-                     torch.as_tensor(x), beta=beta, y=(yt + 1) % 3, estimator=estimator)
+    other = pb.terms(
+        poutine.condition(tvae.model, {"z": z_t}),
+        poutine.condition(tvae.guide, {"z": z_t}),
+        torch.as_tensor(x),
+        beta=beta,
+        y=(yt + 1) % 3,
+        estimator=estimator,
+    )
     a, b = float(other.reconstruction.detach()), float(t.reconstruction.detach())
     assert abs(a - b) > 1e-5 * max(abs(a), abs(b)) + 1e-5, (a, b)
 
@@ -261,8 +290,11 @@ def test_every_run_method_takes_labels(cond_run):
     np.testing.assert_array_equal(balanced[3], cond_run.sample(12, labels=np.arange(12) % 10)[3])
     ev = cond_run.evaluate(x, labels=y, num_samples=5)
     assert math.isfinite(ev["heldout_log_px"]) and ev["num_points"] == 10
-    for call in (lambda: cond_run.encode(x), lambda: cond_run.evaluate(x, num_samples=5),
-                 lambda: cond_run.reconstruct(x)):
+    for call in (
+        lambda: cond_run.encode(x),
+        lambda: cond_run.evaluate(x, num_samples=5),
+        lambda: cond_run.reconstruct(x),
+    ):
         with pytest.raises(UsageError, match="needs the class labels") as info:
             call()
         _one_line(info)
@@ -305,8 +337,9 @@ def test_the_numpyro_epoch_with_labels_compiles_once(numpyro_fit):
 
 
 def test_a_resumed_conditional_run_matches_an_uninterrupted_one(pyro_run, tmp_path, digits_npy):
-    ppvae.fit(out=tmp_path / "cut", overrides={**COND, "data.source": str(digits_npy)}, stop_after_steps=7,
-              pictures=False)
+    ppvae.fit(
+        out=tmp_path / "cut", overrides={**COND, "data.source": str(digits_npy)}, stop_after_steps=7, pictures=False
+    )
     resumed = ppvae.fit(resume=tmp_path / "cut", pictures=False)
     assert resumed.config.model.num_classes == 10
     strip = lambda recs: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in recs]  # noqa: E731

@@ -16,29 +16,31 @@ from conftest import FAST
 
 
 def test_toml_round_trip_and_overrides():
-    cfg = Config().with_overrides({"model.latent_dim": 2, "train.beta": 0.5,
-                                   "model.encoder_options.hidden": [32, 16]})
+    cfg = Config().with_overrides({"model.latent_dim": 2, "train.beta": 0.5, "model.encoder_options.hidden": [32, 16]})
     again = Config.from_toml_string(cfg.to_toml_string())
     assert again == cfg
     assert again.model.encoder_options == {"hidden": [32, 16]}
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: TrainSpec(beta=0), "beta must be > 0"),
-    (lambda: TrainSpec(beta=-1.0), "beta must be > 0"),
-    (lambda: TrainSpec(beta=float("nan")), "beta must be > 0"),
-    (lambda: ModelSpec(latent_dim=0), "latent_dim must be a positive integer"),
-    (lambda: ModelSpec(latent_dim=2.5), "latent_dim must be a positive integer"),
-    (lambda: TrainSpec(elbo="renyi"), "choose one of: meanfield, trace, iwae"),
-    (lambda: TrainSpec(device="tpu"), "auto, cpu, cuda or cuda:N"),
-    (lambda: TrainSpec(lr=0), "lr must be a positive number"),
-    (lambda: DataSpec(heldout_fraction=1.0), "between 0 and 1"),
-    (lambda: DataSpec(standardize=True, binarize="dynamic"), "cannot both be on"),
-    (lambda: Config.from_dict({"modle": {}}), "unknown table"),
-    (lambda: Config.from_dict({"train": {"epoch": 3}}), "valid keys: .*epochs"),
-    (lambda: Config().with_overrides({"train.nope": 1}), "unknown key 'nope'"),
-    (lambda: Config.from_toml_string("[train\nbeta = 1"), "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: TrainSpec(beta=0), "beta must be > 0"),
+        (lambda: TrainSpec(beta=-1.0), "beta must be > 0"),
+        (lambda: TrainSpec(beta=float("nan")), "beta must be > 0"),
+        (lambda: ModelSpec(latent_dim=0), "latent_dim must be a positive integer"),
+        (lambda: ModelSpec(latent_dim=2.5), "latent_dim must be a positive integer"),
+        (lambda: TrainSpec(elbo="renyi"), "choose one of: meanfield, trace, iwae"),
+        (lambda: TrainSpec(device="tpu"), "auto, cpu, cuda or cuda:N"),
+        (lambda: TrainSpec(lr=0), "lr must be a positive number"),
+        (lambda: DataSpec(heldout_fraction=1.0), "between 0 and 1"),
+        (lambda: DataSpec(standardize=True, binarize="dynamic"), "cannot both be on"),
+        (lambda: Config.from_dict({"modle": {}}), "unknown table"),
+        (lambda: Config.from_dict({"train": {"epoch": 3}}), "valid keys: .*epochs"),
+        (lambda: Config().with_overrides({"train.nope": 1}), "unknown key 'nope'"),
+        (lambda: Config.from_toml_string("[train\nbeta = 1"), "not valid TOML"),
+    ],
+)
 def test_bad_settings_get_one_line_messages(make, match):
     with pytest.raises(UsageError, match=match) as info:
         make()
@@ -60,8 +62,17 @@ def test_registry_lists_valid_names_and_settings():
     # built-ins are all listed rather than the exact list.
     with pytest.raises(UsageError, match="valid likelihood names: ") as err:
         registry.get("likelihood", "gaussian", "pyro")
-    for name in ("bernoulli", "beta", "categorical", "continuous_bernoulli", "laplace", "negative_binomial",
-                 "normal", "poisson", "zinb"):
+    for name in (
+        "bernoulli",
+        "beta",
+        "categorical",
+        "continuous_bernoulli",
+        "laplace",
+        "negative_binomial",
+        "normal",
+        "poisson",
+        "zinb",
+    ):
         assert name in str(err.value)
     with pytest.raises(UsageError, match="valid settings: activation, hidden"):
         registry.resolve_options("encoder", "mlp", "pyro", {"hiden": [3]})
@@ -93,8 +104,15 @@ def test_a_custom_prior_in_a_few_lines_trains(tmp_path, digits_npy):
         def forward(self):
             return dist.Laplace(self.loc, self.scale).to_event(1)
 
-    run = ppvae.fit(out=tmp_path / "lap", prior="laplace_test", latent_dim=2, epochs=1, data=str(digits_npy),
-                    overrides={**FAST, "model.prior_options.scale": 0.5}, pictures=False)
+    run = ppvae.fit(
+        out=tmp_path / "lap",
+        prior="laplace_test",
+        latent_dim=2,
+        epochs=1,
+        data=str(digits_npy),
+        overrides={**FAST, "model.prior_options.scale": 0.5},
+        pictures=False,
+    )
     assert run.config.model.prior == "laplace_test"
     assert run.config.model.prior_options == {"scale": 0.5}
     # No closed-form KL(Normal || Laplace): the meanfield estimator fell back to sampling.
@@ -102,25 +120,49 @@ def test_a_custom_prior_in_a_few_lines_trains(tmp_path, digits_npy):
     assert registry.get("prior", "laplace_test", "pyro").description == "Laplace(0, scale) on every latent dimension."
 
 
-@pytest.mark.parametrize("likelihood,extra", [
-    ("bernoulli", {}),
-    ("continuous_bernoulli", {"data.binarize": "none"}),
-    ("normal", {"data.binarize": "none", "data.standardize": True}),
-])
+@pytest.mark.parametrize(
+    "likelihood,extra",
+    [
+        ("bernoulli", {}),
+        ("continuous_bernoulli", {"data.binarize": "none"}),
+        ("normal", {"data.binarize": "none", "data.standardize": True}),
+    ],
+)
 @pytest.mark.parametrize("net", ["mlp", "conv"])
 def test_every_component_trains_a_few_steps(tmp_path, digits_npy, likelihood, extra, net):
-    run = ppvae.fit(out=tmp_path / "r", likelihood=likelihood, encoder=net, decoder=net, latent_dim=2, epochs=1,
-                    batch_size=100, data=str(digits_npy), pictures=False,
-                    overrides={"train.eval_num_samples": 5, "train.device": "cpu", **extra})
+    run = ppvae.fit(
+        out=tmp_path / "r",
+        likelihood=likelihood,
+        encoder=net,
+        decoder=net,
+        latent_dim=2,
+        epochs=1,
+        batch_size=100,
+        data=str(digits_npy),
+        pictures=False,
+        overrides={"train.eval_num_samples": 5, "train.device": "cpu", **extra},
+    )
     record = run.metrics()[0]
     assert all(abs(record[k]) < 1e9 for k in ("loss", "reconstruction", "kl", "heldout_elbo"))
 
 
 def test_linear_decoder_with_normal_likelihood_reports_exact_log_px(tmp_path, digits_npy):
-    run = ppvae.fit(out=tmp_path / "ppca", likelihood="normal", decoder="linear", latent_dim=2, epochs=1,
-                    data=str(digits_npy), pictures=False,
-                    overrides={"train.eval_num_samples": 50, "data.binarize": "none", "data.standardize": True,
-                               "model.likelihood_options.scale_mode": "per_dim", "train.device": "cpu"})
+    run = ppvae.fit(
+        out=tmp_path / "ppca",
+        likelihood="normal",
+        decoder="linear",
+        latent_dim=2,
+        epochs=1,
+        data=str(digits_npy),
+        pictures=False,
+        overrides={
+            "train.eval_num_samples": 50,
+            "data.binarize": "none",
+            "data.standardize": True,
+            "model.likelihood_options.scale_mode": "per_dim",
+            "train.device": "cpu",
+        },
+    )
     ev = run.summary["evaluation"]
     assert ev["heldout_log_px"] <= ev["exact_log_px"] + 5 * ev["heldout_log_px_stderr"]
 

@@ -88,8 +88,7 @@ class _Server:
             def log_message(self, *args):  # keep the test output quiet
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -117,8 +116,12 @@ def mirror(tmp_path, monkeypatch, no_proxy):
     """
     root = tmp_path / "served"
     root.mkdir()
-    for src, dst in ((T10K_IMAGES, T10K_IMAGES), (T10K_LABELS, T10K_LABELS),
-                     (T10K_IMAGES, TRAIN_IMAGES), (T10K_LABELS, TRAIN_LABELS)):
+    for src, dst in (
+        (T10K_IMAGES, T10K_IMAGES),
+        (T10K_LABELS, T10K_LABELS),
+        (T10K_IMAGES, TRAIN_IMAGES),
+        (T10K_LABELS, TRAIN_LABELS),
+    ):
         shutil.copyfile(MNIST_DIR / src, root / dst)
     md5 = STANDARD_DATASETS["mnist"].md5
     monkeypatch.setitem(md5, TRAIN_IMAGES, md5[T10K_IMAGES])
@@ -140,8 +143,7 @@ def test_download_verifies_caches_and_uses_official_split(tmp_path, mirror):
     ds = load_dataset(spec, "bernoulli", "unit_interval")
     assert len(mirror.requests) == 4
     cached = tmp_path / "cache" / "mnist"
-    assert sorted(p.name for p in cached.iterdir()) == sorted(
-        [T10K_IMAGES, T10K_LABELS, TRAIN_IMAGES, TRAIN_LABELS])
+    assert sorted(p.name for p in cached.iterdir()) == sorted([T10K_IMAGES, T10K_LABELS, TRAIN_IMAGES, TRAIN_LABELS])
 
     # Official split: train = the train files, held-out = the t10k files, both in file order.
     images = _reference_images()
@@ -194,7 +196,10 @@ def test_download_server_down_is_a_data_error(tmp_path, no_proxy):
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(DataError, match=r"could not download http://127\.0\.0\.1:\d+/\S+ \(cannot connect to 127\.0\.0\.1:\d+.*pass that folder as the data source"):
+    with pytest.raises(
+        DataError,
+        match=r"could not download http://127\.0\.0\.1:\d+/\S+ \(cannot connect to 127\.0\.0\.1:\d+.*pass that folder as the data source",
+    ):
         load_dataset(_mnist_spec(tmp_path, f"http://127.0.0.1:{port}"), "bernoulli", "unit_interval")
 
 
@@ -246,8 +251,12 @@ def test_local_folder_with_t10k_files_only(tmp_path):
 
 
 def test_local_folder_uncompressed_and_all_four(tmp_path):
-    for src, dst in ((T10K_IMAGES, "t10k-images-idx3-ubyte"), (T10K_LABELS, "t10k-labels-idx1-ubyte"),
-                     (T10K_IMAGES, "train-images-idx3-ubyte"), (T10K_LABELS, "train-labels-idx1-ubyte")):
+    for src, dst in (
+        (T10K_IMAGES, "t10k-images-idx3-ubyte"),
+        (T10K_LABELS, "t10k-labels-idx1-ubyte"),
+        (T10K_IMAGES, "train-images-idx3-ubyte"),
+        (T10K_LABELS, "train-labels-idx1-ubyte"),
+    ):
         (tmp_path / dst).write_bytes(gzip.decompress((MNIST_DIR / src).read_bytes()))
     ds = load_dataset(DataSpec(source=str(tmp_path)), "normal", "real")
     assert ds.train.shape == (10000, 28, 28) and ds.heldout.shape == (10000, 28, 28)  # official split
@@ -299,8 +308,9 @@ def test_idx_reader_validates(tmp_path):
     with pytest.raises(DataError, match="bad gzip data"):
         read_idx(tmp_path / "cut-ubyte.gz")
     # Other IDX types decode big-endian.
-    (tmp_path / "ints-ubyte").write_bytes(b"\x00\x00\x0c\x01" + (2).to_bytes(4, "big")
-                                          + np.array([1, -2], dtype=">i4").tobytes())
+    (tmp_path / "ints-ubyte").write_bytes(
+        b"\x00\x00\x0c\x01" + (2).to_bytes(4, "big") + np.array([1, -2], dtype=">i4").tobytes()
+    )
     np.testing.assert_array_equal(read_idx(tmp_path / "ints-ubyte"), [1, -2])
 
 
@@ -344,8 +354,9 @@ def test_csv_round_trip_and_header(tmp_path):
     x = np.round(_table(), 6)
     np.savetxt(tmp_path / "x.csv", x, delimiter=",", fmt="%.6f")
     np.testing.assert_allclose(read_array_file(tmp_path / "x.csv")[0], x)
-    np.savetxt(tmp_path / "h.csv", x, delimiter=",", fmt="%.6f",
-               header=",".join(f"f{i}" for i in range(6)), comments="")
+    np.savetxt(
+        tmp_path / "h.csv", x, delimiter=",", fmt="%.6f", header=",".join(f"f{i}" for i in range(6)), comments=""
+    )
     got = read_array_file(tmp_path / "h.csv")[0]
     assert got.shape == (50, 6)
     np.testing.assert_allclose(got, x)
@@ -372,7 +383,9 @@ def test_non_finite_values(tmp_path):
     x[9, 0] = np.inf
     x[9, 1] = -np.inf
     np.save(tmp_path / "nan.npy", x)
-    with pytest.raises(DataError, match=r"has 3 NaN or infinite value\(s\) \(first in row 7\); clean or impute it first"):
+    with pytest.raises(
+        DataError, match=r"has 3 NaN or infinite value\(s\) \(first in row 7\); clean or impute it first"
+    ):
         read_array_file(tmp_path / "nan.npy")
     (tmp_path / "inf.csv").write_text("1,2\n3,inf\n")
     with pytest.raises(DataError, match=r"1 NaN or infinite value\(s\) \(first in row 1\)"):

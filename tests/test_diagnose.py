@@ -29,9 +29,18 @@ def ppca_run(tmp_path_factory):
     W, b = rng.normal(size=(6, 2)), rng.normal(size=6)
     x = (rng.normal(size=(1500, 2)) @ W.T + b + 0.5 * rng.normal(size=(1500, 6))).astype(np.float32)
     np.save(root / "ppca.npy", x)
-    ppvae.fit(out=root / "run", data=str(root / "ppca.npy"), likelihood="normal", decoder="linear", latent_dim=2,
-              epochs=40, batch_size=256, lr=0.02, pictures=False,
-              overrides={"model.encoder_options.hidden": [], "train.eval_num_samples": 10, "train.device": "cpu"})
+    ppvae.fit(
+        out=root / "run",
+        data=str(root / "ppca.npy"),
+        likelihood="normal",
+        decoder="linear",
+        latent_dim=2,
+        epochs=40,
+        batch_size=256,
+        lr=0.02,
+        pictures=False,
+        overrides={"model.encoder_options.hidden": [], "train.eval_num_samples": 10, "train.device": "cpu"},
+    )
     return root / "run"
 
 
@@ -77,8 +86,15 @@ def test_a_poor_encoder_is_flagged(ppca_run, tmp_path):
 
 
 def test_nuts_reference_through_diagnose(ppca_run, tmp_path):
-    d = diagnose(ppvae.load(ppca_run), num_points=3, num_draws=200, gap_points=0, reference="nuts",
-                 reference_points=2, out=tmp_path / "d")
+    d = diagnose(
+        ppvae.load(ppca_run),
+        num_points=3,
+        num_draws=200,
+        gap_points=0,
+        reference="nuts",
+        reference_points=2,
+        out=tmp_path / "d",
+    )
     ref = d.numbers["reference"]
     assert ref["chains"] >= 4 and ref["max_rhat"] < 1.01
     assert (tmp_path / "d" / "q_vs_nuts.png").is_file()
@@ -87,8 +103,15 @@ def test_nuts_reference_through_diagnose(ppca_run, tmp_path):
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_inference_data_round_trips_through_arviz(tmp_path, digits_npy, backend):
-    run = ppvae.fit(out=tmp_path / "run", backend=backend, latent_dim=2, epochs=1, data=str(digits_npy),
-                    pictures=False, overrides={**FAST, "train.batch_size": 100})
+    run = ppvae.fit(
+        out=tmp_path / "run",
+        backend=backend,
+        latent_dim=2,
+        epochs=1,
+        data=str(digits_npy),
+        pictures=False,
+        overrides={**FAST, "train.batch_size": 100},
+    )
     d = diagnose(run, num_points=12, num_draws=40, gap_points=0, out=tmp_path / "d")
     idata = read_netcdf(tmp_path / "d" / "inference_data.nc")
     for group in ("posterior", "posterior_predictive", "observed_data", "log_likelihood", "sample_stats"):
@@ -106,8 +129,9 @@ def test_inference_data_round_trips_through_arviz(tmp_path, digits_npy, backend)
 
 def test_cli_diagnose_json_and_bad_input(tiny_run):
     runner = CliRunner()
-    result = runner.invoke(cli, ["diagnose", str(tiny_run), "-n", "10", "-s", "50", "--gap-points", "0",
-                                 "--json", "-q"])
+    result = runner.invoke(
+        cli, ["diagnose", str(tiny_run), "-n", "10", "-s", "50", "--gap-points", "0", "--json", "-q"]
+    )
     assert result.exit_code == 0, result.output
     numbers = json.loads(result.stdout)
     assert numbers["num_points"] == 10 and math.isfinite(numbers["psis"]["median"])
@@ -119,8 +143,15 @@ def test_cli_diagnose_json_and_bad_input(tiny_run):
 
 def test_a_guide_without_per_dimension_kl_says_so(tmp_path, digits_npy):
     """A low-rank q has no per-dimension KL: no NaN bar chart, and the report says why."""
-    run = ppvae.fit(out=tmp_path / "run", guide="lowrank", latent_dim=3, epochs=1, data=str(digits_npy),
-                    pictures=False, overrides={**FAST, "train.device": "cpu"})
+    run = ppvae.fit(
+        out=tmp_path / "run",
+        guide="lowrank",
+        latent_dim=3,
+        epochs=1,
+        data=str(digits_npy),
+        pictures=False,
+        overrides={**FAST, "train.device": "cpu"},
+    )
     diagnose(run, num_points=10, num_draws=20, gap_points=0, out=tmp_path / "d")
     report = (tmp_path / "d" / "report.md").read_text()
     assert "does not split into per-dimension terms" in report and "nan" not in report.lower()

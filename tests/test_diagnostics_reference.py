@@ -40,12 +40,20 @@ def ppca(W, b, seed=0):
     log density of a batch by N / B, which the diagnostics must not apply to the points
     they are given (the NUTS target would be tempered 250-fold here).
     """
-    spec = ModelSpec(latent_dim=Z, likelihood="normal", decoder="linear", encoder_options={"hidden": []},
-                     likelihood_options={"scale_mode": "fixed", "scale": SIGMA})
+    spec = ModelSpec(
+        latent_dim=Z,
+        likelihood="normal",
+        decoder="linear",
+        encoder_options={"hidden": []},
+        likelihood_options={"scale_mode": "fixed", "scale": SIGMA},
+    )
     vae = npb.build_vae(spec, (D,), jax.random.PRNGKey(seed), dataset_size=1000)
     params = npb.initial_params(vae)
-    params["decoder$params"] = eqx.tree_at(lambda m: (m.linear.weight, m.linear.bias), params["decoder$params"],
-                                           (jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32)))
+    params["decoder$params"] = eqx.tree_at(
+        lambda m: (m.linear.weight, m.linear.bias),
+        params["decoder$params"],
+        (jnp.asarray(W, jnp.float32), jnp.asarray(b, jnp.float32)),
+    )
     return vae, params
 
 
@@ -69,9 +77,11 @@ def set_encoder(params, W, b, scale_factor=1.0):
     A = cov @ np.asarray(W, np.float64).T / SIGMA**2
     sd = scale_factor * np.sqrt(np.diag(cov))
     raw = np.log(np.expm1(sd - MIN_SCALE))
-    enc = eqx.tree_at(lambda m: (m.head.loc.weight, m.head.loc.bias, m.head.raw_scale.weight, m.head.raw_scale.bias),
-                      params["encoder$params"],
-                      tuple(jnp.asarray(a, jnp.float32) for a in (A, -A @ b, np.zeros((Z, D)), raw)))
+    enc = eqx.tree_at(
+        lambda m: (m.head.loc.weight, m.head.loc.bias, m.head.raw_scale.weight, m.head.raw_scale.bias),
+        params["encoder$params"],
+        tuple(jnp.asarray(a, jnp.float32) for a in (A, -A @ b, np.zeros((Z, D)), raw)),
+    )
     return {**params, "encoder$params": enc}
 
 
@@ -102,8 +112,9 @@ def nuts_run():
     W, b = general_W()  # correlated posterior: NUTS must get the full (non-diagonal) Gaussian
     x = data(W, b)
     vae, params = ppca(W, b)
-    ref = nuts_reference(vae, params, x, num_chains=4, num_warmup=300, num_samples=300, seed=0,
-                         convergence=arviz_io.rhat_ess)
+    ref = nuts_reference(
+        vae, params, x, num_chains=4, num_warmup=300, num_samples=300, seed=0, convergence=arviz_io.rhat_ess
+    )
     return W, b, x, ref
 
 
@@ -192,8 +203,13 @@ def test_a_poor_encoder_has_a_large_amortization_gap_that_local_svi_recovers():
 def gaussian_kl(loc, scale, mean, precision):
     """KL(N(loc, diag(scale^2)) || N(mean, precision^-1)) for every row."""
     d = loc - mean
-    return 0.5 * ((np.diag(precision) * scale**2).sum(1) + np.einsum("ni,ij,nj->n", d, precision, d)
-                  - loc.shape[1] - np.linalg.slogdet(precision)[1] - 2 * np.log(scale).sum(1))
+    return 0.5 * (
+        (np.diag(precision) * scale**2).sum(1)
+        + np.einsum("ni,ij,nj->n", d, precision, d)
+        - loc.shape[1]
+        - np.linalg.slogdet(precision)[1]
+        - 2 * np.log(scale).sum(1)
+    )
 
 
 def test_approximation_gap_of_a_correlated_posterior_is_the_mean_field_kl():

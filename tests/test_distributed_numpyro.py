@@ -73,8 +73,14 @@ def test_two_devices_with_half_batches_reproduce_one_device(tmp_path):
     np.savez(data, x=embedded_digits(300))  # 240 training rows: 5 steps of 48
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(tmp_path)], capture_output=True,
-                          text=True, cwd=ROOT, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(data), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["cpu_devices"] == 2  # the CLI helper's flag reached XLA
@@ -96,15 +102,39 @@ def test_two_devices_with_half_batches_reproduce_one_device(tmp_path):
 def _config(**train):
     from ppvae.api import resolve_config, build_config
 
-    return resolve_config(build_config(overrides={**FAST, "train.backend": "numpyro", "model.latent_dim": 2,
-                                            **{f"train.{k}": v for k, v in train.items()}}))
+    return resolve_config(
+        build_config(
+            overrides={
+                **FAST,
+                "train.backend": "numpyro",
+                "model.latent_dim": 2,
+                **{f"train.{k}": v for k, v in train.items()},
+            }
+        )
+    )
 
 
 def test_more_devices_than_jax_sees_is_a_one_line_error_naming_the_fix(tmp_path, digits_npy):
     n = len(jax.devices("cpu")) + 1
-    result = CliRunner().invoke(cli, ["fit", "--backend", "numpyro", "--device", "cpu", "--num-devices", str(n),
-                                      "--batch-size", str(8 * n), "--data", str(digits_npy), "--out",
-                                      str(tmp_path / "run"), "-q"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            "--backend",
+            "numpyro",
+            "--device",
+            "cpu",
+            "--num-devices",
+            str(n),
+            "--batch-size",
+            str(8 * n),
+            "--data",
+            str(digits_npy),
+            "--out",
+            str(tmp_path / "run"),
+            "-q",
+        ],
+    )
     assert result.exit_code != 0
     message = result.output.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
@@ -120,7 +150,7 @@ def test_the_global_batch_must_split_evenly_over_the_devices(tmp_path):
 
 
 def test_num_devices_is_a_numpyro_setting_and_not_part_of_the_fingerprint():
-    with pytest.raises(UsageError, match="needs train.backend = \"numpyro\".*--num-processes"):
+    with pytest.raises(UsageError, match='needs train.backend = "numpyro".*--num-processes'):
         _config(backend="pyro", num_devices=2)
     with pytest.raises(UsageError, match="num_devices must be a positive integer"):
         _config(num_devices=0)

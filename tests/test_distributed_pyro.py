@@ -19,12 +19,18 @@ import ppvae
 from conftest import FAST, embedded_digits
 
 WORLD = 2
-PER_RANK = 10            # batch per process; the single process takes WORLD * PER_RANK
-N_POINTS = 79            # 63 train / 16 held out: the epoch's last global batch (3 points) splits 2 + 1
-STEPS = 4                # one whole epoch: 20 + 20 + 20 + 3 points
+PER_RANK = 10  # batch per process; the single process takes WORLD * PER_RANK
+N_POINTS = 79  # 63 train / 16 held out: the epoch's last global batch (3 points) splits 2 + 1
+STEPS = 4  # one whole epoch: 20 + 20 + 20 + 3 points
 LATENT = 2
-SETTINGS = {**FAST, "model.encoder_options.hidden": [16], "model.decoder_options.hidden": [16],
-            "model.latent_dim": LATENT, "data.binarize": "static", "train.log_every": 1}
+SETTINGS = {
+    **FAST,
+    "model.encoder_options.hidden": [16],
+    "model.decoder_options.hidden": [16],
+    "model.latent_dim": LATENT,
+    "data.binarize": "static",
+    "train.log_every": 1,
+}
 
 
 def free_port() -> int:
@@ -63,7 +69,7 @@ def align_noise(rank: int, world: int) -> None:
         start, b = rank * base + min(rank, extra), base + (rank < extra)
         assert tuple(shape) == (b, LATENT), (shape, b)
         step[0] += 1
-        return table[k, start:start + b].to(dtype=dtype, device=device)
+        return table[k, start : start + b].to(dtype=dtype, device=device)
 
     normal._standard_normal = standard_normal
 
@@ -77,8 +83,9 @@ def _train_rank(rank: int, port: int, data: str, out: str) -> None:
     """
     from torch.distributions import normal
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     out = Path(out)
     overrides = {**SETTINGS, "data.source": data, "train.batch_size": PER_RANK}
@@ -90,29 +97,42 @@ def _train_rank(rank: int, port: int, data: str, out: str) -> None:
     normal._standard_normal = own_noise
     for name, stops in (("straight", [STEPS]), ("resumed", [2, STEPS])):
         for i, stop in enumerate(stops):
-            run = ppvae.fit(out=None if i else out / name, resume=out / name if i else None,
-                            overrides=None if i else overrides, stop_after_steps=stop, pictures=False)
+            run = ppvae.fit(
+                out=None if i else out / name,
+                resume=out / name if i else None,
+                overrides=None if i else overrides,
+                stop_after_steps=stop,
+                pictures=False,
+            )
         np.savez(out / f"{name}{rank}.npz", **run.trained.state_arrays())
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_global_batch(points, tmp_path, monkeypatch):
-    torch.multiprocessing.start_processes(_train_rank, args=(free_port(), str(points), str(tmp_path)),
-                                          nprocs=WORLD, start_method="spawn")
+    torch.multiprocessing.start_processes(
+        _train_rank, args=(free_port(), str(points), str(tmp_path)), nprocs=WORLD, start_method="spawn"
+    )
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(WORLD)]
     # DDP averages the gradients, so every rank takes the same Adam steps, bit for bit.
     for name in ranks[0]:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=name)
     # Only rank 0 wrote the run folder (no metrics: the job stopped inside the first epoch).
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.safetensors", "config.toml",
-                                                                   "data.json", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoint.safetensors",
+        "config.toml",
+        "data.json",
+        "metrics.jsonl",
+    ]
 
     # Restored after the test: align_noise replaces torch's standard-normal draw.
     monkeypatch.setattr(torch.distributions.normal, "_standard_normal", torch.distributions.normal._standard_normal)
     align_noise(0, 1)
-    single = ppvae.fit(out=tmp_path / "single", overrides={**SETTINGS, "data.source": str(points),
-                                                             "train.batch_size": WORLD * PER_RANK},
-                       stop_after_steps=STEPS, pictures=False).trained.state_arrays()
+    single = ppvae.fit(
+        out=tmp_path / "single",
+        overrides={**SETTINGS, "data.source": str(points), "train.batch_size": WORLD * PER_RANK},
+        stop_after_steps=STEPS,
+        pictures=False,
+    ).trained.state_arrays()
     # Same points, same noise, same weights: only the order of float32 sums differs (DDP
     # averages the two halves' gradients); measured ~3e-8 after 4 steps, while a wrong
     # weight for the uneven last batch shows as ~5e-4.
@@ -145,11 +165,39 @@ def rank_pid(parent: int, rank: int) -> int | None:
 def test_a_killed_process_ends_the_job_in_one_line_and_the_run_resumes(points, tmp_path):
     run = tmp_path / "run"
     # Many epochs of a tiny model: the job is still running when a worker is killed.
-    cmd = [sys.executable, "-m", "ppvae", "fit", "--num-processes", "2", "--data", str(points), "--epochs", "500",
-           "--batch-size", "8", "--latent-dim", "2", "--device", "cpu", "-q", "--out", str(run),
-           "--set", "model.encoder_options.hidden=[16]", "--set", "model.decoder_options.hidden=[16]"]
-    job = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "ppvae",
+        "fit",
+        "--num-processes",
+        "2",
+        "--data",
+        str(points),
+        "--epochs",
+        "500",
+        "--batch-size",
+        "8",
+        "--latent-dim",
+        "2",
+        "--device",
+        "cpu",
+        "-q",
+        "--out",
+        str(run),
+        "--set",
+        "model.encoder_options.hidden=[16]",
+        "--set",
+        "model.decoder_options.hidden=[16]",
+    ]
+    job = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.monotonic() + 60
         while not (run / "checkpoint.safetensors").exists() and time.monotonic() < deadline and job.poll() is None:
@@ -174,12 +222,21 @@ def test_a_killed_process_ends_the_job_in_one_line_and_the_run_resumes(points, t
     assert [r["epoch"] for r in resumed.metrics()] == list(range(1, done + 2))
 
     # A worker's own error (here rank 0's: the folder is taken) is that one line, with its exit code.
-    taken = subprocess.run(cmd[:cmd.index("--epochs")] + ["--out", str(run)], cwd=tmp_path, capture_output=True,
-                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    taken = subprocess.run(
+        cmd[: cmd.index("--epochs")] + ["--out", str(run)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert taken.returncode == 2
     assert taken.stderr.strip().splitlines() == [
-        (f"Error: run folder {str(run)!r} already exists and is not empty; continue it with --resume {run}, "
-         "overwrite it with --force, or pick another --out")]
+        (
+            f"Error: run folder {str(run)!r} already exists and is not empty; continue it with --resume {run}, "
+            "overwrite it with --force, or pick another --out"
+        )
+    ]
 
 
 def test_process_counts_that_cannot_work_are_refused_in_one_line():

@@ -104,8 +104,9 @@ def torch_terms(vae, x, eps, estimator, beta):
 def jax_terms(vae, params, x, eps, estimator, beta):
     model = handlers.substitute(vae.model, data=params)
     guide = JaxFixedNoise(handlers.substitute(vae.guide, data=params), jnp.asarray(eps))
-    return npb.terms(model, guide, jax.random.PRNGKey(0), jnp.asarray(x), beta, estimator=estimator,
-                     num_particles=len(eps))
+    return npb.terms(
+        model, guide, jax.random.PRNGKey(0), jnp.asarray(x), beta, estimator=estimator, num_particles=len(eps)
+    )
 
 
 def torch_grads(vae, loss) -> dict[str, np.ndarray]:
@@ -141,8 +142,15 @@ def test_numpyro_dreg_value_is_the_iwae_value_on_the_same_draws():
     key = jax.random.PRNGKey(3)
 
     def run(p, estimator, K, beta):
-        return npb.terms(handlers.substitute(jvae.model, data=p), handlers.substitute(jvae.guide, data=p), key, x,
-                         beta, estimator=estimator, num_particles=K)
+        return npb.terms(
+            handlers.substitute(jvae.model, data=p),
+            handlers.substitute(jvae.guide, data=p),
+            key,
+            x,
+            beta,
+            estimator=estimator,
+            num_particles=K,
+        )
 
     for K, beta in ((1, 1.0), (5, 0.5)):
         iwae, dreg = run(params, "iwae", K, beta), run(params, "dreg", K, beta)
@@ -174,8 +182,7 @@ def test_pyro_dreg_gradients_are_the_dreg_formula(beta):
     m_tr = poutine.trace(poutine.replay(model, trace=g_tr)).get_trace(xt, beta=beta)
     z, normal = g_tr.nodes["z"]["value"], _normal(g_tr.nodes["z"]["fn"])
     q_stopped = pyro.distributions.Normal(normal.loc.detach(), normal.scale.detach()).to_event(1)
-    log_w = (m_tr.nodes["x"]["fn"].log_prob(xt)
-             + beta * (m_tr.nodes["z"]["fn"].log_prob(z) - q_stopped.log_prob(z)))
+    log_w = m_tr.nodes["x"]["fn"].log_prob(xt) + beta * (m_tr.nodes["z"]["fn"].log_prob(z) - q_stopped.log_prob(z))
     w = torch.softmax(log_w.detach(), 0)
     surrogate = -(dreg_weights(w, beta) * log_w).sum(0).mean()
     names = [n for n, _ in tvae.named_parameters() if n.startswith("encoder.")]
@@ -264,8 +271,13 @@ def _ppca_near_its_posterior(shift, widen):
     Normal) with the encoder set to that posterior, then moved off it: loc by ``shift`` sd,
     scale times ``widen``. Returns the NumPyro VAE, its params and a batch of x."""
     D, L, sigma = 6, 2, 0.5
-    spec = ModelSpec(latent_dim=L, decoder="linear", likelihood="normal", encoder_options={"hidden": []},
-                     likelihood_options={"scale_mode": "fixed", "scale": sigma})
+    spec = ModelSpec(
+        latent_dim=L,
+        decoder="linear",
+        likelihood="normal",
+        encoder_options={"hidden": []},
+        likelihood_options={"scale_mode": "fixed", "scale": sigma},
+    )
     rng = np.random.default_rng(0)
     W = np.linalg.qr(rng.normal(size=(D, L)))[0] * np.array([2.0, 1.0])
     b = rng.normal(size=D)
@@ -273,12 +285,16 @@ def _ppca_near_its_posterior(shift, widen):
     A, sd = cov @ W.T / sigma**2, np.sqrt(np.diag(cov))  # posterior mean A (x - b)
     torch.manual_seed(0)
     state = {k: v.numpy() for k, v in pb.build_vae(spec, (D,)).state_dict().items()}
-    state.update({
-        "decoder.linear.weight": W, "decoder.linear.bias": b,
-        "encoder.head.loc.weight": A, "encoder.head.loc.bias": -A @ b + shift * sd,
-        "encoder.head.raw_scale.weight": np.zeros((L, D)),
-        "encoder.head.raw_scale.bias": np.log(np.expm1(widen * sd - 1e-5)),  # softplus(.) + MIN_SCALE
-    })
+    state.update(
+        {
+            "decoder.linear.weight": W,
+            "decoder.linear.bias": b,
+            "encoder.head.loc.weight": A,
+            "encoder.head.loc.bias": -A @ b + shift * sd,
+            "encoder.head.raw_scale.weight": np.zeros((L, D)),
+            "encoder.head.raw_scale.bias": np.log(np.expm1(widen * sd - 1e-5)),  # softplus(.) + MIN_SCALE
+        }
+    )
     vae = npb.build_vae(spec, (D,), jax.random.PRNGKey(0), dataset_size=N_DATA)
     params = npb.params_from_torch(vae, {k: np.asarray(v, np.float32) for k, v in state.items()})
     x = rng.normal(size=(4, L)) @ W.T + b + sigma * rng.normal(size=(4, D))
@@ -294,11 +310,22 @@ def test_dreg_lowers_the_variance_of_the_guide_gradient_and_keeps_its_mean():
 
     def guide_gradients(key, beta):
         def loss(p, estimator):
-            return npb.terms(handlers.substitute(vae.model, data=p), handlers.substitute(vae.guide, data=p),
-                             key, x, beta, estimator=estimator, num_particles=K).loss
+            return npb.terms(
+                handlers.substitute(vae.model, data=p),
+                handlers.substitute(vae.guide, data=p),
+                key,
+                x,
+                beta,
+                estimator=estimator,
+                num_particles=K,
+            ).loss
 
-        return [jnp.concatenate([g.ravel() for g in jax.tree_util.tree_leaves(
-            jax.grad(loss)(params, estimator)["encoder$params"])]) for estimator in ("iwae", "dreg")]
+        return [
+            jnp.concatenate(
+                [g.ravel() for g in jax.tree_util.tree_leaves(jax.grad(loss)(params, estimator)["encoder$params"])]
+            )
+            for estimator in ("iwae", "dreg")
+        ]
 
     draws = jax.jit(jax.vmap(guide_gradients, in_axes=(0, None)))  # one program for both β
     keys = jax.random.split(jax.random.PRNGKey(1), R)
@@ -376,23 +403,30 @@ def test_a_guide_without_stoppable_parameters_is_refused_by_name():
             return numpyro.sample("z", q.to_event(1))
 
     with pytest.raises(UsageError, match="TransformedDistribution .a flow, as model.guide = iaf.*--elbo iwae"):
-        npb.terms(handlers.substitute(jvae.model, data=params), jax_flow_guide, jax.random.PRNGKey(0),
-                  jnp.asarray(x), 1.0, estimator="dreg", num_particles=2)
+        npb.terms(
+            handlers.substitute(jvae.model, data=params),
+            jax_flow_guide,
+            jax.random.PRNGKey(0),
+            jnp.asarray(x),
+            1.0,
+            estimator="dreg",
+            num_particles=2,
+        )
 
 
 @pytest.mark.parametrize("guide", ["lowrank", "fullrank"])
 def test_dreg_with_full_covariance_guides(guide):
     """Low-rank and full-rank Normal guides: the IWAE value, the IWAE gradient for the
     decoder, another (finite) gradient for the encoder, on both backends."""
-    spec = ModelSpec(latent_dim=LATENT, guide=guide, encoder_options={"hidden": [16]},
-                     decoder_options={"hidden": [16]})
+    spec = ModelSpec(latent_dim=LATENT, guide=guide, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]})
     x, K = binary_batch(), 4
     torch.manual_seed(0)
     tvae = pb.build_vae(spec, SHAPE, dataset_size=N_DATA, register_params=False)
     grads = {}
     for estimator in ("iwae", "dreg"):
-        t = seeded(lambda: pb.terms(tvae.model, tvae.guide, torch.as_tensor(x), beta=1.0, estimator=estimator,
-                                    num_particles=K))
+        t = seeded(
+            lambda: pb.terms(tvae.model, tvae.guide, torch.as_tensor(x), beta=1.0, estimator=estimator, num_particles=K)
+        )
         grads[estimator] = (t.loss.detach(), torch_grads(tvae, t.loss))
     assert torch.equal(grads["iwae"][0], grads["dreg"][0])
     for name, g in grads["dreg"][1].items():
@@ -400,16 +434,24 @@ def test_dreg_with_full_covariance_guides(guide):
         if name.startswith("encoder."):
             continue
         np.testing.assert_allclose(g, grads["iwae"][1][name], rtol=1e-4, atol=1e-6, err_msg=name)
-    assert any(np.abs(g - grads["iwae"][1][n]).max() > 1e-4 for n, g in grads["dreg"][1].items()
-               if n.startswith("encoder."))
+    assert any(
+        np.abs(g - grads["iwae"][1][n]).max() > 1e-4 for n, g in grads["dreg"][1].items() if n.startswith("encoder.")
+    )
 
     jvae = npb.build_vae(spec, SHAPE, jax.random.PRNGKey(0), dataset_size=N_DATA)
     params = npb.initial_params(jvae)
     key = jax.random.PRNGKey(1)
 
     def loss(p, estimator):
-        return npb.terms(handlers.substitute(jvae.model, data=p), handlers.substitute(jvae.guide, data=p), key,
-                         jnp.asarray(x), 1.0, estimator=estimator, num_particles=K).loss
+        return npb.terms(
+            handlers.substitute(jvae.model, data=p),
+            handlers.substitute(jvae.guide, data=p),
+            key,
+            jnp.asarray(x),
+            1.0,
+            estimator=estimator,
+            num_particles=K,
+        ).loss
 
     (v_iwae, g_iwae), (v_dreg, g_dreg) = (jax.value_and_grad(loss)(params, e) for e in ("iwae", "dreg"))
     assert float(v_iwae) == float(v_dreg)
@@ -455,9 +497,30 @@ def test_ppvae_fit_trains_with_dreg(backend, tmp_path, digits_npy, monkeypatch):
     sets = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     out = tmp_path / "run"
     # 480 training digits in 5 batches of 96: one compiled epoch program, no smaller last batch.
-    result = CliRunner().invoke(cli, ["fit", "--data", str(digits_npy), "--elbo", "dreg", "--num-particles", "5",
-                                      "--backend", backend, "--epochs", "2", "--batch-size", "96",
-                                      "--latent-dim", "2", "-q", "--out", str(out), *sets])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "fit",
+            "--data",
+            str(digits_npy),
+            "--elbo",
+            "dreg",
+            "--num-particles",
+            "5",
+            "--backend",
+            backend,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "96",
+            "--latent-dim",
+            "2",
+            "-q",
+            "--out",
+            str(out),
+            *sets,
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
@@ -473,5 +536,9 @@ def test_compare_trains_dreg_rows_with_k_like_iwae_rows():
     from ppvae.spec.config import Config
 
     cfg, k = _runnable_row(Config(), "numpyro", "dreg")  # the spec's K is 1: IWAE's default K instead
-    assert (cfg.train.elbo, cfg.train.backend, cfg.train.num_particles, k) == \
-        ("dreg", "numpyro", DEFAULT_IWAE_PARTICLES, DEFAULT_IWAE_PARTICLES)
+    assert (cfg.train.elbo, cfg.train.backend, cfg.train.num_particles, k) == (
+        "dreg",
+        "numpyro",
+        DEFAULT_IWAE_PARTICLES,
+        DEFAULT_IWAE_PARTICLES,
+    )

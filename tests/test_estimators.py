@@ -79,8 +79,13 @@ def test_every_entry_is_implemented_by_every_backend_it_names(name):
     # Each backend's objective builds its terms for each entry on a tiny model: an entry
     # without an implementation fails here, not in a user's fit.
     x = (np.random.default_rng(0).random((8, 28, 28)) > 0.5).astype(np.float32)
-    spec = Config().with_overrides({"model.latent_dim": 2, "model.encoder_options.hidden": [8],
-                                    "model.decoder_options.hidden": [8]}).model
+    spec = (
+        Config()
+        .with_overrides(
+            {"model.latent_dim": 2, "model.encoder_options.hidden": [8], "model.decoder_options.hidden": [8]}
+        )
+        .model
+    )
     for backend in estimator(name).backends:
         if backend == "pyro":
             import torch
@@ -99,7 +104,14 @@ def test_every_entry_is_implemented_by_every_backend_it_names(name):
 
             vae = npb.build_vae(spec, (28, 28), jax.random.PRNGKey(0), dataset_size=8)
             params = npb.initial_params(vae)
-            t = npb.terms(handlers.substitute(vae.model, data=params), handlers.substitute(vae.guide, data=params),
-                          jax.random.PRNGKey(1), jnp.asarray(x), 1.0, estimator=name, num_particles=2)
+            t = npb.terms(
+                handlers.substitute(vae.model, data=params),
+                handlers.substitute(vae.guide, data=params),
+                jax.random.PRNGKey(1),
+                jnp.asarray(x),
+                1.0,
+                estimator=name,
+                num_particles=2,
+            )
             loss = float(t.loss)
         assert np.isfinite(loss), (name, backend)

@@ -34,8 +34,7 @@ FAMILIES = ("diagonal", "lowrank", "fullrank", "iaf")
 FIT = {**FAST, "model.latent_dim": 2, "train.epochs": 1, "train.batch_size": 51}
 # Training loss and held-out ELBO of this fit with the diagonal guide, recorded on main at
 # commit 85c8531, before guide families existed.
-RECORDED = {"pyro": (546.0048522949219, -539.4846835881472),
-            "numpyro": (549.1360473632812, -542.4136565843454)}
+RECORDED = {"pyro": (546.0048522949219, -539.4846835881472), "numpyro": (549.1360473632812, -542.4136565843454)}
 # Small networks for the density checks: event (5,), z of size 3.
 SMALL = {"latent_dim": 3, "encoder_options": {"hidden": [8]}, "decoder_options": {"hidden": [8]}}
 OPTIONS = {"diagonal": {}, "lowrank": {"rank": 2}, "fullrank": {}, "iaf": {"hidden": [8], "context_dim": 3}}
@@ -70,9 +69,11 @@ def _spec(guide: str, **extra) -> ModelSpec:
 
 # ------------------------------------------------------------------------------- training and reload
 # A NumPyro fit compiles its epoch program and its evaluation (about 15 s of CPU per family).
-FIT_CASES = [pytest.param(family, backend, id=f"{family}-{backend}",
-                          marks=[pytest.mark.slow] if backend == "numpyro" else [])
-             for family in FAMILIES for backend in ("pyro", "numpyro")]
+FIT_CASES = [
+    pytest.param(family, backend, id=f"{family}-{backend}", marks=[pytest.mark.slow] if backend == "numpyro" else [])
+    for family in FAMILIES
+    for backend in ("pyro", "numpyro")
+]
 
 
 @pytest.mark.parametrize("family, backend", FIT_CASES)
@@ -107,8 +108,13 @@ def test_a_flow_guide_run_resumes_to_the_same_parameters(tmp_path, digits128, ba
     """The flows' weights and their optimizer state travel in the checkpoint."""
     if backend == "numpyro":
         pytest.importorskip("numpyro")
-    overrides = {**FIT, "data.source": str(digits128), "train.backend": backend, "model.guide": "iaf",
-                 "train.epochs": 2}
+    overrides = {
+        **FIT,
+        "data.source": str(digits128),
+        "train.backend": backend,
+        "model.guide": "iaf",
+        "train.epochs": 2,
+    }
     whole = ppvae.fit(out=tmp_path / "whole", overrides=overrides, pictures=False)
     ppvae.fit(out=tmp_path / "part", overrides=overrides, stop_after_steps=2, pictures=False)
     resumed = ppvae.fit(resume=tmp_path / "part", pictures=False)
@@ -167,10 +173,24 @@ def test_numpyro_diagonal_family_is_the_old_guide_exactly(npb):
 
     model = handlers.substitute(vae.model, data=params)
     for estimator in ("meanfield", "iwae"):  # the analytic KL, and K particles
-        new = npb.terms(model, handlers.substitute(vae.guide, data=params), jax.random.PRNGKey(5), x, 0.7,
-                        estimator=estimator, num_particles=3)
-        old = npb.terms(model, handlers.substitute(old_guide, data=params), jax.random.PRNGKey(5), x, 0.7,
-                        estimator=estimator, num_particles=3)
+        new = npb.terms(
+            model,
+            handlers.substitute(vae.guide, data=params),
+            jax.random.PRNGKey(5),
+            x,
+            0.7,
+            estimator=estimator,
+            num_particles=3,
+        )
+        old = npb.terms(
+            model,
+            handlers.substitute(old_guide, data=params),
+            jax.random.PRNGKey(5),
+            x,
+            0.7,
+            estimator=estimator,
+            num_particles=3,
+        )
         assert float(new.loss) == float(old.loss) and float(new.kl) == float(old.kl), estimator
 
 
@@ -183,8 +203,12 @@ def test_lowrank_density_is_the_dense_normal_with_its_covariance(npb, rank):
     z_dim = 4
     loc, scale = rng.normal(size=(3, z_dim)), rng.uniform(0.2, 2.0, size=(3, z_dim))
     shape = rng.normal(size=(3, z_dim * rank))
-    cov = np.einsum("bi,bij,bj->bij", scale, np.eye(z_dim) + np.einsum(
-        "bir,bjr->bij", shape.reshape(3, z_dim, rank), shape.reshape(3, z_dim, rank)), scale)
+    cov = np.einsum(
+        "bi,bij,bj->bij",
+        scale,
+        np.eye(z_dim) + np.einsum("bir,bjr->bij", shape.reshape(3, z_dim, rank), shape.reshape(3, z_dim, rank)),
+        scale,
+    )
     z = rng.normal(size=(5, 3, z_dim))
     dense = torch.distributions.MultivariateNormal(torch.as_tensor(loc), covariance_matrix=torch.as_tensor(cov))
     expected = dense.log_prob(torch.as_tensor(z)).numpy()
@@ -211,8 +235,9 @@ def test_fullrank_density_is_the_dense_normal_with_its_cholesky_factor(npb):
     m[:, rows, cols] = lower
     tril = scale[:, :, None] * (np.eye(z_dim) + m)
     z = rng.normal(size=(5, 3, z_dim))
-    dense = torch.distributions.MultivariateNormal(torch.as_tensor(loc),
-                                                   covariance_matrix=torch.as_tensor(tril @ tril.transpose(0, 2, 1)))
+    dense = torch.distributions.MultivariateNormal(
+        torch.as_tensor(loc), covariance_matrix=torch.as_tensor(tril @ tril.transpose(0, 2, 1))
+    )
     expected = dense.log_prob(torch.as_tensor(z)).numpy()
 
     f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
@@ -293,8 +318,9 @@ def test_meanfield_falls_back_to_the_sampled_kl_for_every_correlated_family(npb)
     jvae = npb.build_vae(_spec("lowrank"), (5,), jax.random.PRNGKey(0))
     params = npb.initial_params(jvae)
     model, guide = (handlers.substitute(f, data=params) for f in (jvae.model, jvae.guide))
-    mf, tr = (npb.terms(model, guide, jax.random.PRNGKey(2), jnp.asarray(x), estimator=e).loss
-              for e in ("meanfield", "trace"))
+    mf, tr = (
+        npb.terms(model, guide, jax.random.PRNGKey(2), jnp.asarray(x), estimator=e).loss for e in ("meanfield", "trace")
+    )
     assert float(mf) == float(tr)
 
 
@@ -322,8 +348,12 @@ def test_richer_families_close_the_gap_that_a_diagonal_q_cannot_on_a_correlated_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tensors this small gain nothing from threads, and lose on a busy machine
     try:
-        for family, options in (("diagonal", {}), ("fullrank", {}), ("lowrank", {"rank": 1}),
-                                ("iaf", {"hidden": [16], "context_dim": 4})):
+        for family, options in (
+            ("diagonal", {}),
+            ("fullrank", {}),
+            ("lowrank", {"rank": 1}),
+            ("iaf", {"hidden": [16], "context_dim": 4}),
+        ):
             gaps[family] = _train_q_and_measure_gap(family, options, w, x, sigma)
     finally:
         torch.set_num_threads(threads)
@@ -347,8 +377,15 @@ def _train_q_and_measure_gap(family, options, w, x, sigma):
 
     pyro.set_rng_seed(0)
     z_dim, d = w.shape[1], w.shape[0]
-    spec = ModelSpec(latent_dim=z_dim, likelihood="normal", decoder="linear", guide=family, guide_options=options,
-                     likelihood_options={"scale_mode": "fixed", "scale": sigma}, encoder_options={"hidden": []})
+    spec = ModelSpec(
+        latent_dim=z_dim,
+        likelihood="normal",
+        decoder="linear",
+        guide=family,
+        guide_options=options,
+        likelihood_options={"scale_mode": "fixed", "scale": sigma},
+        encoder_options={"hidden": []},
+    )
     vae = pb.build_vae(spec, (d,), register_params=False)
     with torch.no_grad():
         vae.decoder.linear.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
@@ -388,18 +425,32 @@ def test_bad_guide_settings_give_one_line_errors(backend):
     else:
         build = lambda spec: pb.build_vae(spec, (5,))  # noqa: E731
     assert registry.names("guide", backend) == ["diagonal", "fullrank", "iaf", "lowrank"]
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, guide="lowrank", guide_options={"rank": 0})),
-                    "'lowrank'", "rank must be a positive integer", "model.guide_options.rank")
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, guide="iaf", guide_options={"num_flows": 0})),
-                    "'iaf'", "num_flows must be a positive integer")
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, guide="iaf", guide_options={"hidden": [2]})),
-                    "at least latent_dim = 3")
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, guide="iaf", guide_options={"context_dim": -1})),
-                    "context_dim must be a non-negative integer")
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, guide="banana")),
-                    "'banana'", "diagonal, fullrank, iaf, lowrank")
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, guide="lowrank", guide_options={"rnak": 2})),
-                    "no setting rnak", "valid settings: rank")
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, guide="lowrank", guide_options={"rank": 0})),
+        "'lowrank'",
+        "rank must be a positive integer",
+        "model.guide_options.rank",
+    )
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, guide="iaf", guide_options={"num_flows": 0})),
+        "'iaf'",
+        "num_flows must be a positive integer",
+    )
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, guide="iaf", guide_options={"hidden": [2]})), "at least latent_dim = 3"
+    )
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, guide="iaf", guide_options={"context_dim": -1})),
+        "context_dim must be a non-negative integer",
+    )
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, guide="banana")), "'banana'", "diagonal, fullrank, iaf, lowrank"
+    )
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, guide="lowrank", guide_options={"rnak": 2})),
+        "no setting rnak",
+        "valid settings: rank",
+    )
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
@@ -427,9 +478,13 @@ def test_an_encoder_without_extra_outputs_serves_the_diagonal_guide_only(backend
     registry.register("encoder", name, backend=backend)(Plain)
     build(ModelSpec(latent_dim=3, encoder=name))  # the default family needs no extra outputs
     build(ModelSpec(latent_dim=3, encoder=name, guide="iaf", guide_options={"context_dim": 0, "hidden": [4]}))
-    _one_line_error(lambda: build(ModelSpec(latent_dim=3, encoder=name, guide="lowrank")),
-                    "guide 'lowrank' needs 6 extra encoder outputs", f"encoder {name!r}", "extra_outputs",
-                    'model.guide = "diagonal"')
+    _one_line_error(
+        lambda: build(ModelSpec(latent_dim=3, encoder=name, guide="lowrank")),
+        "guide 'lowrank' needs 6 extra encoder outputs",
+        f"encoder {name!r}",
+        "extra_outputs",
+        'model.guide = "diagonal"',
+    )
 
 
 def test_local_gaps_refuse_a_guide_they_do_not_describe(npb):
@@ -442,8 +497,9 @@ def test_local_gaps_refuse_a_guide_they_do_not_describe(npb):
 
 # ------------------------------------------------------------------------------- config and CLI
 def test_guide_in_the_config_validates_round_trips_and_keeps_old_fingerprints():
-    cfg = Config().with_overrides(dict([parse_override("model.guide=LowRank"),
-                                        parse_override("model.guide_options.rank=3")]))
+    cfg = Config().with_overrides(
+        dict([parse_override("model.guide=LowRank"), parse_override("model.guide_options.rank=3")])
+    )
     assert (cfg.model.guide, cfg.model.guide_options) == ("lowrank", {"rank": 3})
     assert Config.from_toml_string(cfg.to_toml_string()) == cfg
     assert cfg.fingerprint() != Config().fingerprint()
@@ -458,13 +514,15 @@ def test_guide_in_the_config_validates_round_trips_and_keeps_old_fingerprints():
 
 def test_cli_fit_takes_a_guide_and_reports_an_unknown_one_in_one_line(tmp_path, digits128):
     runner = CliRunner()
-    bad = runner.invoke(cli, ["fit", "--guide", "banana", "--data", str(digits128), "--out", str(tmp_path / "bad"),
-                              "-q"])
+    bad = runner.invoke(
+        cli, ["fit", "--guide", "banana", "--data", str(digits128), "--out", str(tmp_path / "bad"), "-q"]
+    )
     assert bad.exit_code == 2
     assert "Traceback" not in bad.output and "diagonal, fullrank, iaf, lowrank" in bad.output
     sets = [a for k, v in {**FIT, "model.guide_options.rank": 1}.items() for a in ("--set", f"{k}={v}")]
-    good = runner.invoke(cli, ["fit", "--guide", "lowrank", "--data", str(digits128), "--out", str(tmp_path / "ok"),
-                               "-q", *sets])
+    good = runner.invoke(
+        cli, ["fit", "--guide", "lowrank", "--data", str(digits128), "--out", str(tmp_path / "ok"), "-q", *sets]
+    )
     assert good.exit_code == 0, good.output
     saved = Config.from_toml(tmp_path / "ok" / "config.toml")
     assert (saved.model.guide, saved.model.guide_options) == ("lowrank", {"rank": 1})

@@ -1,8 +1,8 @@
 """The house's rules, checked by the tools configured in pyproject.toml.
 
 ``lint-imports`` keeps the layers (only ``ppvae.backends`` imports a framework; the two
-backends never import each other) and ``ruff check`` keeps the code free of pyflakes
-errors. They run here so that the README's one test command, which CI runs, checks them.
+backends never import each other), ``ruff check`` keeps the code free of pyflakes
+errors and ``ruff format --check`` keeps one layout. They run here so that the README's one test command, which CI runs, checks them.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def test_every_module_outside_backends_is_under_the_framework_contract():
 
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     listed = set(next(c for c in contracts if c["type"] == "forbidden")["source_modules"])
-    present = {f"ppvae.{p.stem if p.is_file() else p.name}" for p in (ROOT / "ppvae").iterdir()
-               if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())}
+    present = {
+        f"ppvae.{p.stem if p.is_file() else p.name}"
+        for p in (ROOT / "ppvae").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
     assert present - {"ppvae.backends"} == listed
 
 
@@ -93,13 +96,22 @@ def test_no_module_imports_another_modules_private_name():
     for path in sorted((ROOT / "ppvae").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ppvae")):
-                offenders += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
-                              if a.name.startswith("_") and not a.name.startswith("__")]
+                offenders += [
+                    f"{path.relative_to(ROOT)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert offenders == []
 
 
 def test_ruff_check_passes():
     res = _run(_tool("ruff"), "check", "--no-cache", ".")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ruff_format_leaves_every_file_as_it_is():
+    # One layout for the whole tree (pyproject.toml [tool.ruff.format]); fix with: ruff format .
+    res = _run(_tool("ruff"), "format", "--check", "--no-cache", ".")
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -126,8 +138,9 @@ def _lint_patched_copy(tmp_path: Path, module: str, statement: str) -> subproces
         fh.write(f"\n\ndef _probe():\n    {statement}\n")
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     env = {"PYTHONPATH": str(tmp_path), "PATH": str(Path(sys.executable).parent)}
-    return subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_the_top_level_holds_only_the_package_face():

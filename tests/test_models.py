@@ -50,7 +50,8 @@ def write_plugin(folder: Path, name: str, filename: str | None = None) -> Path:
     """A plug-in file registering a portable prior called ``name`` (a learned-scale Normal)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (filename or f"{name}.py")
-    path.write_text(textwrap.dedent(f'''
+    path.write_text(
+        textwrap.dedent(f'''
         import numpy as np
         import ppvae
 
@@ -65,7 +66,8 @@ def write_plugin(folder: Path, name: str, filename: str | None = None) -> Path:
 
             def distribution(self, dist, ops, p):
                 return dist.Normal(p["loc"], ops.exp(p["log_scale"])).to_event(1)
-    '''))
+    ''')
+    )
     return path
 
 
@@ -81,8 +83,15 @@ def tiny_npz(digits_npy, tmp_path_factory) -> Path:
 
 def shrink(cfg: Config, source: Path) -> dict:
     """Overrides that keep a spec's structure (components, depth, estimator) but make it tiny."""
-    out = {"data.source": str(source), "data.heldout_fraction": 0.25, "train.epochs": 1, "train.batch_size": 36,
-           "train.eval_num_samples": 4, "train.device": "cpu", "model.latent_dim": min(cfg.model.latent_dim, 4)}
+    out = {
+        "data.source": str(source),
+        "data.heldout_fraction": 0.25,
+        "train.epochs": 1,
+        "train.batch_size": 36,
+        "train.eval_num_samples": 4,
+        "train.device": "cpu",
+        "model.latent_dim": min(cfg.model.latent_dim, 4),
+    }
     for kind in ("encoder", "decoder"):
         name, options = getattr(cfg.model, kind), cfg.model.options(kind)
         if name in ("mlp", "conv"):
@@ -122,10 +131,18 @@ def test_every_spec_trains_one_epoch(spec, backend, tiny_npz, tmp_path):
     assert all(math.isfinite(record[k]) for k in ("loss", "heldout_elbo"))
     # The spec's own structure survived the shrinking.
     saved = run.config
-    assert (saved.model.prior, saved.model.likelihood, saved.model.encoder, saved.model.decoder) == \
-           (cfg.model.prior, cfg.model.likelihood, cfg.model.encoder, cfg.model.decoder)
-    assert (saved.train.elbo, saved.train.num_particles, saved.train.beta, saved.train.beta_schedule) == \
-           (cfg.train.elbo, cfg.train.num_particles, cfg.train.beta, cfg.train.beta_schedule)
+    assert (saved.model.prior, saved.model.likelihood, saved.model.encoder, saved.model.decoder) == (
+        cfg.model.prior,
+        cfg.model.likelihood,
+        cfg.model.encoder,
+        cfg.model.decoder,
+    )
+    assert (saved.train.elbo, saved.train.num_particles, saved.train.beta, saved.train.beta_schedule) == (
+        cfg.train.elbo,
+        cfg.train.num_particles,
+        cfg.train.beta,
+        cfg.train.beta_schedule,
+    )
     assert saved.model.conditional == cfg.model.conditional and saved.data.standardize == cfg.data.standardize
     assert saved.plugins == cfg.plugins
 
@@ -160,7 +177,10 @@ def test_conv_2d_spec_builds_the_described_torch_network():
     assert dec.start == (32, 7, 7) and dec.dense[0].out_features == 7 * 7 * 32
     deconvs = [m for m in dec.deconv if hasattr(m, "stride")]
     assert [(type(m).__name__, m.out_channels, m.stride) for m in deconvs] == [
-        ("ConvTranspose2d", 64, (2, 2)), ("ConvTranspose2d", 32, (2, 2)), ("Conv2d", 1, (1, 1))]
+        ("ConvTranspose2d", 64, (2, 2)),
+        ("ConvTranspose2d", 32, (2, 2)),
+        ("Conv2d", 1, (1, 1)),
+    ]
     import torch
 
     assert dec(torch.zeros(5, 2)).shape == (5, 28, 28)
@@ -173,9 +193,28 @@ def test_conv_2d_spec_builds_the_described_torch_network():
 def test_plugin_from_the_command_line_is_recorded_and_reloads_in_a_fresh_process(tmp_path, tiny_npz):
     plugin = write_plugin(tmp_path / "plug", "cli_plugin_prior")
     run = tmp_path / "run"
-    result = invoke("fit", "--plugin", plugin, "--prior", "cli_plugin_prior", "--data", tiny_npz, "--out", run,
-                    "--epochs", "1", "--latent-dim", "2", "-q", "--set", "train.eval_num_samples=4",
-                    "--set", "model.encoder_options.hidden=[8]", "--set", "model.decoder_options.hidden=[8]")
+    result = invoke(
+        "fit",
+        "--plugin",
+        plugin,
+        "--prior",
+        "cli_plugin_prior",
+        "--data",
+        tiny_npz,
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--latent-dim",
+        "2",
+        "-q",
+        "--set",
+        "train.eval_num_samples=4",
+        "--set",
+        "model.encoder_options.hidden=[8]",
+        "--set",
+        "model.decoder_options.hidden=[8]",
+    )
     assert result.exit_code == 0, result.output
     saved = Config.from_toml(run / "config.toml")
     assert saved.plugins == (str(plugin.resolve()),)
@@ -187,7 +226,7 @@ def test_plugin_from_the_command_line_is_recorded_and_reloads_in_a_fresh_process
         from ppvae.spec import registry
         before = "cli_plugin_prior" in registry.portable("prior")
         ev = ppvae.load({str(run)!r}).evaluate(num_samples=3)
-        again = ppvae.fit({str(run / 'config.toml')!r}, out={str(tmp_path / 'again')!r}, pictures=False)
+        again = ppvae.fit({str(run / "config.toml")!r}, out={str(tmp_path / "again")!r}, pictures=False)
         print(json.dumps({{"before": before, "elbo": ev["heldout_elbo"], "prior": again.config.model.prior}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -200,13 +239,23 @@ def test_plugin_named_in_a_spec_is_relative_to_the_spec(tmp_path, tiny_npz, monk
     plugin = write_plugin(tmp_path / "project" / "plugins", "spec_plugin_prior")
     spec = tmp_path / "project" / "specs" / "mine.toml"
     spec.parent.mkdir(parents=True)
-    spec.write_text('plugins = ["../plugins/spec_plugin_prior.py"]\n\n[model]\nprior = "spec_plugin_prior"\n'
-                    'latent_dim = 2\n')
+    spec.write_text(
+        'plugins = ["../plugins/spec_plugin_prior.py"]\n\n[model]\nprior = "spec_plugin_prior"\nlatent_dim = 2\n'
+    )
     monkeypatch.chdir(tmp_path)  # not the spec's folder: the path must still resolve
     assert Config.from_toml(spec).plugins == (str(plugin.resolve()),)
-    run = ppvae.fit(spec, out=tmp_path / "run", pictures=False,
-                    overrides={"data.source": str(tiny_npz), "train.epochs": 1, "train.eval_num_samples": 4,
-                               "model.encoder_options.hidden": [8], "model.decoder_options.hidden": [8]})
+    run = ppvae.fit(
+        spec,
+        out=tmp_path / "run",
+        pictures=False,
+        overrides={
+            "data.source": str(tiny_npz),
+            "train.epochs": 1,
+            "train.eval_num_samples": 4,
+            "model.encoder_options.hidden": [8],
+            "model.decoder_options.hidden": [8],
+        },
+    )
     assert run.config.plugins == (str(plugin.resolve()),)
     assert "plugins = [" in (tmp_path / "run" / "config.toml").read_text()
 
@@ -227,13 +276,17 @@ def test_a_plugin_file_runs_once_and_reports_what_it_registered(tmp_path):
 
 BAD_PLUGINS = {
     "missing": (None, ("does not exist", "nowhere.py")),
-    "raises": ("import ppvae\n\nraise RuntimeError('the prior is broken')\n",
-               ("failed to load", "bad.py", "line 3", "RuntimeError: the prior is broken")),
+    "raises": (
+        "import ppvae\n\nraise RuntimeError('the prior is broken')\n",
+        ("failed to load", "bad.py", "line 3", "RuntimeError: the prior is broken"),
+    ),
     "syntax": ("def broken(:\n    pass\n", ("failed to load", "bad.py", "line 1", "SyntaxError")),
     "import": ("import no_such_module_ppvae\n", ("failed to load", "ModuleNotFoundError", "no_such_module_ppvae")),
     "nothing": ("x = 1\n", ("registered no component", "bad.py", "ppvae.register")),
-    "bad-kind": ("import ppvae\n\n@ppvae.register('posterior', 'p')\nclass P:\n    pass\n",
-                 ("bad.py", "line 3", "unknown component kind 'posterior'", "prior")),
+    "bad-kind": (
+        "import ppvae\n\n@ppvae.register('posterior', 'p')\nclass P:\n    pass\n",
+        ("bad.py", "line 3", "unknown component kind 'posterior'", "prior"),
+    ),
 }
 
 
@@ -253,8 +306,7 @@ def test_plugin_errors_from_a_spec_and_a_run_are_one_line(tmp_path):
     assert_one_line_error(invoke("models", "--plugin", tmp_path / "not_python.txt"), "not a Python file")
     spec = tmp_path / "spec.toml"
     spec.write_text('plugins = ["gone.py"]\n')
-    assert_one_line_error(invoke("fit", spec, "--out", tmp_path / "run"), str(tmp_path / "gone.py"),
-                          "does not exist")
+    assert_one_line_error(invoke("fit", spec, "--out", tmp_path / "run"), str(tmp_path / "gone.py"), "does not exist")
     spec.write_text('plugins = "gone.py"\n')
     assert_one_line_error(invoke("fit", spec, "--out", tmp_path / "run"), "plugins must be a list")
 
@@ -277,8 +329,9 @@ def test_plugin_option_on_every_model_command():
         if name in without_models:
             continue
         commands = list(command.commands.values()) if hasattr(command, "commands") else [command]
-        missing += [f"{name} {c.name}".strip() for c in commands
-                    if "--plugin" not in {o for p in c.params for o in p.opts}]
+        missing += [
+            f"{name} {c.name}".strip() for c in commands if "--plugin" not in {o for p in c.params for o in p.opts}
+        ]
     assert not missing, f"commands without --plugin (decorate them with ppvae.cli.with_plugins): {missing}"
 
 
@@ -295,13 +348,24 @@ def test_a_component_missing_on_one_backend_names_it_the_backend_and_the_fix(tmp
     with pytest.raises(UsageError) as err:
         registry.get("prior", "pyro_only_prior", "numpyro")
     message = str(err.value)
-    for words in ("prior 'pyro_only_prior'", "backend numpyro", "registered for backend pyro only",
-                  "valid prior names: ", "normal", "ppvae.Portable"):
+    for words in (
+        "prior 'pyro_only_prior'",
+        "backend numpyro",
+        "registered for backend pyro only",
+        "valid prior names: ",
+        "normal",
+        "ppvae.Portable",
+    ):
         assert words in message, message
     assert "\n" not in message
-    line = assert_one_line_error(invoke("fit", "--prior", "no_such_prior", "--out", tmp_path / "r"),
-                                 "unknown prior 'no_such_prior'", "backend pyro", "not registered",
-                                 "--plugin FILE", "ppvae.Portable")
+    line = assert_one_line_error(
+        invoke("fit", "--prior", "no_such_prior", "--out", tmp_path / "r"),
+        "unknown prior 'no_such_prior'",
+        "backend pyro",
+        "not registered",
+        "--plugin FILE",
+        "ppvae.Portable",
+    )
     assert "valid prior names: " in line
 
 

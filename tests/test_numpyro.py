@@ -26,8 +26,11 @@ from conftest import FAST  # noqa: E402
 
 def test_every_component_exists_in_both_backends_with_the_same_settings():
     def shipped(kind, backend):  # built-ins only: other tests register custom components for one backend
-        return {n: c for n, c in registry.components(kind, backend).items()
-                if c.factory.__module__.startswith(("ppvae.backends.", "ppvae.model."))}
+        return {
+            n: c
+            for n, c in registry.components(kind, backend).items()
+            if c.factory.__module__.startswith(("ppvae.backends.", "ppvae.model."))
+        }
 
     for kind in registry.KINDS:
         pyro_side = shipped(kind, "pyro")
@@ -53,12 +56,21 @@ CASES = [
 
 
 def _pair(encoder, decoder, likelihood, shape, lik_options, n_data=1000):
-    decoder_options = {"mlp": {"hidden": [16]}, "conv": {"channels": [8, 4]}, "linear": {},
-                       "conv-map": {"channels": [8, 4], "map_channels": 3}}[decoder]
-    spec = ModelSpec(latent_dim=3, encoder=encoder, decoder=decoder.removesuffix("-map"), likelihood=likelihood,
-                     likelihood_options=lik_options,
-                     encoder_options={"hidden": [16]} if encoder == "mlp" else {"channels": [4, 8], "hidden": [16]},
-                     decoder_options=decoder_options)
+    decoder_options = {
+        "mlp": {"hidden": [16]},
+        "conv": {"channels": [8, 4]},
+        "linear": {},
+        "conv-map": {"channels": [8, 4], "map_channels": 3},
+    }[decoder]
+    spec = ModelSpec(
+        latent_dim=3,
+        encoder=encoder,
+        decoder=decoder.removesuffix("-map"),
+        likelihood=likelihood,
+        likelihood_options=lik_options,
+        encoder_options={"hidden": [16]} if encoder == "mlp" else {"channels": [4, 8], "hidden": [16]},
+        decoder_options=decoder_options,
+    )
     torch.manual_seed(0)
     tvae = pb.build_vae(spec, shape, dataset_size=n_data, register_params=False)
     # Perturb every parameter so biases and scales are not at their trivial initial values.
@@ -73,12 +85,14 @@ def _pair(encoder, decoder, likelihood, shape, lik_options, n_data=1000):
 
 @pytest.mark.parametrize("encoder,decoder,likelihood,shape,lik_options", CASES)
 @pytest.mark.parametrize("estimator", ["meanfield", "trace"])
-def test_same_weights_and_noise_give_the_same_elbo_terms(encoder, decoder, likelihood, shape, lik_options,
-                                                         estimator):
+def test_same_weights_and_noise_give_the_same_elbo_terms(encoder, decoder, likelihood, shape, lik_options, estimator):
     tvae, jvae, params = _pair(encoder, decoder, likelihood, shape, lik_options)
     rng = np.random.default_rng(1)
-    x = (rng.random((8, *shape)) < 0.4).astype(np.float32) if likelihood != "normal" else \
-        rng.normal(size=(8, *shape)).astype(np.float32)
+    x = (
+        (rng.random((8, *shape)) < 0.4).astype(np.float32)
+        if likelihood != "normal"
+        else rng.normal(size=(8, *shape)).astype(np.float32)
+    )
     eps = rng.normal(size=(8, 3)).astype(np.float32)
     beta = 0.7
     # The same draw of z in both: z = loc + scale * eps, from each backend's own encoder.
@@ -87,8 +101,13 @@ def test_same_weights_and_noise_give_the_same_elbo_terms(encoder, decoder, likel
         z_t = loc + scale * torch.as_tensor(eps)
     from pyro import poutine
 
-    t = pb.terms(poutine.condition(tvae.model, {"z": z_t}), poutine.condition(tvae.guide, {"z": z_t}),
-                 torch.as_tensor(x), beta=beta, estimator=estimator)
+    t = pb.terms(
+        poutine.condition(tvae.model, {"z": z_t}),
+        poutine.condition(tvae.guide, {"z": z_t}),
+        torch.as_tensor(x),
+        beta=beta,
+        estimator=estimator,
+    )
     m = jvae.with_params(params)
     loc_j, scale_j = m["encoder"](jnp.asarray(x))
     z_j = loc_j + scale_j * jnp.asarray(eps)
@@ -128,8 +147,9 @@ def test_continuous_bernoulli_matches_torch():
     x = np.array([0.0, 0.2, 0.5, 0.9, 1.0, 0.33, 0.7], dtype=np.float32)
     ref = torch.distributions.ContinuousBernoulli(logits=torch.as_tensor(logits))
     ours = ContinuousBernoulliDistribution(jnp.asarray(logits))
-    np.testing.assert_allclose(np.asarray(ours.log_prob(jnp.asarray(x))), ref.log_prob(torch.as_tensor(x)).numpy(),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(ours.log_prob(jnp.asarray(x))), ref.log_prob(torch.as_tensor(x)).numpy(), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(np.asarray(ours.mean), ref.mean.numpy(), rtol=1e-4, atol=1e-5)
     grads = jax.grad(lambda lg: ContinuousBernoulliDistribution(lg).log_prob(jnp.asarray(x)).sum())(jnp.asarray(logits))
     assert np.isfinite(np.asarray(grads)).all()
@@ -153,8 +173,15 @@ def test_iwae_with_one_sample_equals_the_elbo_and_is_per_datapoint():
 
 # ------------------------------------------------------------------------------- training
 def fit_np(out, digits, **extra):
-    overrides = {**FAST, "data.source": str(digits), "model.latent_dim": 2, "train.epochs": 2,
-                 "train.batch_size": 64, "train.backend": "numpyro", **extra}
+    overrides = {
+        **FAST,
+        "data.source": str(digits),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        "train.backend": "numpyro",
+        **extra,
+    }
     return ppvae.fit(out=out, overrides=overrides, pictures=False)
 
 
@@ -163,8 +190,17 @@ def test_the_epoch_compiles_once_and_never_again(tmp_path, digits_npy):
     from ppvae.api import build_config, resolve_config
     from ppvae.data import load_dataset
 
-    cfg = resolve_config(build_config(overrides={**FAST, "data.source": str(digits_npy), "train.backend": "numpyro",
-                                           "train.epochs": 4, "train.batch_size": 64}))
+    cfg = resolve_config(
+        build_config(
+            overrides={
+                **FAST,
+                "data.source": str(digits_npy),
+                "train.backend": "numpyro",
+                "train.epochs": 4,
+                "train.batch_size": 64,
+            }
+        )
+    )
     ds = load_dataset(cfg.data, "bernoulli", "unit_interval")
     trainer = Trainer(cfg, ds, tmp_path, progress=False)
     trainer.fit()
@@ -178,8 +214,14 @@ def test_numpyro_runs_are_reproducible_and_resumable(tmp_path, digits_npy):
     b = fit_np(tmp_path / "b", digits_npy)
     strip = lambda recs: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in recs]  # noqa: E731
     assert strip(a.metrics()) == strip(b.metrics())
-    overrides = {**FAST, "data.source": str(digits_npy), "model.latent_dim": 2, "train.epochs": 2,
-                 "train.batch_size": 64, "train.backend": "numpyro"}
+    overrides = {
+        **FAST,
+        "data.source": str(digits_npy),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        "train.backend": "numpyro",
+    }
     ppvae.fit(out=tmp_path / "cut", overrides=overrides, stop_after_steps=1, pictures=False)
     resumed = ppvae.fit(resume=tmp_path / "cut", pictures=False)
     assert strip(resumed.metrics()) == strip(a.metrics())
@@ -200,20 +242,40 @@ def test_metrics_identity_and_run_api_on_numpyro(tmp_path, digits_npy):
     np.testing.assert_allclose(again.decode(loc), again.reconstruct(x), rtol=1e-5, atol=1e-6)
     assert again.sample(5).shape == (5, 28, 28)
     ev = again.evaluate(num_samples=10)
-    assert {"heldout_elbo", "heldout_log_px", "num_samples", "reconstruction", "kl", "active_units",
-            "bits_per_dim"} <= set(ev)
+    assert {
+        "heldout_elbo",
+        "heldout_log_px",
+        "num_samples",
+        "reconstruction",
+        "kl",
+        "active_units",
+        "bits_per_dim",
+    } <= set(ev)
 
 
-@pytest.mark.parametrize("likelihood,extra", [
-    ("bernoulli", {}),
-    ("continuous_bernoulli", {"data.binarize": "none"}),
-    ("normal", {"data.binarize": "none", "data.standardize": True}),
-])
+@pytest.mark.parametrize(
+    "likelihood,extra",
+    [
+        ("bernoulli", {}),
+        ("continuous_bernoulli", {"data.binarize": "none"}),
+        ("normal", {"data.binarize": "none", "data.standardize": True}),
+    ],
+)
 @pytest.mark.parametrize("net", ["mlp", "conv"])
 def test_every_component_trains_on_numpyro(tmp_path, digits_npy, likelihood, extra, net):
-    run = ppvae.fit(out=tmp_path / "r", likelihood=likelihood, encoder=net, decoder=net, latent_dim=2, epochs=1,
-                    batch_size=100, data=str(digits_npy), backend="numpyro", pictures=False,
-                    overrides={"train.eval_num_samples": 5, "train.device": "cpu", **extra})
+    run = ppvae.fit(
+        out=tmp_path / "r",
+        likelihood=likelihood,
+        encoder=net,
+        decoder=net,
+        latent_dim=2,
+        epochs=1,
+        batch_size=100,
+        data=str(digits_npy),
+        backend="numpyro",
+        pictures=False,
+        overrides={"train.eval_num_samples": 5, "train.device": "cpu", **extra},
+    )
     record = run.metrics()[0]
     assert all(math.isfinite(record[k]) for k in ("loss", "reconstruction", "kl", "heldout_elbo"))
 
@@ -223,10 +285,19 @@ def test_ppca_iwae_approaches_exact_log_px_on_numpyro(tmp_path):
     W, b = rng.normal(size=(6, 2)), rng.normal(size=6)
     x = (rng.normal(size=(2000, 2)) @ W.T + b + 0.5 * rng.normal(size=(2000, 6))).astype(np.float32)
     np.save(tmp_path / "ppca.npy", x)
-    run = ppvae.fit(out=tmp_path / "ppca", backend="numpyro", data=str(tmp_path / "ppca.npy"), likelihood="normal",
-                    decoder="linear", latent_dim=2, epochs=60, batch_size=256, lr=0.02, pictures=False,
-                    overrides={"model.encoder_options.hidden": [], "train.eval_num_samples": 1000,
-                               "train.device": "cpu"})
+    run = ppvae.fit(
+        out=tmp_path / "ppca",
+        backend="numpyro",
+        data=str(tmp_path / "ppca.npy"),
+        likelihood="normal",
+        decoder="linear",
+        latent_dim=2,
+        epochs=60,
+        batch_size=256,
+        lr=0.02,
+        pictures=False,
+        overrides={"model.encoder_options.hidden": [], "train.eval_num_samples": 1000, "train.device": "cpu"},
+    )
     from ppvae.backends.numpyro.evaluation import exact_log_px
 
     held = run.heldout()
@@ -274,7 +345,9 @@ def test_a_missing_numpyro_install_gets_an_install_hint(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.setattr("importlib.import_module",
-                        lambda name, package=None: fake_import(name) if "numpyro" in name else real_import(name))
+    monkeypatch.setattr(
+        "importlib.import_module",
+        lambda name, package=None: fake_import(name) if "numpyro" in name else real_import(name),
+    )
     with pytest.raises(BackendUnavailableError, match=r"pip install 'ppvae\[numpyro\]'"):
         registry.load_backend("numpyro")

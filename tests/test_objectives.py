@@ -26,8 +26,7 @@ def binary_batch(batch=16, shape=(6, 5), seed=0):
 
 def make_vae(shape=(6, 5), latent_dim=3, **spec):
     torch.manual_seed(1)
-    spec = ModelSpec(latent_dim=latent_dim, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]},
-                     **spec)
+    spec = ModelSpec(latent_dim=latent_dim, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]}, **spec)
     return build_vae(spec, shape, dataset_size=N_DATA, register_params=False)
 
 
@@ -118,8 +117,11 @@ def test_particles_average_the_elbo():
     t = seeded(lambda: terms(vae.model, vae.guide, x, beta=1.0, estimator="trace", num_particles=4))
     # max_plate_nesting given, so Pyro does not run the guide once to guess it (that would
     # consume random draws and desynchronize the comparison).
-    pyro_loss = seeded(lambda: Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
-                       .differentiable_loss(vae.model, vae.guide, x, beta=1.0))
+    pyro_loss = seeded(
+        lambda: Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1).differentiable_loss(
+            vae.model, vae.guide, x, beta=1.0
+        )
+    )
     assert (t.loss * t.batch * t.data_scale).item() == pytest.approx(pyro_loss.item(), rel=1e-6)
 
 
@@ -136,8 +138,7 @@ def test_analytic_and_sampled_kl_agree_within_monte_carlo_error():
 def test_model_and_guide_work_with_pyro_svi_predictive_and_importance():
     pyro.clear_param_store()
     torch.manual_seed(0)
-    vae = build_vae(ModelSpec(latent_dim=2, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]}),
-                    (6, 5))
+    vae = build_vae(ModelSpec(latent_dim=2, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]}), (6, 5))
     x = binary_batch(batch=64)
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.02}), VAEObjective("iwae", num_particles=3))
     losses = [svi.step(x) for _ in range(60)]
@@ -161,8 +162,9 @@ def ppca_data(n=2000, d=6, z=2, seed=0):
 def test_exact_log_px_matches_an_independent_computation():
     from scipy.stats import multivariate_normal
 
-    spec = ModelSpec(latent_dim=2, likelihood="normal", decoder="linear",
-                     likelihood_options={"scale_mode": "per_dim", "scale": 0.7})
+    spec = ModelSpec(
+        latent_dim=2, likelihood="normal", decoder="linear", likelihood_options={"scale_mode": "per_dim", "scale": 0.7}
+    )
     torch.manual_seed(3)
     vae = build_vae(spec, (5,))
     x = torch.randn(10, 5)
@@ -179,8 +181,13 @@ def trained_ppca():
     """Probabilistic PCA fitted by SVI (linear encoder and decoder, learned noise)."""
     torch.manual_seed(0)
     x = torch.as_tensor(ppca_data())
-    spec = ModelSpec(latent_dim=2, likelihood="normal", decoder="linear", encoder_options={"hidden": []},
-                     likelihood_options={"scale_mode": "shared"})
+    spec = ModelSpec(
+        latent_dim=2,
+        likelihood="normal",
+        decoder="linear",
+        encoder_options={"hidden": []},
+        likelihood_options={"scale_mode": "shared"},
+    )
     vae = build_vae(spec, (6,), dataset_size=len(x), register_params=False)
     opt = torch.optim.Adam(vae.parameters(), lr=0.02)
     for step in range(1500):
@@ -197,8 +204,7 @@ def test_bounds_are_ordered_below_exact_log_px_on_ppca(trained_ppca):
     torch.manual_seed(11)
     exact = exact_log_px(vae, x)
     with torch.no_grad():
-        elbo_pts = -torch.stack([terms(vae.model, vae.guide, x, beta=1.0, estimator="trace").loss
-                                 for _ in range(1)])
+        elbo_pts = -torch.stack([terms(vae.model, vae.guide, x, beta=1.0, estimator="trace").loss for _ in range(1)])
     elbo_per_point = []
     with torch.no_grad():
         q = vae.posterior(x)

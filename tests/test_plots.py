@@ -58,14 +58,16 @@ def capture_figure(monkeypatch):
 def fake_records(n: int, rng) -> list[dict]:
     out = []
     for e in range(1, n + 1):
-        out.append({
-            "epoch": e,
-            "loss": 200 * math.exp(-e / 3) + 100 + rng.normal(),
-            "reconstruction": 180 * math.exp(-e / 3) + 80,
-            "kl": 10 + 15 * (1 - math.exp(-e / 2)),
-            "beta": min(1.0, e / 5),
-            "heldout_elbo": -(200 * math.exp(-e / 3) + 104) if e % 2 == 0 else None,
-        })
+        out.append(
+            {
+                "epoch": e,
+                "loss": 200 * math.exp(-e / 3) + 100 + rng.normal(),
+                "reconstruction": 180 * math.exp(-e / 3) + 80,
+                "kl": 10 + 15 * (1 - math.exp(-e / 2)),
+                "beta": min(1.0, e / 5),
+                "heldout_elbo": -(200 * math.exp(-e / 3) + 104) if e % 2 == 0 else None,
+            }
+        )
     return out
 
 
@@ -93,9 +95,7 @@ def test_all_names_exist():
 # --------------------------------------------------------------------------- image_grid
 
 
-@pytest.mark.parametrize(
-    "shape", [(10, 28, 28), (10, 1, 28, 28), (10, 3, 16, 16), (10, 16, 16, 3), (1, 8, 8)]
-)
+@pytest.mark.parametrize("shape", [(10, 28, 28), (10, 1, 28, 28), (10, 3, 16, 16), (10, 16, 16, 3), (1, 8, 8)])
 def test_image_grid_writes_png(tmp_path, rng, shape):
     out = plots.image_grid(rng.random(shape), tmp_path / "grid.png", title="samples")
     assert out == tmp_path / "grid.png" and isinstance(out, Path)
@@ -150,20 +150,19 @@ def test_image_grid_clips_small_excursions_without_note(tmp_path, rng, monkeypat
 def test_image_grid_long_labels_and_title_fit(tmp_path, rng):
     labels = [f"a rather long label number {i}" for i in range(6)]
     title = "a very long title " * 8
-    read_png(plots.image_grid(rng.random((6, 12, 12)), tmp_path / "l.png",
-                              labels=labels, title=title))
+    read_png(plots.image_grid(rng.random((6, 12, 12)), tmp_path / "l.png", labels=labels, title=title))
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        np.zeros((28, 28)),            # one image without the n axis / flat rows
+        np.zeros((28, 28)),  # one image without the n axis / flat rows
         np.zeros((5, 784)),
-        np.zeros((2, 5, 8, 8)),        # 5 channels
-        np.zeros((2, 1, 1, 8, 8)),     # 5-D
-        np.zeros((0, 28, 28)),         # empty
+        np.zeros((2, 5, 8, 8)),  # 5 channels
+        np.zeros((2, 1, 1, 8, 8)),  # 5-D
+        np.zeros((0, 28, 28)),  # empty
         np.zeros((3, 0, 28)),
-        np.full((2, 4, 4), np.nan),    # not finite
+        np.full((2, 4, 4), np.nan),  # not finite
         np.array([["a", "b"]] * 2),  # not numeric
         7,
     ],
@@ -227,8 +226,7 @@ def test_reconstruction_grid_bad_input(tmp_path, rng):
 
 def test_reconstruction_grid_scales_both_when_one_is_out_of_range(tmp_path, rng, monkeypatch):
     seen = capture_figure(monkeypatch)
-    plots.reconstruction_grid(rng.random((2, 8, 8)), rng.normal(size=(2, 8, 8)) * 4,
-                              tmp_path / "r.png")
+    plots.reconstruction_grid(rng.random((2, 8, 8)), rng.normal(size=(2, 8, 8)) * 4, tmp_path / "r.png")
     assert "min-max" in seen[-1]._suptitle.get_text()
 
 
@@ -240,8 +238,9 @@ def test_table_grid_writes_png(tmp_path, rng):
     names = ["age", "income", "height_cm", "weight", "bp_sys", "bp_dia", "chol", "glucose"]
     out = plots.table_grid(rows, tmp_path / "t.png", title="table", feature_names=names)
     read_png(out)
-    out = plots.table_grid(rng.random((200, 60)), tmp_path / "big.png",
-                           feature_names=[f"feature_{i}" for i in range(60)])
+    out = plots.table_grid(
+        rng.random((200, 60)), tmp_path / "big.png", feature_names=[f"feature_{i}" for i in range(60)]
+    )
     h, w = read_png(out).shape[:2]
     assert w <= 1400 and h <= 1100
     out = plots.table_grid(np.ones((1, 1)), tmp_path / "one.png")  # constant, 1 x 1
@@ -256,8 +255,8 @@ def test_table_grid_has_colorbar(tmp_path, rng, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros(5), np.zeros((2, 3, 4)), np.zeros((0, 3)), np.zeros((3, 0)),
-            np.array([[1.0, np.inf]]), [["x", "y"]]],
+    "bad",
+    [np.zeros(5), np.zeros((2, 3, 4)), np.zeros((0, 3)), np.zeros((3, 0)), np.array([[1.0, np.inf]]), [["x", "y"]]],
 )
 def test_table_grid_bad_input(tmp_path, bad):
     with pytest.raises(DataError) as err:
@@ -400,8 +399,11 @@ def fake_series(rng, rows: int = 3, points: int = 6) -> dict:
     for i in range(rows):
         seconds = np.cumsum(rng.uniform(0.5, 1.5, points)) * (i + 1)
         elbo = -100 - 80 * np.exp(-np.arange(1, points + 1) / 2) - 3 * i
-        out[f"pyro · row {i}"] = {"seconds": seconds.tolist(), "elbo": elbo.tolist(),
-                                  "spread": [0.0] * points if i == 0 else [1.0 + i] * points}
+        out[f"pyro · row {i}"] = {
+            "seconds": seconds.tolist(),
+            "elbo": elbo.tolist(),
+            "spread": [0.0] * points if i == 0 else [1.0 + i] * points,
+        }
     return out
 
 
@@ -437,19 +439,22 @@ def test_elbo_vs_time_single_points_missing_values_and_pairs(tmp_path, monkeypat
     assert ax.yaxis.get_major_formatter().get_useOffset() is False
 
 
-@pytest.mark.parametrize("bad, words", [
-    ([], "mapping"),
-    ({}, "empty"),
-    ({"a": {"seconds": [1.0]}}, "'elbo'"),
-    ({"a": {"seconds": [1.0, 2.0], "elbo": [-1.0]}}, "one of each"),
-    ({"a": {"seconds": [1.0], "elbo": [-1.0], "spread": [1.0, 2.0]}}, "one of each"),
-    ({"a": {"seconds": [1.0], "elbo": ["high"]}}, "not a number"),
-    ({"a": {"seconds": "1, 2", "elbo": [-1.0, -2.0]}}, "sequence of numbers"),
-    ({"a": {"seconds": [1.0], "elbo": [math.inf]}}, "infinite"),
-    ({"a": {"seconds": [-1.0], "elbo": [-1.0]}}, "negative seconds"),
-    ({"a": {"seconds": [1.0], "elbo": [None]}}, "no series has a finite"),
-    ({"a": 3}, "mapping with 'seconds'"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ([], "mapping"),
+        ({}, "empty"),
+        ({"a": {"seconds": [1.0]}}, "'elbo'"),
+        ({"a": {"seconds": [1.0, 2.0], "elbo": [-1.0]}}, "one of each"),
+        ({"a": {"seconds": [1.0], "elbo": [-1.0], "spread": [1.0, 2.0]}}, "one of each"),
+        ({"a": {"seconds": [1.0], "elbo": ["high"]}}, "not a number"),
+        ({"a": {"seconds": "1, 2", "elbo": [-1.0, -2.0]}}, "sequence of numbers"),
+        ({"a": {"seconds": [1.0], "elbo": [math.inf]}}, "infinite"),
+        ({"a": {"seconds": [-1.0], "elbo": [-1.0]}}, "negative seconds"),
+        ({"a": {"seconds": [1.0], "elbo": [None]}}, "no series has a finite"),
+        ({"a": 3}, "mapping with 'seconds'"),
+    ],
+)
 def test_elbo_vs_time_bad_input_leaves_file_untouched(tmp_path, bad, words):
     target = tmp_path / "picture.png"
     target.write_bytes(b"old bytes")

@@ -59,10 +59,17 @@ def test_registering_a_plain_module_without_backend_is_refused():
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_one_definition_trains_on_each_backend(tmp_path, digits_npy, backend):
     pytest.importorskip("jax") if backend == "numpyro" else None
-    run = ppvae.fit(out=tmp_path / backend, backend=backend, prior="test_learned_laplace",
-                    likelihood="test_laplace", latent_dim=2, epochs=2, data=str(digits_npy), pictures=False,
-                    overrides={**FAST, "data.binarize": "none", "data.standardize": True,
-                               "model.prior_options.scale": 0.5})
+    run = ppvae.fit(
+        out=tmp_path / backend,
+        backend=backend,
+        prior="test_learned_laplace",
+        likelihood="test_laplace",
+        latent_dim=2,
+        epochs=2,
+        data=str(digits_npy),
+        pictures=False,
+        overrides={**FAST, "data.binarize": "none", "data.standardize": True, "model.prior_options.scale": 0.5},
+    )
     records = run.metrics()
     assert all(math.isfinite(r["heldout_elbo"]) for r in records)
     assert records[-1]["heldout_elbo"] > records[0]["heldout_elbo"] - 1.0

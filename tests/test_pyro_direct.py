@@ -23,8 +23,7 @@ N_DATA = 500  # the plate's dataset size: the data scale is N / B
 
 def make_vae(latent_dim=3, **spec):
     torch.manual_seed(1)
-    spec = ModelSpec(latent_dim=latent_dim, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]},
-                     **spec)
+    spec = ModelSpec(latent_dim=latent_dim, encoder_options={"hidden": [16]}, decoder_options={"hidden": [16]}, **spec)
     return build_vae(spec, (6, 5), dataset_size=N_DATA, register_params=False)
 
 
@@ -62,8 +61,7 @@ def assert_same(a, b):
         torch.testing.assert_close(ga[k], gb[k], rtol=1e-6, atol=1e-7, msg=k)
 
 
-@pytest.mark.parametrize("estimator,k", [("meanfield", 1), ("trace", 1), ("meanfield", 3), ("iwae", 4),
-                                         ("dreg", 4)])
+@pytest.mark.parametrize("estimator,k", [("meanfield", 1), ("trace", 1), ("meanfield", 3), ("iwae", 4), ("dreg", 4)])
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_direct_sites_match_the_traces(estimator, k, beta, monkeypatch):
     vae, x = make_vae(), batch()
@@ -71,8 +69,16 @@ def test_direct_sites_match_the_traces(estimator, k, beta, monkeypatch):
     assert_same(step(vae, x, True, monkeypatch, **kw), step(vae, x, False, monkeypatch, **kw))
 
 
-@pytest.mark.parametrize("spec", [{"prior": "mog"}, {"prior": "vamp"}, {"guide": "lowrank"},
-                                  {"likelihood": "normal"}, {"conditional": True, "num_classes": 3}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"prior": "mog"},
+        {"prior": "vamp"},
+        {"guide": "lowrank"},
+        {"likelihood": "normal"},
+        {"conditional": True, "num_classes": 3},
+    ],
+)
 def test_direct_sites_match_the_traces_for_other_components(spec, monkeypatch):
     vae, x = make_vae(**spec), batch()
     kw = dict(beta=0.7, estimator="dreg" if spec.get("guide") else "meanfield", num_particles=2)
@@ -104,8 +110,16 @@ def test_anything_unusual_takes_the_trace_path():
     with poutine.trace():
         assert direct.direct_traces(vae.model, vae.guide, args, plain, 1) is None
     # A subclass, someone else's guide, params in the param store, unknown arguments, a tensor β.
-    custom = _Custom(vae.prior, vae.likelihood, vae.encoder, vae.decoder, vae.event_shape, vae.latent_dim,
-                     dataset_size=N_DATA, register_params=False)
+    custom = _Custom(
+        vae.prior,
+        vae.likelihood,
+        vae.encoder,
+        vae.decoder,
+        vae.event_shape,
+        vae.latent_dim,
+        dataset_size=N_DATA,
+        register_params=False,
+    )
     assert direct.direct_traces(custom.model, custom.guide, args, plain, 1) is None
     assert direct.direct_traces(vae.model, lambda *a, **k: None, args, plain, 1) is None
     assert direct.direct_traces(vae.model, vae.guide, args, {"beta": 1.0, "other": 1}, 1) is None

@@ -13,8 +13,11 @@ def readme_blocks(lang: str) -> list[str]:
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-                if line and not line.startswith(("#", "set ", "cd ", "rm ", "export "))]
+    ci_lines = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd ", "rm ", "export "))
+    ]
     assert len(ci_lines) == 1
     assert ci_lines[0] in [b.strip() for b in readme_blocks("bash")]
     assert ci_lines[0].endswith("python -m pytest")

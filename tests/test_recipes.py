@@ -41,16 +41,30 @@ def test_a_data_format_is_one_reader(tmp_path, monkeypatch):
 
     runs = {}
     for suffix in ("tsv", "csv"):
-        runs[suffix] = ppvae.fit(out=tmp_path / f"run-{suffix}", data=str(tmp_path / f"digits.{suffix}"),
-                                 latent_dim=2, epochs=1, pictures=False,
-                                 overrides={**FAST, "data.scale": "minmax"})  # grey levels 0..16
+        runs[suffix] = ppvae.fit(
+            out=tmp_path / f"run-{suffix}",
+            data=str(tmp_path / f"digits.{suffix}"),
+            latent_dim=2,
+            epochs=1,
+            pictures=False,
+            overrides={**FAST, "data.scale": "minmax"},
+        )  # grey levels 0..16
     # The shared preparation did the rest: the same scaling, split and checks as for CSV.
     np.testing.assert_array_equal(runs["tsv"].heldout(), runs["csv"].heldout())
     assert runs["tsv"].data_info["transform"] == runs["csv"].data_info["transform"]
     assert 0.0 <= runs["tsv"].heldout().min() and runs["tsv"].heldout().max() <= 1.0
     # Every command that reads data reads the new format, with the run's own preparation.
-    res = CliRunner().invoke(cli, ["encode", str(tmp_path / "run-tsv"), "--data", str(tmp_path / "digits.tsv"),
-                                   "--out", str(tmp_path / "codes.npz")])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "encode",
+            str(tmp_path / "run-tsv"),
+            "--data",
+            str(tmp_path / "digits.tsv"),
+            "--out",
+            str(tmp_path / "codes.npz"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "codes.npz")["loc"].shape == (400, 2)
     # And the error for a file type nobody registered lists the new one.
@@ -110,8 +124,15 @@ def test_a_backend_is_a_package_and_one_entry(tmp_path, monkeypatch, digits_npy)
         written_once = set(registry.portable(kind))
         assert written_once and written_once <= set(registry.names(kind, "toy")), kind
 
-    run = ppvae.fit(out=tmp_path / "run", backend="toy", data=str(digits_npy), latent_dim=2, epochs=1,
-                    pictures=False, overrides=FAST)
+    run = ppvae.fit(
+        out=tmp_path / "run",
+        backend="toy",
+        data=str(digits_npy),
+        latent_dim=2,
+        epochs=1,
+        pictures=False,
+        overrides=FAST,
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["versions"]["numpy"] == np.__version__ and "torch" not in summary["versions"]
     assert np.isfinite(run.evaluate(num_samples=5)["heldout_log_px"])
@@ -122,4 +143,6 @@ def test_a_backend_is_a_package_and_one_entry(tmp_path, monkeypatch, digits_npy)
     assert "toy" in listed["normal"]["backends"]
     res = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "run"), "-k", "5", "--json"])
     assert res.exit_code == 0, res.output
-    assert pytest.approx(json.loads(res.output)["heldout_elbo"], rel=1e-5) == run.evaluate(num_samples=5)["heldout_elbo"]
+    assert (
+        pytest.approx(json.loads(res.output)["heldout_elbo"], rel=1e-5) == run.evaluate(num_samples=5)["heldout_elbo"]
+    )

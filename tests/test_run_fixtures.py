@@ -32,8 +32,7 @@ def _copy(name: str, tmp_path: Path) -> Path:
 
 
 def _same_figures(got: dict, want: dict) -> None:
-    for key in ("heldout_elbo", "heldout_log_px", "heldout_log_px_stderr", "kl", "reconstruction",
-                "bits_per_dim"):
+    for key in ("heldout_elbo", "heldout_log_px", "heldout_log_px_stderr", "kl", "reconstruction", "bits_per_dim"):
         assert got[key] == pytest.approx(want[key], rel=RTOL), key
     assert got["num_points"] == want["num_points"]
     assert got["num_samples"] == want["num_samples"]
@@ -45,13 +44,11 @@ def _same_figures(got: dict, want: dict) -> None:
             assert g == pytest.approx(w, rel=RTOL, abs=1e-7)
     # The linear probe is fitted on latent means; rounding can move at most a point or two
     # across its decision boundary, each worth 1 / num_points of accuracy.
-    assert got["linear_probe_accuracy"] == pytest.approx(want["linear_probe_accuracy"],
-                                                         abs=2.5 / want["num_points"])
+    assert got["linear_probe_accuracy"] == pytest.approx(want["linear_probe_accuracy"], abs=2.5 / want["num_points"])
 
 
 def test_fixtures_cover_both_backends():
-    backends = {json.loads((FIXTURES / r / "summary.json").read_text()).get("backend") or r.split("-")[0]
-                for r in RUNS}
+    backends = {json.loads((FIXTURES / r / "summary.json").read_text()).get("backend") or r.split("-")[0] for r in RUNS}
     assert {"pyro", "numpyro"} <= backends
     for r in RUNS:
         assert (FIXTURES / r / "checkpoint.safetensors").is_file()
@@ -73,8 +70,20 @@ def test_old_run_evaluates_to_recorded_figures_cli(name, tmp_path):
 
     path = _copy(name, tmp_path)
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    res = CliRunner().invoke(cli, ["evaluate", str(path), "-k", str(EXPECTED["num_samples"]),
-                                    "--seed", str(EXPECTED["seed"]), "--device", "cpu", "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(path),
+            "-k",
+            str(EXPECTED["num_samples"]),
+            "--seed",
+            str(EXPECTED["seed"]),
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     _same_figures(json.loads(res.output), EXPECTED["runs"][name])
     # Evaluating reads a run folder; it writes nothing into it.
@@ -107,26 +116,40 @@ def test_numpyro_checkpoint_of_a_portable_in_the_old_dict_layout_loads_by_name(t
         def distribution(self, dist, ops, p):
             return dist.Normal(p["loc"], ops.exp(p["scale_raw"])).to_event(1)
 
-    vae = build_vae(ModelSpec(latent_dim=3, prior="test_two_same_shaped_arrays", likelihood="bernoulli",
-                              encoder_options={"hidden": [4]}, decoder_options={"hidden": [4]}),
-                    (5,), jax.random.PRNGKey(0))
+    vae = build_vae(
+        ModelSpec(
+            latent_dim=3,
+            prior="test_two_same_shaped_arrays",
+            likelihood="bernoulli",
+            encoder_options={"hidden": [4]},
+            decoder_options={"hidden": [4]},
+        ),
+        (5,),
+        jax.random.PRNGKey(0),
+    )
     template = initial_params(vae)
     flat = jax.tree_util.tree_flatten_with_path(template)[0]
     paths = [jax.tree_util.keystr(p) for p, _ in flat]
     # Distinct values per leaf: leaf i is filled with i, its Adam moments with 100 + i and 200 + i.
     values = [np.full(np.shape(v), float(i), np.float32) for i, (_, v) in enumerate(flat)]
-    old_paths = [p.replace("].loc", "].arrays['loc']").replace("].scale_raw", "].arrays['scale_raw']")
-                 if "prior$params" in p else p for p in paths]
+    old_paths = [
+        p.replace("].loc", "].arrays['loc']").replace("].scale_raw", "].arrays['scale_raw']")
+        if "prior$params" in p
+        else p
+        for p in paths
+    ]
     # The old layout: the prior's leaves in sorted-name order (loc before scale_raw).
     prior = [i for i, p in enumerate(paths) if "prior$params" in p]
     old_order = list(range(len(paths)))
-    old_order[prior[0]:prior[-1] + 1] = sorted(prior, key=lambda i: old_paths[i])
+    old_order[prior[0] : prior[-1] + 1] = sorted(prior, key=lambda i: old_paths[i])
     assert old_order != list(range(len(paths)))
     opt_template = optax.adam(1e-3).init(template)
     opt_leaves = jax.tree_util.tree_leaves(opt_template)
     n = len(paths)
     arrays = {f"params.{j}": values[i] for j, i in enumerate(old_order)}
-    saved_opt = [np.asarray(opt_leaves[0])] + [values[i] + 100 for i in old_order] + [values[i] + 200 for i in old_order]
+    saved_opt = (
+        [np.asarray(opt_leaves[0])] + [values[i] + 100 for i in old_order] + [values[i] + 200 for i in old_order]
+    )
     assert len(saved_opt) == len(opt_leaves) == 2 * n + 1
     arrays.update({f"optim.{j}": v for j, v in enumerate(saved_opt)})
     arrays["rng.key"] = np.asarray(jax.random.PRNGKey(1))

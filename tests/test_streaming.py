@@ -53,10 +53,10 @@ def _train_order(n: int, spec: DataSpec) -> np.ndarray:
 
 
 CASES = [  # (settings, likelihood, support, exact)
-    ({}, "bernoulli", "unit_interval", True),                      # dynamic: probabilities
+    ({}, "bernoulli", "unit_interval", True),  # dynamic: probabilities
     ({"binarize": "static"}, "bernoulli", "unit_interval", True),  # the same Bernoulli draws
     ({"binarize": "none", "scale": "minmax"}, "normal", "real", True),
-    ({}, "poisson", "count", True),                                 # counts left as they are
+    ({}, "poisson", "count", True),  # counts left as they are
 ]
 
 
@@ -197,16 +197,19 @@ def test_stream_true_on_a_source_that_cannot_stream_says_how_to_convert(tmp_path
 def test_cli_stream_on_csv_is_one_line(tmp_path):
     source = tmp_path / "d.csv"
     np.savetxt(source, np.random.default_rng(0).random((10, 3)), delimiter=",")
-    result = CliRunner().invoke(cli, ["fit", "--data", str(source), "--set", "data.stream=true",
-                                      "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        cli, ["fit", "--data", str(source), "--set", "data.stream=true", "--out", str(tmp_path / "run")]
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output
     assert "np.loadtxt" in lines[0] and ".npy" in lines[0]
 
 
 def test_stream_true_on_a_missing_file_says_it_does_not_exist(tmp_path):
-    result = CliRunner().invoke(cli, ["fit", "--data", str(tmp_path / "missing.npy"), "--set", "data.stream=true",
-                                      "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        cli,
+        ["fit", "--data", str(tmp_path / "missing.npy"), "--set", "data.stream=true", "--out", str(tmp_path / "run")],
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code != 0 and len(lines) == 1 and "does not exist" in lines[0]
     assert not (tmp_path / "run").exists()
@@ -222,8 +225,15 @@ def test_bad_stream_setting_lists_the_choices(value):
 
 
 def _overrides(source, **extra):
-    return {**FAST, "data.source": str(source), "data.stream": True, "model.latent_dim": 2,
-            "train.epochs": 1, "train.batch_size": 64, **extra}
+    return {
+        **FAST,
+        "data.source": str(source),
+        "data.stream": True,
+        "model.latent_dim": 2,
+        "train.epochs": 1,
+        "train.batch_size": 64,
+        **extra,
+    }
 
 
 # NumPyro compiles the chunk, the last step and the evaluation: about 30 s.
@@ -234,8 +244,11 @@ def test_training_streams_on_both_backends(tmp_path, digits_file, backend, monke
 
         # Two minibatches per compiled call: the 3 full batches run as chunks of 2 and 1.
         monkeypatch.setattr(jax_streaming, "CHUNK_BYTES", 2 * 64 * 28 * 28 * 4)
-    run = ppvae.fit(out=tmp_path / "run", overrides=_overrides(digits_file, **{"train.backend": backend}),
-                    pictures=backend == "pyro")
+    run = ppvae.fit(
+        out=tmp_path / "run",
+        overrides=_overrides(digits_file, **{"train.backend": backend}),
+        pictures=backend == "pyro",
+    )
     assert run.config.data.stream is True
     (record,) = run.metrics()
     assert record["step"] == math.ceil(240 / 64) and math.isfinite(record["loss"])
@@ -269,12 +282,18 @@ class _FixedTrained:
     def _points(self, x):
         flat = x.reshape(len(x), -1).astype(np.float64)
         loc = np.stack([flat[:, :5].sum(1), 0.001 * flat[:, 5]], axis=1)
-        return {"reconstruction": flat.sum(1), "kl": flat[:, 0] + 1.0, "kl_per_dim": np.abs(loc),
-                "loc": loc, "log_px": -flat.sum(1) - flat[:, 1] ** 2}
+        return {
+            "reconstruction": flat.sum(1),
+            "kl": flat[:, 0] + 1.0,
+            "kl_per_dim": np.abs(loc),
+            "loc": loc,
+            "log_px": -flat.sum(1) - flat[:, 1] ** 2,
+        }
 
     def evaluate(self, x, num_samples, seed, is_image):
-        return evaluation_summary(**self._points(x), num_samples=num_samples,
-                                  num_features=int(np.prod(x.shape[1:])), is_image=is_image)
+        return evaluation_summary(
+            **self._points(x), num_samples=num_samples, num_features=int(np.prod(x.shape[1:])), is_image=is_image
+        )
 
     def encode(self, x):
         return self._points(x)["loc"], None

@@ -25,8 +25,14 @@ TIMING = {"seconds", "images_per_s"}
 
 
 def fit_small(out, digits, **extra):
-    overrides = {**FAST, "data.source": str(digits), "model.latent_dim": 2, "train.epochs": 2,
-                 "train.batch_size": 64, **extra}
+    overrides = {
+        **FAST,
+        "data.source": str(digits),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+        **extra,
+    }
     return ppvae.fit(out=out, overrides=overrides, pictures=False)
 
 
@@ -66,8 +72,13 @@ def test_metrics_identity_loss_equals_reconstruction_plus_beta_kl(tmp_path, digi
 def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, digits_npy, stop_at):
     # 480 training digits at batch 64: 8 batches per epoch.
     whole = fit_small(tmp_path / "whole", digits_npy)
-    overrides = {**FAST, "data.source": str(digits_npy), "model.latent_dim": 2, "train.epochs": 2,
-                 "train.batch_size": 64}
+    overrides = {
+        **FAST,
+        "data.source": str(digits_npy),
+        "model.latent_dim": 2,
+        "train.epochs": 2,
+        "train.batch_size": 64,
+    }
     ppvae.fit(out=tmp_path / "part", overrides=overrides, stop_after_steps=stop_at, pictures=False)
     resumed = ppvae.fit(resume=tmp_path / "part", pictures=False)
     wa, wb = weights(whole.path), weights(resumed.path)
@@ -86,8 +97,13 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_
     for key, value in FAST.items():
         args += ["--set", f"{key}={json.dumps(value)}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "ppvae", "fit", *args, "--out", str(tmp_path / "cut")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ppvae", "fit", *args, "--out", str(tmp_path / "cut")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     metrics = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 120
     while not metrics.exists() and time.time() < deadline and proc.poll() is None:
@@ -97,14 +113,27 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "SIGTERM" in err and "--resume" in err and "Traceback" not in err
-    cut_meta = json.loads(__import__("safetensors").safe_open(
-        str(tmp_path / "cut" / "checkpoint.safetensors"), framework="pt").metadata()["meta"])
+    cut_meta = json.loads(
+        __import__("safetensors")
+        .safe_open(str(tmp_path / "cut" / "checkpoint.safetensors"), framework="pt")
+        .metadata()["meta"]
+    )
     assert 1 <= cut_meta["epoch"] < 6
-    done = subprocess.run([sys.executable, "-m", "ppvae", "fit", "--resume", str(tmp_path / "cut"), "-q"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "ppvae", "fit", "--resume", str(tmp_path / "cut"), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
-    whole = subprocess.run([sys.executable, "-m", "ppvae", "fit", *args, "--out", str(tmp_path / "whole")],
-                           capture_output=True, text=True, env=env, timeout=300)
+    whole = subprocess.run(
+        [sys.executable, "-m", "ppvae", "fit", *args, "--out", str(tmp_path / "whole")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert whole.returncode == 0, whole.stderr
     wa, wb = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -153,8 +182,15 @@ def test_run_api_round_trip(tiny_run):
     s1, s2 = run.sample(4, seed=3), run.sample(4, seed=3)
     np.testing.assert_array_equal(s1, s2)
     ev = run.evaluate(num_samples=10)
-    assert {"heldout_elbo", "heldout_log_px", "num_samples", "reconstruction", "kl", "active_units",
-            "bits_per_dim"} <= set(ev)
+    assert {
+        "heldout_elbo",
+        "heldout_log_px",
+        "num_samples",
+        "reconstruction",
+        "kl",
+        "active_units",
+        "bits_per_dim",
+    } <= set(ev)
     assert ev["heldout_log_px"] >= ev["heldout_elbo"] - 5 * ev["heldout_log_px_stderr"]
 
 

@@ -45,8 +45,18 @@ from ppvae.errors import BackendUnavailableError, TrainingError, UsageError
 from ppvae.runs.atomic import atomic_write_json, atomic_write_text
 from ppvae.runs.folder import RunFolder
 
-__all__ = ["compare", "ComparisonResult", "aggregate", "mark_vs_best", "add_marks", "parse_names", "parse_seeds",
-           "METRICS_SHOWN", "DEFAULT_IWAE_PARTICLES", "PROTOCOL"]
+__all__ = [
+    "compare",
+    "ComparisonResult",
+    "aggregate",
+    "mark_vs_best",
+    "add_marks",
+    "parse_names",
+    "parse_seeds",
+    "METRICS_SHOWN",
+    "DEFAULT_IWAE_PARTICLES",
+    "PROTOCOL",
+]
 
 #: K used for ``iwae`` and ``dreg`` rows when the spec's ``train.num_particles`` is 1 (an
 #: IWAE with K = 1 is just the ELBO).
@@ -72,9 +82,11 @@ METRICS_SHOWN: dict[str, tuple[str, int]] = {
 #: The metrics compared with the best row (higher is better for both).
 MARKED = ("heldout_elbo", "heldout_log_px")
 
-MARKING_RULE = ("a row is marked * when |row mean - best mean| > spread(row) + spread(best), "
-                "the spread being the sample standard deviation over seeds; differences within "
-                "that are not told apart from seed-to-seed variation. Needs 2 or more seeds")
+MARKING_RULE = (
+    "a row is marked * when |row mean - best mean| > spread(row) + spread(best), "
+    "the spread being the sample standard deviation over seeds; differences within "
+    "that are not told apart from seed-to-seed variation. Needs 2 or more seeds"
+)
 
 RESULT_FILES = ("comparison.json", "comparison.md", "comparison.png")
 
@@ -195,8 +207,14 @@ def mark_vs_best(stats: Sequence[Mapping[str, Any]]) -> list[dict]:
         diff = float(means[i] - means[best]) if finite[i] else math.nan
         threshold = float(s["spread"]) + float(b["spread"])
         known = finite[i] and s.get("spread_known", s["n"] >= 2) and b.get("spread_known", b["n"] >= 2)
-        out.append({"best": False, "diff": diff, "threshold": threshold,
-                    "marked": bool(abs(diff) > threshold) if known else None})
+        out.append(
+            {
+                "best": False,
+                "diff": diff,
+                "threshold": threshold,
+                "marked": bool(abs(diff) > threshold) if known else None,
+            }
+        )
     return out
 
 
@@ -253,8 +271,9 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         """Everything, JSON-ready (NaN becomes null)."""
-        return _clean({**self.info, "out": str(self.out), "notes": list(self.notes),
-                       "columns": _columns(self), "rows": self.rows})
+        return _clean(
+            {**self.info, "out": str(self.out), "notes": list(self.notes), "columns": _columns(self), "rows": self.rows}
+        )
 
     def table(self) -> list[list[str]]:
         """The table's header and rows as strings."""
@@ -338,12 +357,14 @@ def _footnotes(result: ComparisonResult) -> list[str]:
     ]
     proto = info.get("protocol") or {}
     machine = info.get("machine") or {}
-    notes.append(f"Data: {info.get('data', {}).get('name', '?')} "
-                 f"({info.get('data', {}).get('num_train', '?')} train / "
-                 f"{info.get('data', {}).get('num_heldout', '?')} held-out); protocol: "
-                 f"{proto.get('name') or 'none'}{' (' + proto['note'] + ')' if proto.get('note') else ''}; "
-                 f"machine: {machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPUs. "
-                 "Ratios to a hand-written loop are not measured here (see bench/).")
+    notes.append(
+        f"Data: {info.get('data', {}).get('name', '?')} "
+        f"({info.get('data', {}).get('num_train', '?')} train / "
+        f"{info.get('data', {}).get('num_heldout', '?')} held-out); protocol: "
+        f"{proto.get('name') or 'none'}{' (' + proto['note'] + ')' if proto.get('note') else ''}; "
+        f"machine: {machine.get('platform', '?')}, {machine.get('cpu_count', '?')} CPUs. "
+        "Ratios to a hand-written loop are not measured here (see bench/)."
+    )
     return notes + list(result.notes)
 
 
@@ -379,8 +400,10 @@ def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(f"comparison folder {str(out)!r} already exists and is not empty; "
-                         "overwrite it with --force or pick another --out")
+        raise UsageError(
+            f"comparison folder {str(out)!r} already exists and is not empty; "
+            "overwrite it with --force or pick another --out"
+        )
 
 
 def _load_backend(name: str) -> None:
@@ -401,8 +424,10 @@ def _runnable_row(base: Config, backend: str, elbo: str) -> tuple[Config, int]:
         train = dataclasses.replace(base.train, backend=backend, elbo=elbo, num_particles=particles)
         return resolve_config(dataclasses.replace(base, train=train)), particles
     except UsageError as exc:
-        raise UsageError(f"the {backend} backend cannot run this spec: {str(exc).rstrip('.')}; "
-                         f"change the spec or leave {backend} out of --backends") from None
+        raise UsageError(
+            f"the {backend} backend cannot run this spec: {str(exc).rstrip('.')}; "
+            f"change the spec or leave {backend} out of --backends"
+        ) from None
 
 
 def _protocol(cfg: Config, data_info: Mapping[str, Any]) -> dict:
@@ -422,9 +447,13 @@ def _protocol(cfg: Config, data_info: Mapping[str, Any]) -> dict:
 
 
 def _machine() -> dict:
-    return {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version()}
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def _run_numbers(folder: Path) -> dict:
@@ -475,7 +504,7 @@ def _mean_series(runs: Sequence[Mapping[str, Any]]) -> dict | None:
         out = np.full((len(done), length), np.nan)
         for i, r in enumerate(done):
             vals = [math.nan if v is None else float(v) for v in r["series"][key]]
-            out[i, :len(vals)] = vals
+            out[i, : len(vals)] = vals
         return out
 
     secs, elbo = stack("seconds_cumulative"), stack("heldout_elbo")
@@ -484,16 +513,24 @@ def _mean_series(runs: Sequence[Mapping[str, Any]]) -> dict | None:
         mean_s = np.nanmean(secs, axis=0)
         mean_e = np.nanmean(elbo, axis=0)
         spread = np.nanstd(elbo, axis=0, ddof=1) if len(done) >= 2 else np.zeros(length)
-    return {"seconds": mean_s.tolist(), "elbo": mean_e.tolist(),
-            "spread": np.nan_to_num(spread, nan=0.0).tolist()}
+    return {"seconds": mean_s.tolist(), "elbo": mean_e.tolist(), "spread": np.nan_to_num(spread, nan=0.0).tolist()}
 
 
-def compare(spec: str | Path | Mapping | Config | None = None, *,
-            backends: str | Sequence[str] = ("pyro",), elbos: str | Sequence[str] = ("meanfield",),
-            seeds: str | Sequence[int] = (0,), epochs: int | None = None, device: str | None = None,
-            out: str | Path | None = None, overrides: Mapping[str, Any] | None = None, force: bool = False,
-            pictures: bool = False, progress: bool = False,
-            echo: Callable[[str], None] | None = None) -> ComparisonResult:
+def compare(
+    spec: str | Path | Mapping | Config | None = None,
+    *,
+    backends: str | Sequence[str] = ("pyro",),
+    elbos: str | Sequence[str] = ("meanfield",),
+    seeds: str | Sequence[int] = (0,),
+    epochs: int | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    force: bool = False,
+    pictures: bool = False,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> ComparisonResult:
     """Train every (backend, estimator, seed) on the same split and tabulate the results.
 
     Every name, the spec, the data and each backend's ability to run the spec are checked
@@ -560,18 +597,23 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
     created = not out_path.exists()
     out_path.mkdir(parents=True, exist_ok=True)
     total = len(plan) * len(seeds)
-    say(f"comparing {_count(len(backends), 'backend')} x {_count(len(elbos), 'estimator')} x "
+    say(
+        f"comparing {_count(len(backends), 'backend')} x {_count(len(elbos), 'estimator')} x "
         f"{_count(len(seeds), 'seed')} = {_count(total, 'run')} of {_count(base.train.epochs, 'epoch')} on "
-        f"{dataset.name} ({dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out); folder {out_path}")
+        f"{dataset.name} ({dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out); folder {out_path}"
+    )
     rows, done = [], 0
     for row in plan:
         runs = []
         for seed in seeds:
             done += 1
-            say(f"[{done}/{total}] {row.backend} {row.elbo}{row.k_note} seed {seed} -> "
-                f"{out_path / row.folder_name(seed)}")
-            runs.append(_train_one(row, seed, out_path, created, force=force, progress=progress,
-                                   pictures=pictures, say=say))
+            say(
+                f"[{done}/{total}] {row.backend} {row.elbo}{row.k_note} seed {seed} -> "
+                f"{out_path / row.folder_name(seed)}"
+            )
+            runs.append(
+                _train_one(row, seed, out_path, created, force=force, progress=progress, pictures=pictures, say=say)
+            )
         rows.append(_row_summary(row, seeds, runs))
     add_marks(rows)
 
@@ -579,8 +621,10 @@ def compare(spec: str | Path | Mapping | Config | None = None, *,
     result = ComparisonResult(out=out_path, rows=rows, notes=_notes(base, elbos, seeds))
     failed = result.failed_runs
     if failed:
-        result.notes.append(f"{len(failed)} run(s) stopped with an error and are left out of the numbers: "
-                            f"{', '.join(Path(f).name for f in failed)} (see comparison.json).")
+        result.notes.append(
+            f"{len(failed)} run(s) stopped with an error and are left out of the numbers: "
+            f"{', '.join(Path(f).name for f in failed)} (see comparison.json)."
+        )
     result.info = _info(spec, base, plan[0].cfg, backends, elbos, seeds, rows, dataset.info())
     _write(result, seeds)
     return result
@@ -631,8 +675,17 @@ def _dataset(cfg: Config):
     return dataset
 
 
-def _train_one(row: _Row, seed: int, out_path: Path, created: bool, *, force: bool, progress: bool,
-               pictures: bool, say: Callable[[str], None]) -> dict:
+def _train_one(
+    row: _Row,
+    seed: int,
+    out_path: Path,
+    created: bool,
+    *,
+    force: bool,
+    progress: bool,
+    pictures: bool,
+    say: Callable[[str], None],
+) -> dict:
     """Train one run of ``row`` at ``seed``; its figures, or the error that stopped its training."""
     from ppvae import api
 
@@ -653,8 +706,10 @@ def _train_one(row: _Row, seed: int, out_path: Path, created: bool, *, force: bo
     nums = _run_numbers(folder)
     nums.update(seed=seed, folder=str(folder), error=None, fit_seconds=time.perf_counter() - started)
     elbo_value = nums["heldout_elbo"] if nums["heldout_elbo"] is not None else math.nan
-    say(f"      done: {nums['epochs']} epoch(s), {nums['train_seconds']:.1f} s of training, "
-        f"held-out ELBO {_fmt(elbo_value, 2)}")
+    say(
+        f"      done: {nums['epochs']} epoch(s), {nums['train_seconds']:.1f} s of training, "
+        f"held-out ELBO {_fmt(elbo_value, 2)}"
+    )
     return nums
 
 
@@ -664,11 +719,15 @@ def _row_summary(row: _Row, seeds: Sequence[int], runs: list[dict]) -> dict:
     devices = sorted({str(r["device"]) for r in ok if r.get("device")})
     ks = sorted({r["eval_num_samples"] for r in ok if r.get("eval_num_samples")})
     return {
-        "backend": row.backend, "elbo": row.elbo, "num_particles": row.num_particles,
+        "backend": row.backend,
+        "elbo": row.elbo,
+        "num_particles": row.num_particles,
         "label": f"{row.backend} · {row.elbo}{row.k_note}",
-        "device": ", ".join(devices), "epochs": ok[0]["epochs"] if ok else None,
+        "device": ", ".join(devices),
+        "epochs": ok[0]["epochs"] if ok else None,
         "eval_num_samples": ks[0] if ks else row.cfg.train.eval_num_samples,
-        "seeds": list(seeds), "runs": runs,
+        "seeds": list(seeds),
+        "runs": runs,
         "metrics": {k: aggregate([r.get(k) for r in ok]) for k in METRICS_SHOWN},
         "heldout_log_px_stderr": [r.get("heldout_log_px_stderr") for r in ok],
         "series": _mean_series(runs),
@@ -679,10 +738,12 @@ def _notes(base: Config, elbos: Sequence[str], seeds: Sequence[int]) -> list[str
     notes = []
     weighted = [e for e in elbos if e in IMPORTANCE_WEIGHTED]
     if weighted and base.train.num_particles == 1:
-        notes.append(f"{' and '.join(weighted)} rows train with K = {DEFAULT_IWAE_PARTICLES} importance samples "
-                     "per datapoint "
-                     "(the spec's train.num_particles is 1, for which IWAE is the ELBO); set another K with "
-                     "--set train.num_particles=N.")
+        notes.append(
+            f"{' and '.join(weighted)} rows train with K = {DEFAULT_IWAE_PARTICLES} importance samples "
+            "per datapoint "
+            "(the spec's train.num_particles is 1, for which IWAE is the ELBO); set another K with "
+            "--set train.num_particles=N."
+        )
     if len(seeds) < 2:
         notes.append("One seed: no spread is known, so no difference is marked; use --seeds 0,1,2 to mark them.")
     return notes
@@ -698,19 +759,22 @@ def _info(spec, base: Config, first: Config, backends, elbos, seeds, rows, data_
         "format": "ppvae-compare/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "spec": str(spec) if isinstance(spec, (str, Path)) else None,
-        "backends": list(backends), "elbos": list(elbos), "seeds": list(seeds),
+        "backends": list(backends),
+        "elbos": list(elbos),
+        "seeds": list(seeds),
         "protocol": _protocol(first, data_info),
-        "machine": _machine(), "versions": versions,
+        "machine": _machine(),
+        "versions": versions,
         "data": data_info,
         "config": first.to_dict(),
         "config_note": "the spec as resolved for the first row; train.backend, train.elbo, train.num_particles "
-                       "and train.seed vary by run (each run folder's config.toml has its own)",
+        "and train.seed vary by run (each run folder's config.toml has its own)",
         "heldout_elbo_estimator": "mean over held-out points of -[reconstruction from one draw z ~ q(z|x) + "
-                                  "KL(q(z|x) || p(z)), analytic where a closed form exists, else sampled], the "
-                                  "same estimator for every row whatever its training estimator; nats per datapoint.",
+        "KL(q(z|x) || p(z)), analytic where a closed form exists, else sampled], the "
+        "same estimator for every row whatever its training estimator; nats per datapoint.",
         "log_px_estimator": "the importance-weighted (IWAE) bound log mean_k p(x, z_k) / q(z_k|x) with K "
-                            f"samples per held-out point (train.eval_num_samples = {base.train.eval_num_samples}); "
-                            "a lower bound on log p(x) that tightens as K grows.",
+        f"samples per held-out point (train.eval_num_samples = {base.train.eval_num_samples}); "
+        "a lower bound on log p(x) that tightens as K grows.",
         "marking_rule": MARKING_RULE,
     }
 

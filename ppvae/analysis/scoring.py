@@ -45,8 +45,19 @@ from ppvae.data.arrays import check_labels
 from ppvae.errors import DataError, UsageError
 from ppvae.runs.atomic import atomic_write_text
 
-__all__ = ["SCORES", "LATENT_COMPONENTS", "score_points", "latent_density_scores", "positives_from_labels",
-           "roc_auc", "read_labels", "write_scores_csv", "picture_path", "ScoreReport", "score_data"]
+__all__ = [
+    "SCORES",
+    "LATENT_COMPONENTS",
+    "score_points",
+    "latent_density_scores",
+    "positives_from_labels",
+    "roc_auc",
+    "read_labels",
+    "write_scores_csv",
+    "picture_path",
+    "ScoreReport",
+    "score_data",
+]
 
 #: The score columns, in CSV order, with their names in pictures (higher = more anomalous).
 SCORES = {"neg_elbo": "-ELBO", "neg_log_px": "-log p(x)", "neg_log_latent_density": "-log latent density"}
@@ -65,8 +76,16 @@ def _chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(chunk)]).generate_state(1)[0] >> 1)
 
 
-def score_points(trained, x: np.ndarray, *, latent_dim: int, num_samples: int = 1000, seed: int = 0,
-                 max_elements: int = MAX_ELEMENTS, y: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def score_points(
+    trained,
+    x: np.ndarray,
+    *,
+    latent_dim: int,
+    num_samples: int = 1000,
+    seed: int = 0,
+    max_elements: int = MAX_ELEMENTS,
+    y: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Per-point -ELBO and -log p(x) from ``num_samples`` draws of q(z|x) each.
 
     Parameters
@@ -100,12 +119,15 @@ def score_points(trained, x: np.ndarray, *, latent_dim: int, num_samples: int = 
     per_call = max(1, min(n, max_elements // (num_samples * max(1, latent_dim))))
     parts: dict[str, list[np.ndarray]] = {"neg_elbo": [], "neg_log_px": [], "neg_elbo_stderr": []}
     for i, start in enumerate(range(0, n, per_call)):
-        extra = {} if y is None else {"y": y[start:start + per_call]}
-        d = trained.draws(x[start:start + per_call], num_samples, seed=_chunk_seed(seed, i), **extra)
-        lw = (np.asarray(d["log_lik"], np.float64) + np.asarray(d["log_prior"], np.float64)
-              - np.asarray(d["log_q"], np.float64))                       # (K, m)
+        extra = {} if y is None else {"y": y[start : start + per_call]}
+        d = trained.draws(x[start : start + per_call], num_samples, seed=_chunk_seed(seed, i), **extra)
+        lw = (
+            np.asarray(d["log_lik"], np.float64)
+            + np.asarray(d["log_prior"], np.float64)
+            - np.asarray(d["log_q"], np.float64)
+        )  # (K, m)
         top = lw.max(axis=0)
-        log_mean_w = top + np.log(np.exp(lw - top).mean(axis=0))       # log-mean-exp, stable
+        log_mean_w = top + np.log(np.exp(lw - top).mean(axis=0))  # log-mean-exp, stable
         parts["neg_elbo"].append(-lw.mean(axis=0))
         parts["neg_log_px"].append(-log_mean_w)
         sd = lw.std(axis=0, ddof=1) if num_samples > 1 else np.zeros(lw.shape[1])
@@ -113,13 +135,16 @@ def score_points(trained, x: np.ndarray, *, latent_dim: int, num_samples: int = 
     out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
     bad = ~(np.isfinite(out["neg_elbo"]) & np.isfinite(out["neg_log_px"]))
     if bad.any():
-        raise DataError(f"{int(bad.sum())} of {n} points got a non-finite score (first: point {int(np.argmax(bad))}); "
-                        "the data may lie outside what the run's likelihood supports")
+        raise DataError(
+            f"{int(bad.sum())} of {n} points got a non-finite score (first: point {int(np.argmax(bad))}); "
+            "the data may lie outside what the run's likelihood supports"
+        )
     return out
 
 
-def latent_density_scores(train_loc: np.ndarray, loc: np.ndarray, *, components: int = LATENT_COMPONENTS,
-                          seed: int = 0) -> np.ndarray:
+def latent_density_scores(
+    train_loc: np.ndarray, loc: np.ndarray, *, components: int = LATENT_COMPONENTS, seed: int = 0
+) -> np.ndarray:
     """-log density of ``loc`` under a Gaussian mixture fit to ``train_loc``.
 
     Parameters
@@ -150,7 +175,11 @@ def latent_density_scores(train_loc: np.ndarray, loc: np.ndarray, *, components:
 
 def _describe_classes(classes) -> str:
     classes = [int(c) for c in classes]
-    return ", ".join(map(str, classes)) if len(classes) <= 12 else f"{len(classes)} classes ({min(classes)}-{max(classes)})"
+    return (
+        ", ".join(map(str, classes))
+        if len(classes) <= 12
+        else f"{len(classes)} classes ({min(classes)}-{max(classes)})"
+    )
 
 
 def positives_from_labels(labels: np.ndarray, anomalous: Sequence[int] | None = None) -> np.ndarray | None:
@@ -187,9 +216,11 @@ def positives_from_labels(labels: np.ndarray, anomalous: Sequence[int] | None = 
         what = f"label(s) {_describe_classes(wanted)}"
     if positives.all() or not positives.any():
         side = "every" if positives.all() else "no"
-        raise DataError(f"{side} point has {what} (labels present: {_describe_classes(present)}); ROC AUC needs "
-                        "anomalous and normal points: choose --anomalous among the labels present, or score "
-                        "data that mixes both")
+        raise DataError(
+            f"{side} point has {what} (labels present: {_describe_classes(present)}); ROC AUC needs "
+            "anomalous and normal points: choose --anomalous among the labels present, or score "
+            "data that mixes both"
+        )
     return positives
 
 
@@ -208,8 +239,9 @@ def read_labels(path: str | Path, n: int) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"labels file {str(path)!r} does not exist; give one integer label per point "
-                        "(.npy, .npz, .csv or .txt)")
+        raise DataError(
+            f"labels file {str(path)!r} does not exist; give one integer label per point (.npy, .npz, .csv or .txt)"
+        )
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -220,8 +252,10 @@ def read_labels(path: str | Path, n: int) -> np.ndarray:
                 if key is None and len(archive.files) == 1:
                     key = archive.files[0]
                 if key is None:
-                    raise DataError(f"{path} holds arrays {', '.join(archive.files) or '(none)'}; store the labels "
-                                    "under 'y' or 'labels'")
+                    raise DataError(
+                        f"{path} holds arrays {', '.join(archive.files) or '(none)'}; store the labels "
+                        "under 'y' or 'labels'"
+                    )
                 labels = archive[key]
         elif suffix in (".csv", ".txt"):
             lines = [ln.strip().split(",")[0] for ln in path.read_text().splitlines() if ln.strip()]
@@ -229,8 +263,9 @@ def read_labels(path: str | Path, n: int) -> np.ndarray:
                 lines = lines[1:]  # a header line
             labels = np.asarray([float(v) for v in lines])
         else:
-            raise DataError(f"unsupported labels file type {path.suffix or '(none)'!r} for {path}; "
-                            "use .npy, .npz, .csv or .txt")
+            raise DataError(
+                f"unsupported labels file type {path.suffix or '(none)'!r} for {path}; use .npy, .npz, .csv or .txt"
+            )
     except DataError:
         raise
     except (ValueError, OSError, EOFError) as exc:
@@ -242,8 +277,12 @@ def read_labels(path: str | Path, n: int) -> np.ndarray:
     return check_labels(labels, n, f"the labels in {path}")
 
 
-def write_scores_csv(path: str | Path, scores: dict[str, np.ndarray], labels: np.ndarray | None = None,
-                     positives: np.ndarray | None = None) -> Path:
+def write_scores_csv(
+    path: str | Path,
+    scores: dict[str, np.ndarray],
+    labels: np.ndarray | None = None,
+    positives: np.ndarray | None = None,
+) -> Path:
     """Write one row per point (index, label, anomalous, then every score in ``scores``), atomically."""
     path = Path(path)
     n = len(scores["neg_elbo"])
@@ -289,10 +328,14 @@ class ScoreReport:
 
     def to_dict(self) -> dict:
         """Plain-JSON numbers (means, AUCs, counts, file names)."""
-        out = {"num_points": int(len(self.scores["neg_elbo"])), "num_samples": self.num_samples,
-               **{f"mean_{k}": float(np.mean(self.scores[k])) for k in SCORES if k in self.scores},
-               "roc_auc": dict(self.roc_auc), "csv": None if self.csv is None else str(self.csv),
-               "picture": None if self.picture is None else str(self.picture)}
+        out = {
+            "num_points": int(len(self.scores["neg_elbo"])),
+            "num_samples": self.num_samples,
+            **{f"mean_{k}": float(np.mean(self.scores[k])) for k in SCORES if k in self.scores},
+            "roc_auc": dict(self.roc_auc),
+            "csv": None if self.csv is None else str(self.csv),
+            "picture": None if self.picture is None else str(self.picture),
+        }
         if self.positives is not None:
             out["num_anomalous"] = int(self.positives.sum())
             out["num_normal"] = int((~self.positives).sum())
@@ -304,9 +347,19 @@ def picture_path(csv: str | Path) -> Path:
     return Path(csv).with_suffix(".png")
 
 
-def score_data(run, x: np.ndarray, *, labels: np.ndarray | None = None, anomalous: Sequence[int] | None = None,
-               out: str | Path | None = None, force: bool = False, num_samples: int = 1000, seed: int = 0,
-               latent_density: bool = False, class_names: tuple[str, str] | None = None) -> ScoreReport:
+def score_data(
+    run,
+    x: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    anomalous: Sequence[int] | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    num_samples: int = 1000,
+    seed: int = 0,
+    latent_density: bool = False,
+    class_names: tuple[str, str] | None = None,
+) -> ScoreReport:
     """Score ``x`` with a run, compute ROC AUCs where labels allow, and write the CSV and picture.
 
     Parameters
@@ -335,8 +388,10 @@ def score_data(run, x: np.ndarray, *, labels: np.ndarray | None = None, anomalou
     ScoreReport
     """
     if anomalous and labels is None:
-        raise UsageError("--anomalous needs labels: pass --labels FILE, or data whose file holds labels "
-                         "(an .npz with 'y' or 'labels')")
+        raise UsageError(
+            "--anomalous needs labels: pass --labels FILE, or data whose file holds labels "
+            "(an .npz with 'y' or 'labels')"
+        )
     if labels is not None:
         labels = check_labels(labels, len(x), "the labels")
     if out is not None:
@@ -360,12 +415,18 @@ def score_data(run, x: np.ndarray, *, labels: np.ndarray | None = None, anomalou
                 if anomalous:
                     wanted = sorted({int(a) for a in anomalous})
                     rest = sorted(set(np.unique(labels).tolist()) - set(wanted))
-                    class_names = (f"normal (labels {_describe_classes(rest)})",
-                                   f"anomalous (label{'s' if len(wanted) > 1 else ''} {_describe_classes(wanted)})")
+                    class_names = (
+                        f"normal (labels {_describe_classes(rest)})",
+                        f"anomalous (label{'s' if len(wanted) > 1 else ''} {_describe_classes(wanted)})",
+                    )
                 else:
                     class_names = ("normal (label 0)", "anomalous (label 1)")
             report.picture = score_histograms(
-                {SCORES[k]: scores[k] for k in SCORES if k in scores}, positives, picture_path(out),
-                auc={SCORES[k]: v for k, v in report.roc_auc.items()}, class_names=class_names,
-                title=f"anomaly scores of {len(x)} points (K = {num_samples} draws each)")
+                {SCORES[k]: scores[k] for k in SCORES if k in scores},
+                positives,
+                picture_path(out),
+                auc={SCORES[k]: v for k, v in report.roc_auc.items()},
+                class_names=class_names,
+                title=f"anomaly scores of {len(x)} points (K = {num_samples} draws each)",
+            )
     return report

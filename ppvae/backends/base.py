@@ -31,9 +31,18 @@ class Backend(Protocol):
     NAME: str
     PACKAGES: tuple[str, ...]
 
-    def fit(self, cfg: Any, dataset: Any, run_dir: Path, *, resume: bool = False, progress: bool = True,
-            on_start: Callable[[], None] | None = None, on_epoch: Callable[[list], None] | None = None,
-            stop_after_steps: int | None = None) -> tuple[Any, list[dict]]:
+    def fit(
+        self,
+        cfg: Any,
+        dataset: Any,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        on_start: Callable[[], None] | None = None,
+        on_epoch: Callable[[list], None] | None = None,
+        stop_after_steps: int | None = None,
+    ) -> tuple[Any, list[dict]]:
         """Train (or continue training) into ``run_dir``; return the trained model and the epoch records."""
 
     def load(self, run_dir: Path, cfg: Any, event_shape: tuple, device: str = "auto") -> Any:

@@ -9,9 +9,21 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ppvae.cli.options import (CONTEXT, data_option, device_option, force_option, json_option, num_samples_option,
-                               out_option, progress_echo, quiet_option, run_argument, seed_option, set_option,
-                               with_plugins)
+from ppvae.cli.options import (
+    CONTEXT,
+    data_option,
+    device_option,
+    force_option,
+    json_option,
+    num_samples_option,
+    out_option,
+    progress_echo,
+    quiet_option,
+    run_argument,
+    seed_option,
+    set_option,
+    with_plugins,
+)
 from ppvae.cli.outputs import check_out, fmt
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator_names, importance_weighted_names
@@ -29,26 +41,37 @@ def _parse_classes(text: str | None) -> list[int] | None:
     except ValueError:
         classes = []
     if not classes:
-        raise UsageError(f"--anomalous {text!r}: give the integer label(s) of the anomalous class, "
-                         "e.g. --anomalous 9 or --anomalous 8,9")
+        raise UsageError(
+            f"--anomalous {text!r}: give the integer label(s) of the anomalous class, "
+            "e.g. --anomalous 9 or --anomalous 8,9"
+        )
     return classes
 
 
 @click.command(context_settings=CONTEXT)
 @run_argument
-@data_option("Points to score (default: the run's held-out split); a file is prepared like "
-              "the training data.")
-@click.option("--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="One integer label per point (.npy, .npz, .csv or .txt); default: the data's own labels.")
-@click.option("--anomalous", metavar="CLASSES",
-              help="Label(s) that count as anomalies, comma-separated (9, or 8,9); 0/1 labels need none.")
+@data_option("Points to score (default: the run's held-out split); a file is prepared like the training data.")
+@click.option(
+    "--labels",
+    "labels_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="One integer label per point (.npy, .npz, .csv or .txt); default: the data's own labels.",
+)
+@click.option(
+    "--anomalous",
+    metavar="CLASSES",
+    help="Label(s) that count as anomalies, comma-separated (9, or 8,9); 0/1 labels need none.",
+)
 @out_option("scores.csv, one row per point; with anomalous and normal points also scores.png beside it.")
 @num_samples_option("Draws from q(z|x) per point (K of the IWAE bound on log p(x)).")
 @seed_option("Seed of the draws.")
 @device_option()
-@click.option("--latent-density", is_flag=True,
-              help="Also score by density in latent space: -log of a Gaussian mixture fit to the training "
-                   "split's posterior means, evaluated at each point's posterior mean.")
+@click.option(
+    "--latent-density",
+    is_flag=True,
+    help="Also score by density in latent space: -log of a Gaussian mixture fit to the training "
+    "split's posterior means, evaluated at each point's posterior mean.",
+)
 @json_option("Print the summary (means, ROC AUCs, files) as JSON.")
 @force_option("Overwrite --out (and its picture) if they exist.")
 @with_plugins
@@ -85,45 +108,70 @@ def score(run, data, labels_file, anomalous, out, num_samples, seed, device, lat
     x, labels = r.load_data(data)
     if labels_file is not None:
         labels = read_labels(labels_file, len(x))
-    report = score_data(r, x, labels=labels, anomalous=classes, out=out, force=force, num_samples=num_samples,
-                        seed=seed, latent_density=latent_density)
+    report = score_data(
+        r,
+        x,
+        labels=labels,
+        anomalous=classes,
+        out=out,
+        force=force,
+        num_samples=num_samples,
+        seed=seed,
+        latent_density=latent_density,
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
         return
     d = report.to_dict()
-    click.echo(f"scored {d['num_points']} points (K = {num_samples} draws each): mean -ELBO "
-               f"{fmt(d['mean_neg_elbo'])}, mean -log p(x) {fmt(d['mean_neg_log_px'])} nats; wrote {out}")
+    click.echo(
+        f"scored {d['num_points']} points (K = {num_samples} draws each): mean -ELBO "
+        f"{fmt(d['mean_neg_elbo'])}, mean -log p(x) {fmt(d['mean_neg_log_px'])} nats; wrote {out}"
+    )
     if report.roc_auc:
         aucs = ", ".join(f"{SCORES[k]} {v:.3f}" for k, v in report.roc_auc.items())
         click.echo(f"ROC AUC, {d['num_anomalous']} anomalous vs {d['num_normal']} normal points: {aucs}")
         click.echo(f"picture: {report.picture}")
     elif labels is not None:
-        click.echo("no ROC AUC: the labels are not 0/1; pass --anomalous with the anomalous label(s), e.g. "
-                   "--anomalous 9")
+        click.echo(
+            "no ROC AUC: the labels are not 0/1; pass --anomalous with the anomalous label(s), e.g. --anomalous 9"
+        )
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--backends", default="pyro", show_default=True, metavar="NAMES",
-              help="Comma-separated inference backends: pyro, numpyro.")
-@click.option("--elbos", default="meanfield", show_default=True, metavar="NAMES",
-              help=f"Comma-separated training estimators: {', '.join(estimator_names())} "
-                   f"({' and '.join(importance_weighted_names())} use the spec's train.num_particles as K, "
-                   "or 5 when that is 1).")
-@click.option("--seeds", default="0", show_default=True, metavar="SEEDS",
-              help="Comma-separated training seeds; each row is mean ± spread over them.")
+@click.option(
+    "--backends",
+    default="pyro",
+    show_default=True,
+    metavar="NAMES",
+    help="Comma-separated inference backends: pyro, numpyro.",
+)
+@click.option(
+    "--elbos",
+    default="meanfield",
+    show_default=True,
+    metavar="NAMES",
+    help=f"Comma-separated training estimators: {', '.join(estimator_names())} "
+    f"({' and '.join(importance_weighted_names())} use the spec's train.num_particles as K, "
+    "or 5 when that is 1).",
+)
+@click.option(
+    "--seeds",
+    default="0",
+    show_default=True,
+    metavar="SEEDS",
+    help="Comma-separated training seeds; each row is mean ± spread over them.",
+)
 @click.option("--epochs", type=int, help="Epochs of every run (default: the spec's).")
 @device_option(default=None, help="auto, cpu, cuda or cuda:N (default: the spec's).")
-@out_option("Folder for the run folders and results (default runs/compare-<timestamp>).", kind="path",
-            required=False)
+@out_option("Folder for the run folders and results (default runs/compare-<timestamp>).", kind="path", required=False)
 @set_option("Any spec setting, as for ppvae fit. Repeatable.")
 @json_option("Print comparison.json instead of the table.")
 @click.option("--pictures", is_flag=True, help="Also write each run's samples, reconstructions and loss plots.")
 @force_option("Overwrite the runs and results in an existing --out.")
 @quiet_option("No progress messages or bars.")
 @with_plugins
-def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json, pictures, force, quiet,
-            plugins=()):
+def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json, pictures, force, quiet, plugins=()):
     """Train one spec with several backends and estimators, and compare them.
 
     Every combination of backend, estimator and seed is trained on the same data split
@@ -159,9 +207,20 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
         from ppvae import api
 
         spec = api.build_config(spec, plugins=plugins)
-    result = comparing.compare(spec, backends=backends, elbos=elbos, seeds=seeds, epochs=epochs, device=device,
-                               out=out, overrides=overrides, force=force, pictures=pictures,
-                               progress=not quiet, echo=echo)
+    result = comparing.compare(
+        spec,
+        backends=backends,
+        elbos=elbos,
+        seeds=seeds,
+        epochs=epochs,
+        device=device,
+        out=out,
+        overrides=overrides,
+        force=force,
+        pictures=pictures,
+        progress=not quiet,
+        echo=echo,
+    )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     else:
@@ -171,31 +230,52 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
     failed = result.failed_runs
     if failed:
         total = sum(len(row["runs"]) for row in result.rows)
-        raise TrainingError(f"{len(failed)} of {total} runs stopped with an error "
-                            f"({', '.join(Path(f).name for f in failed)}) and are left out of the table; "
-                            f"their messages are in {result.json_path}")
+        raise TrainingError(
+            f"{len(failed)} of {total} runs stopped with an error "
+            f"({', '.join(Path(f).name for f in failed)}) and are left out of the table; "
+            f"their messages are in {result.json_path}"
+        )
 
 
 @click.command(context_settings=CONTEXT)
 @run_argument
 @data_option("Diagnose points of this source (default: the run's held-out split).")
 @click.option("--num-points", "-n", type=int, default=100, show_default=True, help="Points evaluated.")
-@click.option("--num-draws", "-s", type=int, default=1000, show_default=True,
-              help="Draws from q(z|x) per point (PSIS needs a few hundred).")
-@click.option("--reference", type=click.Choice(["nuts"]), default=None,
-              help="Also compute a reference posterior by NUTS (NumPyro, 4 chains) for --reference-points points.")
+@click.option(
+    "--num-draws",
+    "-s",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Draws from q(z|x) per point (PSIS needs a few hundred).",
+)
+@click.option(
+    "--reference",
+    type=click.Choice(["nuts"]),
+    default=None,
+    help="Also compute a reference posterior by NUTS (NumPyro, 4 chains) for --reference-points points.",
+)
 @click.option("--reference-points", type=int, default=5, show_default=True)
-@click.option("--gap-points", type=int, default=20, show_default=True,
-              help="Points for the amortization/approximation gaps (0 skips them).")
-@out_option("Folder for report.md, pictures, inference_data.nc and diagnostics.json (default RUN/diagnostics).", kind="folder",
-            required=False)
+@click.option(
+    "--gap-points",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Points for the amortization/approximation gaps (0 skips them).",
+)
+@out_option(
+    "Folder for report.md, pictures, inference_data.nc and diagnostics.json (default RUN/diagnostics).",
+    kind="folder",
+    required=False,
+)
 @seed_option()
 @device_option()
 @json_option("Print the numbers as JSON.")
 @quiet_option("No progress messages.")
 @with_plugins
-def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_points, out, seed, device,
-             as_json, quiet):
+def diagnose(
+    run, data, num_points, num_draws, reference, reference_points, gap_points, out, seed, device, as_json, quiet
+):
     """How good is the encoder's q(z|x)? PSIS k-hat, gaps, collapse, NUTS.
 
     \b
@@ -221,23 +301,39 @@ def diagnose(run, data, num_points, num_draws, reference, reference_points, gap_
 
     r = api.load(run, device=device)
     if r.num_classes:
-        raise UsageError(f"ppvae diagnose does not handle conditional runs yet ({r.path} has model.conditional = "
-                         "true): its checks use q(z|x) without labels; ppvae evaluate gives log p(x|y)")
+        raise UsageError(
+            f"ppvae diagnose does not handle conditional runs yet ({r.path} has model.conditional = "
+            "true): its checks use q(z|x) without labels; ppvae evaluate gives log p(x|y)"
+        )
     echo = progress_echo(quiet)
-    result = run_diagnose(r, data=data, num_points=num_points, num_draws=num_draws, reference=reference,
-                          reference_points=reference_points, gap_points=gap_points, out=out, seed=seed,
-                          echo=echo, progress=not quiet)
+    result = run_diagnose(
+        r,
+        data=data,
+        num_points=num_points,
+        num_draws=num_draws,
+        reference=reference,
+        reference_points=reference_points,
+        gap_points=gap_points,
+        out=out,
+        seed=seed,
+        echo=echo,
+        progress=not quiet,
+    )
     if as_json:
         click.echo(json.dumps(result.numbers, indent=2, sort_keys=True, default=str))
         return
     p = result.numbers["psis"]
-    click.echo(f"k-hat > 0.7 for {p['share_above_0.7']:.0%} of {result.numbers['num_points']} points "
-               f"(median {p['median']:.2f}); active units {result.numbers['collapse']['active_units']} of "
-               f"{result.numbers['collapse']['latent_dim']}")
+    click.echo(
+        f"k-hat > 0.7 for {p['share_above_0.7']:.0%} of {result.numbers['num_points']} points "
+        f"(median {p['median']:.2f}); active units {result.numbers['collapse']['active_units']} of "
+        f"{result.numbers['collapse']['latent_dim']}"
+    )
     if "gaps" in result.numbers:
         g = result.numbers["gaps"]
-        click.echo(f"approximation gap {np.mean(g['approximation_gap']):.2f}, amortization gap "
-                   f"{np.mean(g['amortization_gap']):.2f} nats (mean over {len(g['approximation_gap'])} points)")
+        click.echo(
+            f"approximation gap {np.mean(g['approximation_gap']):.2f}, amortization gap "
+            f"{np.mean(g['amortization_gap']):.2f} nats (mean over {len(g['approximation_gap'])} points)"
+        )
     if "reference" in result.numbers:
         ref = result.numbers["reference"]
         click.echo(f"NUTS reference: max R-hat {ref['max_rhat']:.3f}, min bulk ESS {ref['min_ess_bulk']:.0f}")

@@ -8,8 +8,18 @@ from pathlib import Path
 
 import click
 
-from ppvae.cli.options import (CONTEXT, data_option, device_option, force_option, out_option, progress_echo,
-                               quiet_option, seed_option, set_option, with_plugins)
+from ppvae.cli.options import (
+    CONTEXT,
+    data_option,
+    device_option,
+    force_option,
+    out_option,
+    progress_echo,
+    quiet_option,
+    seed_option,
+    set_option,
+    with_plugins,
+)
 from ppvae.cli.outputs import fmt
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator_names
@@ -36,8 +46,9 @@ def ask_for_host_devices(num_devices: int, environ=None, modules=None) -> bool:
     return True
 
 
-def worker_arguments(spec: Path | None, resume: Path | None, run_dir: Path, settings: dict, plugins, *,
-                     force: bool, quiet: bool) -> list[str]:
+def worker_arguments(
+    spec: Path | None, resume: Path | None, run_dir: Path, settings: dict, plugins, *, force: bool, quiet: bool
+) -> list[str]:
     """The ``ppvae fit`` arguments of every worker of ``--num-processes``, built from the parsed values.
 
     Every spec option reaches the workers as the setting it stands for (``--set KEY=VALUE``,
@@ -86,19 +97,25 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
 
 @click.command(context_settings=CONTEXT)
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@data_option("embedded (default), mnist, fashion-mnist, a folder of MNIST-format files, "
-              "or a .npy/.npz/.csv file.")
+@data_option("embedded (default), mnist, fashion-mnist, a folder of MNIST-format files, or a .npy/.npz/.csv file.")
 @click.option("--backend", help="Inference backend (default pyro).")
 @click.option("--prior", help="Prior p(z) by registered name (default normal).")
 @click.option("--likelihood", help="Likelihood p(x|z): bernoulli, continuous_bernoulli, normal, ...")
 @click.option("--encoder", help="Encoder network: mlp or conv.")
 @click.option("--decoder", help="Decoder network: mlp, conv or linear.")
-@click.option("--guide", help="Family of q(z|x): diagonal (default), lowrank, fullrank or iaf; "
-              "settings with --set model.guide_options.rank=4.")
+@click.option(
+    "--guide",
+    help="Family of q(z|x): diagonal (default), lowrank, fullrank or iaf; "
+    "settings with --set model.guide_options.rank=4.",
+)
 @click.option("--latent-dim", type=int, help="Size of z (default 20).")
 @click.option("--epochs", type=int, help="Passes over the training split (default 30).")
-@click.option("--batch-size", type=int, help="Minibatch size (default 128); per process with --num-processes, "
-              "global (split over the devices) with --num-devices.")
+@click.option(
+    "--batch-size",
+    type=int,
+    help="Minibatch size (default 128); per process with --num-processes, "
+    "global (split over the devices) with --num-devices.",
+)
 @click.option("--beta", type=float, help="KL weight β > 0 (default 1: the plain ELBO).")
 @click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
 @click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
@@ -106,27 +123,64 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @seed_option("Seed of every random draw in training (default 0).", default=None)
 @device_option(default=None, help="auto (default), cpu, cuda or cuda:N.")
-@out_option("Run folder to write (default runs/run-<timestamp>).", kind="folder",
-            required=False)
-@set_option("Any spec setting, e.g. --set model.encoder_options.hidden=[512,256] "
-                   "--set model.likelihood_options.scale_mode=per_dim. Repeatable.")
-@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
-              help="Continue the run in this folder from its last checkpoint.")
+@out_option("Run folder to write (default runs/run-<timestamp>).", kind="folder", required=False)
+@set_option(
+    "Any spec setting, e.g. --set model.encoder_options.hidden=[512,256] "
+    "--set model.likelihood_options.scale_mode=per_dim. Repeatable."
+)
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Continue the run in this folder from its last checkpoint.",
+)
 @force_option("Overwrite the files of an existing run folder given by --out.")
 @quiet_option("No progress bars.")
-@click.option("--num-processes", type=int, metavar="N",
-              help="Data-parallel training on N local processes (pyro backend; the same as torchrun "
-                   "--nproc-per-node N -m ppvae fit ...). Each process takes --batch-size points per step, "
-                   "so a step sees N times as many; gradients are averaged. CPU: gloo; CUDA: one GPU each.")
-@click.option("--num-devices", type=int, metavar="N",
-              help="Data-parallel training on N JAX devices in this process (numpyro backend; train.num_devices): "
-                   "--batch-size is the global batch, split evenly over the devices. On CPU, JAX needs "
-                   "XLA_FLAGS=--xla_force_host_platform_device_count=N before it starts; ppvae fit sets it "
-                   "itself unless JAX is already loaded (a --plugin that imports it) or XLA_FLAGS sets it.")
+@click.option(
+    "--num-processes",
+    type=int,
+    metavar="N",
+    help="Data-parallel training on N local processes (pyro backend; the same as torchrun "
+    "--nproc-per-node N -m ppvae fit ...). Each process takes --batch-size points per step, "
+    "so a step sees N times as many; gradients are averaged. CPU: gloo; CUDA: one GPU each.",
+)
+@click.option(
+    "--num-devices",
+    type=int,
+    metavar="N",
+    help="Data-parallel training on N JAX devices in this process (numpyro backend; train.num_devices): "
+    "--batch-size is the global batch, split evenly over the devices. On CPU, JAX needs "
+    "XLA_FLAGS=--xla_force_host_platform_device_count=N before it starts; ppvae fit sets it "
+    "itself unless JAX is already loaded (a --plugin that imports it) or XLA_FLAGS sets it.",
+)
 @with_plugins
-def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_dim, epochs, batch_size, beta,
-        beta_schedule, lr, elbo, num_particles, seed, device, out, settings, resume, force, quiet,
-        num_processes=None, num_devices=None, plugins=()):
+def fit(
+    spec,
+    data,
+    backend,
+    prior,
+    likelihood,
+    encoder,
+    decoder,
+    guide,
+    latent_dim,
+    epochs,
+    batch_size,
+    beta,
+    beta_schedule,
+    lr,
+    elbo,
+    num_particles,
+    seed,
+    device,
+    out,
+    settings,
+    resume,
+    force,
+    quiet,
+    num_processes=None,
+    num_devices=None,
+    plugins=(),
+):
     """Train a VAE and write a run folder.
 
     SPEC is an optional TOML file with [model], [data] and [train] tables (see models/);
@@ -161,29 +215,60 @@ def fit(spec, data, backend, prior, likelihood, encoder, decoder, guide, latent_
     if resume is not None and (spec is not None or out is not None):
         raise UsageError("--resume RUN continues RUN with its own config.toml; drop SPEC and --out")
     overrides = dict(parse_override(s) for s in settings)
-    shortcuts = dict(data=data, backend=backend, prior=prior, likelihood=likelihood, encoder=encoder,
-                     decoder=decoder, guide=guide, latent_dim=latent_dim, epochs=epochs, batch_size=batch_size,
-                     beta=beta, beta_schedule=beta_schedule, lr=lr, elbo=elbo, num_particles=num_particles,
-                     seed=seed, device=device, num_devices=num_devices)
+    shortcuts = dict(
+        data=data,
+        backend=backend,
+        prior=prior,
+        likelihood=likelihood,
+        encoder=encoder,
+        decoder=decoder,
+        guide=guide,
+        latent_dim=latent_dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        beta=beta,
+        beta_schedule=beta_schedule,
+        lr=lr,
+        elbo=elbo,
+        num_particles=num_particles,
+        seed=seed,
+        device=device,
+        num_devices=num_devices,
+    )
     if num_devices is not None:
         ask_for_host_devices(num_devices)
     if num_processes is not None and num_processes != 1:  # one process: this one
         _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shortcuts, force=force, quiet=quiet)
         return
     echo = progress_echo(quiet)
-    run = api.fit(spec, out=out, resume=resume, force=force, progress=not quiet, overrides=overrides,
-                  echo=echo, plugins=plugins, **shortcuts)
+    run = api.fit(
+        spec,
+        out=out,
+        resume=resume,
+        force=force,
+        progress=not quiet,
+        overrides=overrides,
+        echo=echo,
+        plugins=plugins,
+        **shortcuts,
+    )
     if run.summary is None:  # a process other than rank 0 of a multi-process job: rank 0 reports
         return
     ev = run.summary["evaluation"]
     last = run.summary["final_epoch"] or {}
     click.echo(f"run folder: {run.path}")
-    click.echo(f"epochs {run.summary['epochs']}, {run.summary['train_seconds']:.1f} s of training, "
-               f"{fmt(last.get('images_per_s'), 0)} images/s")
-    click.echo(f"held-out ELBO:   {fmt(ev['heldout_elbo'])} nats per datapoint "
-               f"(reconstruction {fmt(ev['reconstruction'])}, KL {fmt(ev['kl'])})")
-    click.echo(f"held-out log p(x) >= {fmt(ev['heldout_log_px'])} ± {fmt(ev['heldout_log_px_stderr'])} "
-               f"(IWAE bound, K = {ev['num_samples']})")
+    click.echo(
+        f"epochs {run.summary['epochs']}, {run.summary['train_seconds']:.1f} s of training, "
+        f"{fmt(last.get('images_per_s'), 0)} images/s"
+    )
+    click.echo(
+        f"held-out ELBO:   {fmt(ev['heldout_elbo'])} nats per datapoint "
+        f"(reconstruction {fmt(ev['reconstruction'])}, KL {fmt(ev['kl'])})"
+    )
+    click.echo(
+        f"held-out log p(x) >= {fmt(ev['heldout_log_px'])} ± {fmt(ev['heldout_log_px_stderr'])} "
+        f"(IWAE bound, K = {ev['num_samples']})"
+    )
     if "exact_log_px" in ev:
         click.echo(f"exact log p(x):  {fmt(ev['exact_log_px'])} (linear-Gaussian model)")
     click.echo(f"active units: {ev['active_units']} of {run.config.model.latent_dim}")

@@ -13,8 +13,12 @@ __all__ = ["models"]
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--dir", "directory", type=click.Path(path_type=Path),
-              help="Folder of *.toml specs to list (default: models/ of the ppvae checkout, else ./models).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    help="Folder of *.toml specs to list (default: models/ of the ppvae checkout, else ./models).",
+)
 @json_option("Print the specs and components as JSON.")
 @with_plugins
 def models(directory, as_json):
@@ -43,9 +47,18 @@ def models(directory, as_json):
 
     if as_json:
         base = directory if directory is not None else catalog.default_models_dir()
-        click.echo(json.dumps({"models_dir": None if base is None else str(base), "specs": specs,
-                               "components": listing["components"], "unavailable_backends": listing["unavailable"],
-                               "plugins": sorted(loaded_plugins())}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "models_dir": None if base is None else str(base),
+                    "specs": specs,
+                    "components": listing["components"],
+                    "unavailable_backends": listing["unavailable"],
+                    "plugins": sorted(loaded_plugins()),
+                },
+                indent=2,
+            )
+        )
         return
     base = directory if directory is not None else catalog.default_models_dir()
     if base is None:

@@ -17,9 +17,22 @@ import click
 
 from ppvae.spec.config import validate_device
 
-__all__ = ["CONTEXT", "run_argument", "data_option", "device_option", "out_option", "force_option", "json_option",
-           "quiet_option", "seed_option", "set_option", "label_option", "num_samples_option", "with_plugins",
-           "progress_echo"]
+__all__ = [
+    "CONTEXT",
+    "run_argument",
+    "data_option",
+    "device_option",
+    "out_option",
+    "force_option",
+    "json_option",
+    "quiet_option",
+    "seed_option",
+    "set_option",
+    "label_option",
+    "num_samples_option",
+    "with_plugins",
+    "progress_echo",
+]
 
 #: Context settings of every command: -h as well as --help, and help text up to 100 columns.
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -42,8 +55,13 @@ def device_option(default: str | None = "auto", help: str = "auto, cpu, cuda or 
     ``default=None`` (fit, compare) it is a spec setting like any other: ``train.device``,
     checked with the spec, and the error names that key.
     """
-    return click.option("--device", default=default, show_default=default is not None,
-                        callback=None if default is None else _valid_device, help=help)
+    return click.option(
+        "--device",
+        default=default,
+        show_default=default is not None,
+        callback=None if default is None else _valid_device,
+        help=help,
+    )
 
 
 def data_option(help: str = "Source to read (default: the run's held-out split).") -> Callable:
@@ -57,8 +75,11 @@ def out_option(help: str, *, kind: str = "file", required: bool = True) -> Calla
     ``"path"`` leaves the check to the command (``compare`` refuses an existing file itself,
     in one line, as it refuses an existing folder without ``--force``).
     """
-    types = {"file": click.Path(dir_okay=False, path_type=Path), "folder": click.Path(file_okay=False, path_type=Path),
-             "path": click.Path(path_type=Path)}
+    types = {
+        "file": click.Path(dir_okay=False, path_type=Path),
+        "folder": click.Path(file_okay=False, path_type=Path),
+        "path": click.Path(path_type=Path),
+    }
     return click.option("--out", required=required, type=types[kind], help=help)
 
 
@@ -115,9 +136,14 @@ def with_plugins(fn: Callable) -> Callable:
             kwargs["plugins"] = paths
         return fn(*args, **kwargs)
 
-    return click.option("--plugin", "plugin_files", multiple=True, metavar="FILE", type=click.Path(path_type=Path),
-                        help="A .py plug-in file that registers custom components (ppvae.register); "
-                             "loaded first. Repeatable.")(wrapper)
+    return click.option(
+        "--plugin",
+        "plugin_files",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(path_type=Path),
+        help="A .py plug-in file that registers custom components (ppvae.register); loaded first. Repeatable.",
+    )(wrapper)
 
 
 def progress_echo(quiet: bool) -> Callable[[str], None]:

@@ -26,8 +26,15 @@ def check_out(path: Path, force: bool, suffixes: tuple[str, ...]) -> None:
     refuse_existing(path, force)
 
 
-def write_array(path: Path, array: np.ndarray, force: bool, *, is_image: bool = True,
-                title: str | None = None, ncols: int | None = None) -> None:
+def write_array(
+    path: Path,
+    array: np.ndarray,
+    force: bool,
+    *,
+    is_image: bool = True,
+    title: str | None = None,
+    ncols: int | None = None,
+) -> None:
     """Save as .npy or a picture (.png), atomically, refusing to overwrite unless forced."""
     refuse_existing(path, force)
     suffix = path.suffix.lower()

@@ -26,8 +26,13 @@ def plot():
 @run_argument
 @data_option("Points to map (default: the run's held-out split).")
 @out_option("A .png file.")
-@click.option("--grid-size", type=int, default=15, show_default=True,
-              help="Values per axis of the decoded manifold grid (2-D latents).")
+@click.option(
+    "--grid-size",
+    type=int,
+    default=15,
+    show_default=True,
+    help="Values per axis of the decoded manifold grid (2-D latents).",
+)
 @device_option()
 @force_option()
 @with_plugins
@@ -55,8 +60,14 @@ def plot_latent(run, data, out, grid_size, device, force):
 
 @plot.command("interpolate", context_settings=CONTEXT)
 @run_argument
-@click.option("--between", nargs=2, type=int, required=True, metavar="I J",
-              help="Indices of the two datapoints (0-based) in the data.")
+@click.option(
+    "--between",
+    nargs=2,
+    type=int,
+    required=True,
+    metavar="I J",
+    help="Indices of the two datapoints (0-based) in the data.",
+)
 @click.option("--steps", type=int, default=10, show_default=True, help="Decoded points along the line, ends included.")
 @data_option("Where the two points come from (default: the run's held-out split).")
 @out_option("A .png file.")

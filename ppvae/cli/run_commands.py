@@ -10,8 +10,19 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ppvae.cli.options import (CONTEXT, data_option, device_option, force_option, json_option, label_option,
-                               num_samples_option, out_option, run_argument, seed_option, with_plugins)
+from ppvae.cli.options import (
+    CONTEXT,
+    data_option,
+    device_option,
+    force_option,
+    json_option,
+    label_option,
+    num_samples_option,
+    out_option,
+    run_argument,
+    seed_option,
+    with_plugins,
+)
 from ppvae.cli.outputs import check_out, fmt, refuse_existing, write_array
 from ppvae.errors import UsageError
 from ppvae.runs.atomic import atomic_path
@@ -26,8 +37,10 @@ def _run_labels(r, labels, data) -> np.ndarray | None:
     if labels is None:
         from ppvae.errors import DataError
 
-        raise DataError(f"{r.path} is a conditional VAE: it needs the class label of every point, but "
-                        f"{data or 'its held-out split'} has none; use data with labels (an .npz with 'y')")
+        raise DataError(
+            f"{r.path} is a conditional VAE: it needs the class label of every point, but "
+            f"{data or 'its held-out split'} has none; use data with labels (an .npz with 'y')"
+        )
     return labels
 
 
@@ -38,8 +51,7 @@ def _check_label_option(r, label) -> None:
 
 @click.command(context_settings=CONTEXT)
 @run_argument
-@data_option("Evaluate on this source instead of the run's held-out split "
-              "(a file is prepared like the training data).")
+@data_option("Evaluate on this source instead of the run's held-out split (a file is prepared like the training data).")
 @num_samples_option("K of the importance-weighted log p(x) bound (chunked: memory stays bounded).")
 @seed_option("Seed of the importance samples.")
 @device_option()
@@ -75,7 +87,9 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     click.echo(f"  held-out ELBO        {fmt(ev['heldout_elbo'])}")
     click.echo(f"  reconstruction       {fmt(ev['reconstruction'])}")
     click.echo(f"  KL                   {fmt(ev['kl'])}")
-    click.echo(f"  log p(x) (K={ev['num_samples']}) >= {fmt(ev['heldout_log_px'])} ± {fmt(ev['heldout_log_px_stderr'])}")
+    click.echo(
+        f"  log p(x) (K={ev['num_samples']}) >= {fmt(ev['heldout_log_px'])} ± {fmt(ev['heldout_log_px_stderr'])}"
+    )
     if "exact_log_px" in ev:
         click.echo(f"  exact log p(x)       {fmt(ev['exact_log_px'])}")
     if "bits_per_dim" in ev:
@@ -83,8 +97,10 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     click.echo(f"  active units         {ev['active_units']} of {len(ev['kl_per_dim'])}")
     if "linear_probe_accuracy" in ev:
         probe = ev["linear_probe"]
-        click.echo(f"  linear probe         {ev['linear_probe_accuracy']:.1%} accuracy (logistic regression on the "
-                   f"latent means; trained on the {probe['trained_on']}; scored on the {probe['scored_on']})")
+        click.echo(
+            f"  linear probe         {ev['linear_probe_accuracy']:.1%} accuracy (logistic regression on the "
+            f"latent means; trained on the {probe['trained_on']}; scored on the {probe['scored_on']})"
+        )
 
 
 @click.command(context_settings=CONTEXT)
@@ -92,8 +108,10 @@ def evaluate(run, data, num_samples, seed, device, as_json):
 @click.option("-n", "--num", type=int, default=64, show_default=True, help="How many samples.")
 @out_option("samples.png (a picture) or samples.npy (the array).")
 @seed_option()
-@label_option("Conditional runs: the class of every sample. Without it, a conditional run gives "
-                   "one row per class (N / classes samples each, rounded up).")
+@label_option(
+    "Conditional runs: the class of every sample. Without it, a conditional run gives "
+    "one row per class (N / classes samples each, rounded up)."
+)
 @device_option()
 @force_option()
 @with_plugins
@@ -168,8 +186,9 @@ def reconstruct(run, data, num, out, device, force):
 @click.command(context_settings=CONTEXT)
 @run_argument
 @data_option("Source to encode (default: the run's held-out split).")
-@out_option("latents.npz (arrays loc, scale and labels if any) or latents.npy "
-                   "(shape (n, 2, latent_dim): loc then scale).")
+@out_option(
+    "latents.npz (arrays loc, scale and labels if any) or latents.npy (shape (n, 2, latent_dim): loc then scale)."
+)
 @device_option()
 @force_option()
 @with_plugins
@@ -217,8 +236,10 @@ def _read_latents(path: Path) -> np.ndarray:
         z = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise UsageError(f"cannot read latents from {str(path)!r} ({reason}); give the .npz or .npy "
-                         "that `ppvae encode` wrote, or an (n, latent_dim) array saved with numpy.save") from None
+        raise UsageError(
+            f"cannot read latents from {str(path)!r} ({reason}); give the .npz or .npy "
+            "that `ppvae encode` wrote, or an (n, latent_dim) array saved with numpy.save"
+        ) from None
     # (n, 2, Z) as written by `ppvae encode --out X.npy`: take the loc.
     return z[:, 0] if z.ndim == 3 and z.shape[1] == 2 else z
 
@@ -233,11 +254,17 @@ def _latent_labels(path: Path) -> np.ndarray | None:
 
 @click.command(context_settings=CONTEXT)
 @run_argument
-@click.option("--latents", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="(n, latent_dim) .npy, or the output of `ppvae encode` (.npz or .npy).")
+@click.option(
+    "--latents",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="(n, latent_dim) .npy, or the output of `ppvae encode` (.npz or .npy).",
+)
 @out_option("decoded.png or decoded.npy.")
-@label_option("Conditional runs: decode every latent as this class (default: the labels stored "
-                   "in the .npz that `ppvae encode` wrote).")
+@label_option(
+    "Conditional runs: decode every latent as this class (default: the labels stored "
+    "in the .npz that `ppvae encode` wrote)."
+)
 @device_option()
 @force_option()
 @with_plugins
@@ -261,8 +288,10 @@ def decode(run, latents, out, label, device, force):
     if r.num_classes and label is None:
         labels = _latent_labels(latents)
         if labels is None:
-            raise UsageError(f"{r.path} is a conditional VAE: give the class with --label (0 .. "
-                             f"{r.num_classes - 1}), or latents in an .npz with 'labels' (as `ppvae encode` writes)")
+            raise UsageError(
+                f"{r.path} is a conditional VAE: give the class with --label (0 .. "
+                f"{r.num_classes - 1}), or latents in an .npz with 'labels' (as `ppvae encode` writes)"
+            )
     x = r.decode(z, labels)
     write_array(out, x, force, is_image=r.data_info["is_image"], title=f"decoded from {latents.name}")
     click.echo(f"wrote {len(x)} decoded points to {out}")

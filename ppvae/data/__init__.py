@@ -14,4 +14,12 @@ from ppvae.data.dataset import Dataset
 from ppvae.data.prepare import absolute_source, load_dataset, load_source, prepare_new
 from ppvae.data.standard import STANDARD_DATASETS
 
-__all__ = ["Dataset", "absolute_source", "load_dataset", "prepare_new", "load_source", "read_array_file", "STANDARD_DATASETS"]
+__all__ = [
+    "Dataset",
+    "absolute_source",
+    "load_dataset",
+    "prepare_new",
+    "load_source",
+    "read_array_file",
+    "STANDARD_DATASETS",
+]

@@ -65,8 +65,7 @@ def check_array(x: np.ndarray, name: str) -> np.ndarray:
             count = int(finite.size - np.count_nonzero(finite))
             first = int(np.argmax(bad_rows))
             raise DataError(
-                f"{name} has {count} NaN or infinite value(s) (first in row {first}); "
-                "clean or impute it first"
+                f"{name} has {count} NaN or infinite value(s) (first in row {first}); clean or impute it first"
             )
     return x
 
@@ -108,9 +107,7 @@ def is_8bit_image(x: np.ndarray) -> bool:
     return bool(x.min() >= 0 and x.max() <= 255)
 
 
-def read_array_file(
-    path: str | os.PathLike, mmap_mode: str | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
+def read_array_file(path: str | os.PathLike, mmap_mode: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read data (and labels, if the file has them) from a ``.npy``, ``.npz`` or ``.csv`` file.
 
     Parameters
@@ -215,8 +212,9 @@ def _read_csv_fast(path: Path) -> np.ndarray | None:
         skip = 0 if any(_is_number(cell) for cell in cells) else 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "input contained no data": reported below instead
-            out = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, comments=None,
-                             dtype=np.float64, encoding="utf-8-sig")
+            out = np.loadtxt(
+                path, delimiter=",", skiprows=skip, ndmin=2, comments=None, dtype=np.float64, encoding="utf-8-sig"
+            )
     except (ValueError, OSError, UnicodeDecodeError, csv.Error):
         return None
     return out if out.size else None
@@ -226,8 +224,11 @@ def _read_csv_checked(path: Path) -> np.ndarray:
     """A cell-by-cell reader that names the line and column of any problem."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [(line_no, row) for line_no, row in enumerate(csv.reader(fh), start=1)
-                    if any(cell.strip() for cell in row)]
+            rows = [
+                (line_no, row)
+                for line_no, row in enumerate(csv.reader(fh), start=1)
+                if any(cell.strip() for cell in row)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         reason = " ".join(str(exc).split())
         raise DataError(f"cannot read {path} as a CSV text file ({reason}); save it as UTF-8 text") from None

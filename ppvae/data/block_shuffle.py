@@ -55,9 +55,8 @@ class BlockShuffle:
         """Row positions of window ``w``, in their shuffled order (int64)."""
         if self._cached is not None and self._cached[0] == w:
             return self._cached[1]
-        blocks = self.blocks[w * self.window_blocks:(w + 1) * self.window_blocks]
-        rows = np.concatenate([np.arange(b * self.block_rows, min((b + 1) * self.block_rows, self.n))
-                               for b in blocks])
+        blocks = self.blocks[w * self.window_blocks : (w + 1) * self.window_blocks]
+        rows = np.concatenate([np.arange(b * self.block_rows, min((b + 1) * self.block_rows, self.n)) for b in blocks])
         rows = np.random.default_rng([self.seed, self.epoch, w]).permutation(rows)
         self._cached = (w, rows)
         return rows
@@ -70,6 +69,6 @@ class BlockShuffle:
             w = int(np.searchsorted(self.window_starts, start, side="right")) - 1
             w_start, w_stop = int(self.window_starts[w]), int(self.window_starts[w + 1])
             take = min(stop, w_stop)
-            parts.append(self.window(w)[start - w_start:take - w_start])
+            parts.append(self.window(w)[start - w_start : take - w_start])
             start = take
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -58,10 +58,16 @@ class Dataset:
 
     def info(self) -> dict:
         """What a run folder's ``data.json`` records of the data (plain JSON)."""
-        return {"name": self.name, "event_shape": list(self.event_shape), "is_image": self.is_image,
-                "binarize": self.binarize, "num_train": int(self.train.shape[0]),
-                "num_heldout": int(self.heldout.shape[0]), "has_labels": self.heldout_labels is not None,
-                "transform": self.transform}
+        return {
+            "name": self.name,
+            "event_shape": list(self.event_shape),
+            "is_image": self.is_image,
+            "binarize": self.binarize,
+            "num_train": int(self.train.shape[0]),
+            "num_heldout": int(self.heldout.shape[0]),
+            "has_labels": self.heldout_labels is not None,
+            "transform": self.transform,
+        }
 
     @property
     def num_features(self) -> int:

@@ -81,9 +81,7 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     dtype = _IDX_TYPES[type_code]
     expected = header_len + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
-        raise _corrupt(
-            name, f"dimensions {tuple(dims)} need {expected} bytes but the data has {len(data)}"
-        )
+        raise _corrupt(name, f"dimensions {tuple(dims)} need {expected} bytes but the data has {len(data)}")
     values = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
     # astype copies, so the result is writable and no longer pins the (large) bytes buffer.
     return values.astype(dtype.newbyteorder("="))

@@ -23,8 +23,7 @@ def npy_header(path: str | os.PathLike) -> tuple[tuple, np.dtype, bool, int]:
     try:
         with open(path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(fh)
             return tuple(shape), np.dtype(dtype), bool(fortran), fh.tell()
     except (ValueError, OSError, EOFError) as exc:
@@ -52,16 +51,20 @@ class NpyRows:
         self.path = Path(path)
         self.shape, self.dtype, fortran, self.offset = npy_header(self.path)
         if fortran:
-            raise DataError(f"{self.path} is stored in Fortran order, which cannot be read by rows; save it "
-                            "with numpy.save(file, numpy.ascontiguousarray(x))")
+            raise DataError(
+                f"{self.path} is stored in Fortran order, which cannot be read by rows; save it "
+                "with numpy.save(file, numpy.ascontiguousarray(x))"
+            )
         if self.dtype.hasobject:
             raise DataError(f"{self.path} holds {self.dtype} values; ppvae needs a numeric (integer or float) array")
         self.row_shape = self.shape[1:]
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
         expected = self.offset + self.row_bytes * (self.shape[0] if self.shape else 0)
         if self.path.stat().st_size < expected:
-            raise DataError(f"{self.path} is truncated: its header promises {expected} bytes, the file has "
-                            f"{self.path.stat().st_size}; write it again with numpy.save")
+            raise DataError(
+                f"{self.path} is truncated: its header promises {expected} bytes, the file has "
+                f"{self.path.stat().st_size}; write it again with numpy.save"
+            )
         self._fd: int | None = None
 
     def __len__(self) -> int:
@@ -98,7 +101,7 @@ class NpyRows:
                 got = os.preadv(fd, [view[done:]], offset + done)
             else:  # pragma: no cover - platforms without preadv
                 data = os.pread(fd, len(view) - done, offset + done)
-                view[done:done + len(data)] = data
+                view[done : done + len(data)] = data
                 got = len(data)
             if got == 0:
                 raise DataError(f"{self.path} ended early while reading rows; write it again with numpy.save")

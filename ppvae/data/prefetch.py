@@ -39,8 +39,7 @@ class Prefetcher:
     def __init__(self, items: Iterator[T], convert: Callable[[T], object] | None = None, depth: int = 4):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(items, convert), daemon=True,
-                                        name="ppvae-prefetch")
+        self._thread = threading.Thread(target=self._run, args=(items, convert), daemon=True, name="ppvae-prefetch")
         self._thread.start()
 
     def _put(self, item) -> bool:

@@ -45,10 +45,12 @@ from ppvae.data.standard import (
 __all__ = ["load_dataset", "prepare_new", "load_source", "SUPPORTS"]
 
 
-
 # -- reading and splitting ------------------------------------------------------------
 
 
+def _one_of(names) -> str:
+    """``.npy, .npz or .csv``."""
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def _read_source(spec: DataSpec) -> RawData:
@@ -70,13 +72,11 @@ def _read_source(spec: DataSpec) -> RawData:
     if not path.exists():
         raise DataError(
             f"data source {spec.source!r} does not exist; use embedded, mnist, fashion-mnist, "
-            f"a folder of MNIST-format files, or a {', '.join(supported_suffixes())} file"
+            f"a folder of MNIST-format files, or a {_one_of(supported_suffixes())} file"
         )
     # Memory-mapped: splitting copies the rows anyway, so the file is never held twice.
     x, labels = read_array_file(path, mmap_mode="r")
     return RawData(str(path), x, labels)
-
-
 
 
 def _split(raw: RawData, spec: DataSpec):
@@ -101,33 +101,7 @@ def _split(raw: RawData, spec: DataSpec):
 # -- the transform --------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 # -- public API -------------------------------------------------------------------------
-
-
 
 
 def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:

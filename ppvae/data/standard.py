@@ -213,8 +213,11 @@ def _retrieve(url: str, fname: str, md5: str, folder: Path, dataset: StandardDat
         "and pass that folder as the data source (--data FOLDER), or set data.mirror"
     )
     try:
-        return Path(pooch.retrieve(url, known_hash=f"md5:{md5}", fname=fname, path=folder,
-                                   downloader=downloader, progressbar=True))
+        return Path(
+            pooch.retrieve(
+                url, known_hash=f"md5:{md5}", fname=fname, path=folder, downloader=downloader, progressbar=True
+            )
+        )
     except ValueError as exc:
         if downloader.md5 is None or downloader.md5 == md5:
             raise DataError(f"could not download {url} ({_one_line(exc)}); {manual}") from None
@@ -302,13 +305,14 @@ def load_standard(name: str, cache_dir: str | None = None, mirror: str | None = 
     folder = download_standard(name, cache_dir, mirror)
     paths = {role: folder / fname for role, fname in FILE_NAMES.items()}
     arrays = {role: read_idx(path) for role, path in paths.items()}
-    y = _images_and_labels(arrays["train_images"], arrays["train_labels"],
-                           str(paths["train_images"]), str(paths["train_labels"]))
-    y_test = _images_and_labels(arrays["test_images"], arrays["test_labels"],
-                                str(paths["test_images"]), str(paths["test_labels"]))
+    y = _images_and_labels(
+        arrays["train_images"], arrays["train_labels"], str(paths["train_images"]), str(paths["train_labels"])
+    )
+    y_test = _images_and_labels(
+        arrays["test_images"], arrays["test_labels"], str(paths["test_images"]), str(paths["test_labels"])
+    )
     title = STANDARD_DATASETS[name].title
-    return RawData(f"{title} (official train/test split)", arrays["train_images"], y,
-                   arrays["test_images"], y_test)
+    return RawData(f"{title} (official train/test split)", arrays["train_images"], y, arrays["test_images"], y_test)
 
 
 # -- embedded ------------------------------------------------------------------------
@@ -331,17 +335,16 @@ def load_embedded() -> RawData:
             data = resource.read_bytes()
         except OSError as exc:
             raise DataError(
-                f"the embedded file {fname} is missing from the ppvae installation ({_one_line(exc)}); "
-                "reinstall ppvae"
+                f"the embedded file {fname} is missing from the ppvae installation ({_one_line(exc)}); reinstall ppvae"
             ) from None
         if _md5_bytes(data) != md5[fname]:
             raise DataError(
-                f"the embedded file {fname} is damaged (md5 {_md5_bytes(data)}, expected {md5[fname]}); "
-                "reinstall ppvae"
+                f"the embedded file {fname} is damaged (md5 {_md5_bytes(data)}, expected {md5[fname]}); reinstall ppvae"
             )
         arrays[role] = parse_idx(data, f"embedded {fname}")
-    labels = _images_and_labels(arrays["test_images"], arrays["test_labels"],
-                                FILE_NAMES["test_images"], FILE_NAMES["test_labels"])
+    labels = _images_and_labels(
+        arrays["test_images"], arrays["test_labels"], FILE_NAMES["test_images"], FILE_NAMES["test_labels"]
+    )
     return RawData(_EMBEDDED_TITLE, arrays["test_images"], labels)
 
 
@@ -418,11 +421,10 @@ def load_idx_folder(path: str | os.PathLike) -> RawData:
     for split in ("train", "test"):
         images, labels = found[f"{split}_images"], found[f"{split}_labels"]
         if (images is None) != (labels is None):
-            have, missing = (images, FILE_NAMES[f"{split}_labels"]) if labels is None else (
-                labels, FILE_NAMES[f"{split}_images"])
-            raise DataError(
-                f"{folder} has {have.name} but not {missing}; put both files of the pair in the folder"
+            have, missing = (
+                (images, FILE_NAMES[f"{split}_labels"]) if labels is None else (labels, FILE_NAMES[f"{split}_images"])
             )
+            raise DataError(f"{folder} has {have.name} but not {missing}; put both files of the pair in the folder")
         if images is not None:
             pairs[split] = (images, labels)
     if not pairs:

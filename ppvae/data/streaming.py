@@ -40,8 +40,14 @@ from ppvae.data.transform import (
     standardize_values,
 )
 
-__all__ = ["StreamingRows", "load_streaming_dataset", "wants_streaming", "CHUNK_ROWS", "EPOCH_HELDOUT_ROWS",
-           "WINDOW_BLOCKS"]
+__all__ = [
+    "StreamingRows",
+    "load_streaming_dataset",
+    "wants_streaming",
+    "CHUNK_ROWS",
+    "EPOCH_HELDOUT_ROWS",
+    "WINDOW_BLOCKS",
+]
 
 #: Rows read and prepared at a time in the statistics passes and in chunked evaluation.
 CHUNK_ROWS = 4096
@@ -103,8 +109,17 @@ class StreamingRows:
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, source: NpyRows, rows: np.ndarray, transform: dict, work_dtype, *,
-                 binarize_seed: int | None = None, positions: np.ndarray | None = None, name: str = "data"):
+    def __init__(
+        self,
+        source: NpyRows,
+        rows: np.ndarray,
+        transform: dict,
+        work_dtype,
+        *,
+        binarize_seed: int | None = None,
+        positions: np.ndarray | None = None,
+        name: str = "data",
+    ):
         self.source, self.rows, self.transform = source, rows, transform
         self.work_dtype, self.binarize_seed, self.positions, self.name = work_dtype, binarize_seed, positions, name
 
@@ -148,8 +163,9 @@ class StreamingRows:
 
         idx = np.asarray(idx, dtype=np.int64)
         raw = self.source.read(self.rows[idx])
-        out = standardize_values(scale_values(raw, self.transform, self.work_dtype, self.name, new_data=False, check=False),
-                           self.transform)
+        out = standardize_values(
+            scale_values(raw, self.transform, self.work_dtype, self.name, new_data=False, check=False), self.transform
+        )
         if self.binarize_seed is None:
             return np.ascontiguousarray(out, dtype=np.float32)
         pos = idx if self.positions is None else self.positions[idx]
@@ -162,7 +178,7 @@ class StreamingRows:
     def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
         """The split in order, ``chunk_rows`` prepared rows at a time."""
         for start in range(0, len(self), chunk_rows):
-            yield self[start:start + chunk_rows]
+            yield self[start : start + chunk_rows]
 
     def __array__(self, dtype=None, copy=None):
         # The whole split: only for callers that really need every row at once.
@@ -178,14 +194,17 @@ def _convert_hint(source: str) -> str:
     npy = str(path.with_suffix(".npy"))
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return (f'convert it to .npy once: python -c "import numpy as np; '
-                f"np.save('{npy}', np.loadtxt('{source}', delimiter=',', skiprows=1))\" (drop skiprows=1 "
-                "without a header line)")
+        return (
+            f'convert it to .npy once: python -c "import numpy as np; '
+            f"np.save('{npy}', np.loadtxt('{source}', delimiter=',', skiprows=1))\" (drop skiprows=1 "
+            "without a header line)"
+        )
     if suffix == ".npz":
-        return (f'convert it to .npy once: python -c "import numpy as np; '
-                f"np.save('{npy}', np.load('{source}')['x'])\"")
-    return ('it fits in memory, so set data.stream = "auto"; or save the array with '
-            "python -c \"import numpy as np; np.save('data.npy', x)\"")
+        return f"convert it to .npy once: python -c \"import numpy as np; np.save('{npy}', np.load('{source}')['x'])\""
+    return (
+        'it fits in memory, so set data.stream = "auto"; or save the array with '
+        "python -c \"import numpy as np; np.save('data.npy', x)\""
+    )
 
 
 def wants_streaming(spec: DataSpec) -> bool:
@@ -209,10 +228,17 @@ def wants_streaming(spec: DataSpec) -> bool:
     is_npy = standard_name(spec.source) is None and path.is_file() and path.suffix.lower() == ".npy"
     if not is_npy:
         if spec.stream is True:
-            what = ("a standard dataset" if standard_name(spec.source) is not None
-                    else "a folder" if path.is_dir() else f"a {path.suffix or 'file without extension'} file")
-            raise UsageError(f"data.stream = true reads rows of a .npy file, but {spec.source!r} is {what}; "
-                             f"{_convert_hint(spec.source)}")
+            what = (
+                "a standard dataset"
+                if standard_name(spec.source) is not None
+                else "a folder"
+                if path.is_dir()
+                else f"a {path.suffix or 'file without extension'} file"
+            )
+            raise UsageError(
+                f"data.stream = true reads rows of a .npy file, but {spec.source!r} is {what}; "
+                f"{_convert_hint(spec.source)}"
+            )
         return False
     if spec.stream is True:
         return True
@@ -248,7 +274,7 @@ class _FeatureStats:
             else:
                 delta, total = m - self.mean, self.n + k
                 self.mean = self.mean + delta * (k / total)
-                self.m2 = self.m2 + m2 + delta ** 2 * (self.n * k / total)
+                self.m2 = self.m2 + m2 + delta**2 * (self.n * k / total)
         self.n += len(raw)
 
 
@@ -257,17 +283,25 @@ def _check_finite(chunk: np.ndarray, start: int, name: str) -> None:
         return
     bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
     if bad.any():
-        raise DataError(f"{name} has NaN or infinite values (first in row {start + int(np.argmax(bad))} of the "
-                        "split's rows); clean or impute it first")
+        raise DataError(
+            f"{name} has NaN or infinite values (first in row {start + int(np.argmax(bad))} of the "
+            "split's rows); clean or impute it first"
+        )
 
 
-def _chunked_stats(source: NpyRows, rows: np.ndarray, t: dict, work_dtype, name: str, moments: bool,
-                   ) -> _FeatureStats:
+def _chunked_stats(
+    source: NpyRows,
+    rows: np.ndarray,
+    t: dict,
+    work_dtype,
+    name: str,
+    moments: bool,
+) -> _FeatureStats:
     """One pass over ``rows`` (sorted reads): per-feature raw min/max, and moments of the scaled rows."""
 
     stats = _FeatureStats(moments)
     for start in range(0, len(rows), CHUNK_ROWS):
-        raw = source.read(rows[start:start + CHUNK_ROWS])
+        raw = source.read(rows[start : start + CHUNK_ROWS])
         _check_finite(raw, start, name)
         scaled = scale_values(raw, t, work_dtype, name, new_data=False, check=False) if moments else None
         stats.add(raw, scaled)
@@ -312,8 +346,7 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     del train_split
     eight_bit = source.dtype == np.uint8 and len(source.shape) in (3, 4)
     if not eight_bit and source.dtype.kind in "iu" and len(source.shape) in (3, 4):
-        eight_bit = all(is_8bit_image(source.read_range(s, s + CHUNK_ROWS))
-                        for s in range(0, len(source), CHUNK_ROWS))
+        eight_bit = all(is_8bit_image(source.read_range(s, s + CHUNK_ROWS)) for s in range(0, len(source), CHUNK_ROWS))
     t = fit_transform(source.read_range(0, 1), eight_bit, spec, likelihood, support)
     static = spec.binarize == "static"
     train_dtype = np.float64 if static else np.float32
@@ -336,12 +369,32 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     lo_h, hi_h = _prepared_range(held.lo, held.hi, t)
     lo, hi = min(lo_t, lo_h), max(hi_t, hi_h)
     t["binarize"] = resolve_binarize(spec.binarize, likelihood, t, lo, hi, name)
-    train = StreamingRows(source, train_rows, t, train_dtype, binarize_seed=spec.split_seed + 2 if static else None,
-                          positions=order.astype(index_dtype) if static else None, name=name)
-    heldout = StreamingRows(source, heldout_rows, t, np.float64, name=name,
-                            binarize_seed=None if t["binarize"] == "none" else spec.split_seed + 1)
+    train = StreamingRows(
+        source,
+        train_rows,
+        t,
+        train_dtype,
+        binarize_seed=spec.split_seed + 2 if static else None,
+        positions=order.astype(index_dtype) if static else None,
+        name=name,
+    )
+    heldout = StreamingRows(
+        source,
+        heldout_rows,
+        t,
+        np.float64,
+        name=name,
+        binarize_seed=None if t["binarize"] == "none" else spec.split_seed + 1,
+    )
     # Binarized data is 0/1; otherwise the range follows from the per-feature one.
     check_support(*((0.0, 1.0) if t["binarize"] != "none" else (lo, hi)), t, name)
     check_counts(t, name, train, heldout)
-    return Dataset(name=name, train=train, heldout=heldout, event_shape=tuple(source.row_shape),
-                   is_image=t["is_image"], binarize=t["binarize"], transform=t)
+    return Dataset(
+        name=name,
+        train=train,
+        heldout=heldout,
+        event_shape=tuple(source.row_shape),
+        is_image=t["is_image"],
+        binarize=t["binarize"],
+        transform=t,
+    )

@@ -86,8 +86,7 @@ def check_unit(lo: float, hi: float, is_float: bool, name: str, new_data: bool) 
         )
     if is_float and hi <= 1.0:
         # Dividing [0, 1] data by 255 again would silently make it nearly all zero.
-        fix = ("pass the raw 0-255 grey levels, as the run was trained on" if new_data
-               else 'use data.scale = "none"')
+        fix = "pass the raw 0-255 grey levels, as the run was trained on" if new_data else 'use data.scale = "none"'
         raise DataError(
             f'data.scale = "unit" divides 0-255 grey levels by 255, but {name} already lies in '
             f"[0, 1] (max {hi:g}); {fix}"
@@ -153,7 +152,7 @@ def check_support(lo: float, hi: float, t: dict, name: str) -> None:
     if t.get("standardize"):
         fix = "set data.standardize = false, or use a 'normal' likelihood"
     else:
-        fix = "use --set data.scale=\"unit\" (8-bit images) or \"minmax\", or a 'normal' likelihood"
+        fix = 'use --set data.scale="unit" (8-bit images) or "minmax", or a \'normal\' likelihood'
     raise DataError(
         f"{name} has values outside [0, 1] (min {lo:.3g}, max {hi:.3g}) but likelihood "
         f"{likelihood!r} needs [0, 1]; {fix}"
@@ -167,7 +166,7 @@ def check_counts(t: dict, name: str, *arrays: np.ndarray) -> None:
     negative = fraction = None
     for x in arrays:
         for start in range(0, x.shape[0], COUNT_CHECK_ROWS):
-            block = x[start:start + COUNT_CHECK_ROWS]
+            block = x[start : start + COUNT_CHECK_ROWS]
             if negative is None and (block < 0).any():
                 negative = float(block.min())
             if fraction is None:
@@ -175,8 +174,9 @@ def check_counts(t: dict, name: str, *arrays: np.ndarray) -> None:
                 fraction = float(off.flat[0]) if off.size else None
     if negative is None and fraction is None:
         return
-    found = (f"negative values (min {negative:.3g})" if negative is not None
-             else f"non-integer values (e.g. {fraction:.4g})")
+    found = (
+        f"negative values (min {negative:.3g})" if negative is not None else f"non-integer values (e.g. {fraction:.4g})"
+    )
     fixes = []
     if t.get("scale") in ("unit", "minmax"):
         fixes.append(f'set data.scale = "none" (data.scale = "{t["scale"]}" rescales the counts)')
@@ -184,8 +184,7 @@ def check_counts(t: dict, name: str, *arrays: np.ndarray) -> None:
         fixes.append("set data.standardize = false")
     fix = " and ".join(fixes) or "pass non-negative integer counts, or use a 'normal' likelihood"
     raise DataError(
-        f"{name} has {found} but likelihood {t.get('likelihood', '?')!r} models counts "
-        f"(non-negative integers); {fix}"
+        f"{name} has {found} but likelihood {t.get('likelihood', '?')!r} models counts (non-negative integers); {fix}"
     )
 
 
@@ -197,8 +196,7 @@ def finish_values(x: np.ndarray, t: dict, seed: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likelihood: str,
-                  support: str) -> dict:
+def fit_transform(x_train: np.ndarray, eight_bit: bool, spec: DataSpec, likelihood: str, support: str) -> dict:
     """The transform with its training statistics; ``binarize`` is resolved later."""
     scale = spec.scale
     if scale == "auto":

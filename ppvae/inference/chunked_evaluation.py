@@ -26,7 +26,7 @@ class _Moments:
             return
         total = self.n + n
         delta = np.asarray(mean, dtype=np.float64) - self.mean
-        self.m2 = self.m2 + np.asarray(m2, dtype=np.float64) + delta ** 2 * (self.n * n / total)
+        self.m2 = self.m2 + np.asarray(m2, dtype=np.float64) + delta**2 * (self.n * n / total)
         self.mean = self.mean + delta * (n / total)
         self.n = total
 
@@ -34,8 +34,9 @@ class _Moments:
         return self.m2 / (self.n - 1) if self.n > 1 else np.zeros_like(np.asarray(self.m2))
 
 
-def evaluate_in_chunks(trained, rows, *, num_samples: int, seed: int, is_image: bool,
-                       chunk_rows: int = 4096, threshold: float = 0.01) -> dict:
+def evaluate_in_chunks(
+    trained, rows, *, num_samples: int, seed: int, is_image: bool, chunk_rows: int = 4096, threshold: float = 0.01
+) -> dict:
     """The ``evaluate`` record of every row of ``rows``, read ``chunk_rows`` at a time.
 
     Parameters
@@ -70,7 +71,7 @@ def evaluate_in_chunks(trained, rows, *, num_samples: int, seed: int, is_image: 
             if key in ev:
                 weighted[key] = weighted.get(key, 0.0) + ev[key] * k
         std = ev["heldout_log_px_stderr"] * math.sqrt(k)  # stderr = sd / sqrt(k), sd with ddof 1
-        log_px.merge(k, ev["heldout_log_px"], std ** 2 * (k - 1))
+        log_px.merge(k, ev["heldout_log_px"], std**2 * (k - 1))
         kpd = np.asarray(ev["kl_per_dim"], dtype=np.float64) * k
         kl_per_dim = kpd if kl_per_dim is None else kl_per_dim + kpd
         codes = np.asarray(trained.encode(x)[0], dtype=np.float64)

@@ -19,8 +19,15 @@ from dataclasses import dataclass
 
 from ppvae.errors import UsageError
 
-__all__ = ["Estimator", "ESTIMATORS", "estimator", "estimator_names", "importance_weighted_names", "help_text",
-           "dreg_unsupported"]
+__all__ = [
+    "Estimator",
+    "ESTIMATORS",
+    "estimator",
+    "estimator_names",
+    "importance_weighted_names",
+    "help_text",
+    "dreg_unsupported",
+]
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,13 @@ ESTIMATORS: dict[str, Estimator] = {
         Estimator("meanfield", "ELBO", "analytic KL where the prior and guide have one", analytic_kl=True),
         Estimator("trace", "ELBO", "sampled ELBO"),
         Estimator("iwae", "IWAE bound (K samples)", "importance-weighted bound", importance_weighted=True),
-        Estimator("dreg", "IWAE bound (K samples)",
-                  "the iwae bound with doubly-reparameterized, lower-variance encoder gradients",
-                  importance_weighted=True, gaussian_guide_only=True),
+        Estimator(
+            "dreg",
+            "IWAE bound (K samples)",
+            "the iwae bound with doubly-reparameterized, lower-variance encoder gradients",
+            importance_weighted=True,
+            gaussian_guide_only=True,
+        ),
     )
 }
 

@@ -23,9 +23,18 @@ def active_units(loc: np.ndarray, threshold: float = 0.01) -> int:
     return int((loc.var(axis=0, ddof=1) > threshold).sum())
 
 
-def evaluation_summary(*, reconstruction: np.ndarray, kl: np.ndarray, kl_per_dim: np.ndarray, loc: np.ndarray,
-                       log_px: np.ndarray, num_samples: int, num_features: int, is_image: bool,
-                       exact_log_px: np.ndarray | None = None) -> dict:
+def evaluation_summary(
+    *,
+    reconstruction: np.ndarray,
+    kl: np.ndarray,
+    kl_per_dim: np.ndarray,
+    loc: np.ndarray,
+    log_px: np.ndarray,
+    num_samples: int,
+    num_features: int,
+    is_image: bool,
+    exact_log_px: np.ndarray | None = None,
+) -> dict:
     """The ``evaluate`` record from per-point arrays (nats per datapoint).
 
     Keys: ``num_points``, ``heldout_elbo``, ``reconstruction``, ``kl``, ``heldout_log_px``
@@ -52,9 +61,15 @@ def evaluation_summary(*, reconstruction: np.ndarray, kl: np.ndarray, kl_per_dim
     return out
 
 
-def linear_probe_accuracy(train_loc: np.ndarray, train_labels: np.ndarray, test_loc: np.ndarray,
-                          test_labels: np.ndarray, *, max_train: int = PROBE_MAX_TRAIN,
-                          seed: int = 0) -> dict | None:
+def linear_probe_accuracy(
+    train_loc: np.ndarray,
+    train_labels: np.ndarray,
+    test_loc: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    max_train: int = PROBE_MAX_TRAIN,
+    seed: int = 0,
+) -> dict | None:
     """How linearly decodable the labels are from the latent means: a logistic-regression probe.
 
     A multinomial logistic regression (scikit-learn, features standardized) is trained on
@@ -94,5 +109,9 @@ def linear_probe_accuracy(train_loc: np.ndarray, train_labels: np.ndarray, test_
         return None
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     probe.fit(train_loc, train_labels)
-    return {"accuracy": float(np.mean(probe.predict(test_loc) == test_labels)), "num_train": int(len(train_loc)),
-            "num_test": int(len(test_loc)), "num_classes": int(len(classes))}
+    return {
+        "accuracy": float(np.mean(probe.predict(test_loc) == test_labels)),
+        "num_train": int(len(train_loc)),
+        "num_test": int(len(test_loc)),
+        "num_classes": int(len(classes)),
+    }

@@ -16,8 +16,15 @@ if TYPE_CHECKING:  # annotations only: the inference layer sits below the spec
     from ppvae.spec.config import Config
 from ppvae.errors import TrainingError
 
-__all__ = ["TrainState", "SignalCatcher", "Interrupted", "progress_bar", "fingerprint",
-           "HELDOUT_NOISE_SEED", "interrupted_message"]
+__all__ = [
+    "TrainState",
+    "SignalCatcher",
+    "Interrupted",
+    "progress_bar",
+    "fingerprint",
+    "HELDOUT_NOISE_SEED",
+    "interrupted_message",
+]
 
 #: Seed of the noise used for the per-epoch held-out ELBO, so epochs are comparable.
 HELDOUT_NOISE_SEED = 12345
@@ -38,21 +45,33 @@ def fingerprint(cfg: Config, event_shape) -> str:
 class TrainState:
     """Where training stands; everything a checkpoint needs besides arrays."""
 
-    epoch: int = 0           # epochs completed
-    batch: int = 0           # batches completed within the current epoch
-    step: int = 0            # optimizer steps completed
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed within the current epoch
+    step: int = 0  # optimizer steps completed
     records: list = field(default_factory=list)
     partial: list = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # loss, rec, kl, count
     partial_seconds: float = 0.0
 
     def meta(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step, "records": self.records,
-                "partial": self.partial, "partial_seconds": self.partial_seconds}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "records": self.records,
+            "partial": self.partial,
+            "partial_seconds": self.partial_seconds,
+        }
 
     @classmethod
     def from_meta(cls, meta: dict) -> "TrainState":
-        return cls(epoch=meta["epoch"], batch=meta["batch"], step=meta["step"], records=meta["records"],
-                   partial=meta["partial"], partial_seconds=meta.get("partial_seconds", 0.0))
+        return cls(
+            epoch=meta["epoch"],
+            batch=meta["batch"],
+            step=meta["step"],
+            records=meta["records"],
+            partial=meta["partial"],
+            partial_seconds=meta.get("partial_seconds", 0.0),
+        )
 
 
 class SignalCatcher:
@@ -79,8 +98,10 @@ class SignalCatcher:
 
 def interrupted_message(signum: int, step: int, epoch: int, run_dir) -> str:
     name = signal.Signals(signum).name
-    return (f"{name} received: stopped at step {step} (epoch {epoch}) and saved a checkpoint; "
-            f"continue with: ppvae fit --resume {run_dir}")
+    return (
+        f"{name} received: stopped at step {step} (epoch {epoch}) and saved a checkpoint; "
+        f"continue with: ppvae fit --resume {run_dir}"
+    )
 
 
 def progress_bar(total: int, desc: str, enabled: bool, unit: str = "step"):

@@ -31,8 +31,17 @@ import numpy as np
 
 from ppvae.errors import DataError, UsageError
 
-__all__ = ["LAYOUTS", "conditional_classes", "conditional_encoder", "encoder_event_shape", "check_class_labels",
-           "infer_num_classes", "device_labels", "require_labels", "sample_labels"]
+__all__ = [
+    "LAYOUTS",
+    "conditional_classes",
+    "conditional_encoder",
+    "encoder_event_shape",
+    "check_class_labels",
+    "infer_num_classes",
+    "device_labels",
+    "require_labels",
+    "sample_labels",
+]
 
 LAYOUTS = ("flat", "channels")
 
@@ -47,8 +56,7 @@ def encoder_event_shape(event_shape, num_classes: int, layout: str) -> tuple:
             return (1 + num_classes, *event_shape)
         if len(event_shape) == 3:
             return (event_shape[0] + num_classes, *event_shape[1:])
-        raise UsageError(f"label channels need image data (H, W) or (C, H, W), got datapoints of shape "
-                         f"{event_shape}")
+        raise UsageError(f"label channels need image data (H, W) or (C, H, W), got datapoints of shape {event_shape}")
     raise UsageError(f"unknown label layout {layout!r}; valid: {', '.join(LAYOUTS)}")
 
 
@@ -57,8 +65,10 @@ def conditional_classes(spec) -> int:
     if not spec.conditional:
         return 0
     if spec.num_classes == 0:
-        raise UsageError("model.num_classes = 0 has not been resolved: set it to the number of classes, "
-                         "or let ppvae.fit take it from the training labels")
+        raise UsageError(
+            "model.num_classes = 0 has not been resolved: set it to the number of classes, "
+            "or let ppvae.fit take it from the training labels"
+        )
     return spec.num_classes
 
 
@@ -81,8 +91,9 @@ def conditional_encoder(make: Callable[..., Any], event_shape, latent_dim: int, 
     return make("encoder", event_shape=channels, latent_dim=latent_dim), "channels"
 
 
-def check_class_labels(labels, num_classes: int, n: int | None = None, what: str = "the labels",
-                       hint: str = "") -> np.ndarray:
+def check_class_labels(
+    labels, num_classes: int, n: int | None = None, what: str = "the labels", hint: str = ""
+) -> np.ndarray:
     """Labels as an int32 vector with values in ``[0, num_classes)``, or a one-line error.
 
     Parameters
@@ -114,8 +125,10 @@ def check_class_labels(labels, num_classes: int, n: int | None = None, what: str
     if arr.dtype.kind not in "iub":
         raise DataError(f"{what} must be integer class labels, got {arr.dtype} values")
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
-        raise DataError(f"{what} must lie in [0, {num_classes}) for this model of {num_classes} classes, "
-                        f"got values from {int(arr.min())} to {int(arr.max())}{hint}")
+        raise DataError(
+            f"{what} must lie in [0, {num_classes}) for this model of {num_classes} classes, "
+            f"got values from {int(arr.min())} to {int(arr.max())}{hint}"
+        )
     return arr.astype(np.int32)
 
 
@@ -137,9 +150,11 @@ def infer_num_classes(num_classes: int, train_labels, heldout_labels, source: st
         When the data has no labels, or labels outside ``[0, num_classes)``.
     """
     if train_labels is None or heldout_labels is None:
-        raise DataError(f"model.conditional = true needs class labels, but {source} has none; give an .npz "
-                        "with labels under 'y' (numpy.savez(file, x=x, y=y)) or an MNIST-format source, "
-                        "or set model.conditional = false")
+        raise DataError(
+            f"model.conditional = true needs class labels, but {source} has none; give an .npz "
+            "with labels under 'y' (numpy.savez(file, x=x, y=y)) or an MNIST-format source, "
+            "or set model.conditional = false"
+        )
     if num_classes == 0:
         top = int(np.max(train_labels)) if np.size(train_labels) else -1
         if np.size(train_labels) and int(np.min(train_labels)) < 0:
@@ -160,8 +175,10 @@ def device_labels(spec, dataset, put: Callable[[np.ndarray], Any]) -> tuple[Any,
     if not spec.conditional:
         return None, None
     infer_num_classes(conditional_classes(spec), dataset.train_labels, dataset.heldout_labels, dataset.name)
-    return (put(np.asarray(dataset.train_labels, dtype=np.int32)),
-            put(np.asarray(dataset.heldout_labels, dtype=np.int32)))
+    return (
+        put(np.asarray(dataset.train_labels, dtype=np.int32)),
+        put(np.asarray(dataset.heldout_labels, dtype=np.int32)),
+    )
 
 
 def require_labels(num_classes: int, y, n: int, what: str = "the labels") -> np.ndarray | None:
@@ -179,12 +196,15 @@ def require_labels(num_classes: int, y, n: int, what: str = "the labels") -> np.
     """
     if num_classes == 0:
         if y is not None:
-            raise UsageError("class labels were given, but this model is not conditional "
-                             "(model.conditional = false); drop them")
+            raise UsageError(
+                "class labels were given, but this model is not conditional (model.conditional = false); drop them"
+            )
         return None
     if y is None:
-        raise UsageError(f"this is a conditional model of {num_classes} classes: it needs the class labels "
-                         f"(integers 0 .. {num_classes - 1}, one per datapoint, or one for all)")
+        raise UsageError(
+            f"this is a conditional model of {num_classes} classes: it needs the class labels "
+            f"(integers 0 .. {num_classes - 1}, one per datapoint, or one for all)"
+        )
     return check_class_labels(y, num_classes, n, what=what)
 
 
@@ -211,11 +231,14 @@ class LabelledInputs:
     def check_labels(self, y) -> None:
         """Labels are required by a conditional model and refused by an unconditional one."""
         if self.num_classes and y is None:
-            raise UsageError(f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
-                             "e.g. model(x, y=labels)")
+            raise UsageError(
+                f"this VAE is conditional on {self.num_classes} classes: call it with the labels, "
+                "e.g. model(x, y=labels)"
+            )
         if not self.num_classes and y is not None:
-            raise UsageError("labels y were given to an unconditional VAE; drop y, or build the model with "
-                             "model.conditional = true")
+            raise UsageError(
+                "labels y were given to an unconditional VAE; drop y, or build the model with model.conditional = true"
+            )
 
     def encoder_input(self, x, y=None):
         """What the encoder sees: ``x``, with ``one_hot(y)`` attached for a conditional VAE."""

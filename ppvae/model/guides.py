@@ -34,15 +34,19 @@ __all__ = ["lowrank_outputs", "fullrank_outputs", "iaf_settings", "iaf_permutati
 
 def missing_extra(name: str, needed: int) -> UsageError:
     """The error for an encoder that returned only (loc, scale) to a family that needs more."""
-    return UsageError(f"guide {name!r} needs (loc, scale, extra) from the encoder with {needed} extra values "
-                      "per datapoint, but the encoder returned only (loc, scale); build it with "
-                      f"extra_outputs={needed} (ppvae's model builder does) or use model.guide = \"diagonal\"")
+    return UsageError(
+        f"guide {name!r} needs (loc, scale, extra) from the encoder with {needed} extra values "
+        "per datapoint, but the encoder returned only (loc, scale); build it with "
+        f'extra_outputs={needed} (ppvae\'s model builder does) or use model.guide = "diagonal"'
+    )
 
 
 def _positive_int(guide: str, key: str, value) -> int:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise UsageError(f"guide {guide!r}: {key} must be a positive integer, got {value!r}; "
-                         f"set it with --set model.guide_options.{key}=2")
+        raise UsageError(
+            f"guide {guide!r}: {key} must be a positive integer, got {value!r}; "
+            f"set it with --set model.guide_options.{key}=2"
+        )
     return value
 
 
@@ -65,14 +69,21 @@ def iaf_settings(latent_dim: int, num_flows: int, hidden, context_dim: int) -> t
     num_flows = _positive_int("iaf", "num_flows", num_flows)
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         hidden = [hidden]
-    if (not isinstance(hidden, (list, tuple)) or not hidden
-            or not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden)
-            or min(hidden) < latent_dim):
-        raise UsageError(f"guide 'iaf': hidden must be a non-empty list of layer sizes of at least latent_dim "
-                         f"= {latent_dim}, got {hidden!r}; set e.g. --set model.guide_options.hidden=[{max(64, latent_dim)}]")
+    if (
+        not isinstance(hidden, (list, tuple))
+        or not hidden
+        or not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden)
+        or min(hidden) < latent_dim
+    ):
+        raise UsageError(
+            f"guide 'iaf': hidden must be a non-empty list of layer sizes of at least latent_dim "
+            f"= {latent_dim}, got {hidden!r}; set e.g. --set model.guide_options.hidden=[{max(64, latent_dim)}]"
+        )
     if not (isinstance(context_dim, int) and not isinstance(context_dim, bool) and context_dim >= 0):
-        raise UsageError(f"guide 'iaf': context_dim must be a non-negative integer (0: flows not conditioned "
-                         f"on x), got {context_dim!r}")
+        raise UsageError(
+            f"guide 'iaf': context_dim must be a non-negative integer (0: flows not conditioned "
+            f"on x), got {context_dim!r}"
+        )
     return num_flows, list(hidden), context_dim
 
 

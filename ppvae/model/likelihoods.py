@@ -20,9 +20,19 @@ import numpy as np
 from ppvae.model import settings
 from ppvae.model.portable import Portable
 
-__all__ = ["BernoulliLikelihood", "ContinuousBernoulliLikelihood", "NormalLikelihood", "LaplaceLikelihood",
-           "BetaLikelihood", "CategoricalLikelihood", "PoissonLikelihood", "NegativeBinomialLikelihood",
-           "ZINBLikelihood", "BUILT_IN", "MIN_POSITIVE"]
+__all__ = [
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "NormalLikelihood",
+    "LaplaceLikelihood",
+    "BetaLikelihood",
+    "CategoricalLikelihood",
+    "PoissonLikelihood",
+    "NegativeBinomialLikelihood",
+    "ZINBLikelihood",
+    "BUILT_IN",
+    "MIN_POSITIVE",
+]
 
 #: Added to softplus outputs that must be strictly positive (rates, means, concentrations):
 #: softplus underflows to exactly 0 for very negative inputs, where log densities break.
@@ -211,8 +221,13 @@ class ZINBLikelihood(_DispersionLikelihood):
 
 #: Registered name -> likelihood, for every backend.
 BUILT_IN = {
-    "bernoulli": BernoulliLikelihood, "continuous_bernoulli": ContinuousBernoulliLikelihood,
-    "normal": NormalLikelihood, "laplace": LaplaceLikelihood, "beta": BetaLikelihood,
-    "categorical": CategoricalLikelihood, "poisson": PoissonLikelihood,
-    "negative_binomial": NegativeBinomialLikelihood, "zinb": ZINBLikelihood,
+    "bernoulli": BernoulliLikelihood,
+    "continuous_bernoulli": ContinuousBernoulliLikelihood,
+    "normal": NormalLikelihood,
+    "laplace": LaplaceLikelihood,
+    "beta": BetaLikelihood,
+    "categorical": CategoricalLikelihood,
+    "poisson": PoissonLikelihood,
+    "negative_binomial": NegativeBinomialLikelihood,
+    "zinb": ZINBLikelihood,
 }

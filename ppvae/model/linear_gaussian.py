@@ -24,8 +24,9 @@ def is_linear_gaussian(prior, likelihood) -> bool:
 
     The decoder must be linear too; the backend checks its own network class.
     """
-    return (isinstance(getattr(prior, "spec", None), NormalPrior)
-            and isinstance(getattr(likelihood, "spec", None), NormalLikelihood))
+    return isinstance(getattr(prior, "spec", None), NormalPrior) and isinstance(
+        getattr(likelihood, "spec", None), NormalLikelihood
+    )
 
 
 def exact_log_px(x, weight, bias, prior_loc, prior_scale, noise_scale, y=None) -> np.ndarray:
@@ -49,7 +50,7 @@ def exact_log_px(x, weight, bias, prior_loc, prior_scale, noise_scale, y=None) -
     """
     weight = np.asarray(weight, np.float64)
     mu, s = np.asarray(prior_loc, np.float64), np.asarray(prior_scale, np.float64)
-    W, V = weight[:, : mu.shape[0]], weight[:, mu.shape[0]:]
+    W, V = weight[:, : mu.shape[0]], weight[:, mu.shape[0] :]
     d = W.shape[0]
     x = np.asarray(x, np.float64)
     sigma = np.broadcast_to(np.asarray(noise_scale, np.float64), x.shape[1:]).reshape(d)

@@ -33,7 +33,8 @@ __all__ = ["Portable", "is_portable", "random_source", "Distributions"]
 #: The backend's generator of standard-normal draws while a component is being built
 #: (see :func:`random_source`); each backend seeds it from its own RNG.
 _NORMAL_DRAWS: contextvars.ContextVar[Callable[[tuple], np.ndarray] | None] = contextvars.ContextVar(
-    "ppvae_portable_normal_draws", default=None)
+    "ppvae_portable_normal_draws", default=None
+)
 
 
 class Portable:

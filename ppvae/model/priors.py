@@ -16,8 +16,15 @@ import numpy as np
 from ppvae.model import settings
 from ppvae.model.portable import Portable
 
-__all__ = ["NormalPrior", "LaplacePrior", "StudentTPrior", "MixturePrior", "BUILT_IN",
-           "uses_encoder", "prior_distribution"]
+__all__ = [
+    "NormalPrior",
+    "LaplacePrior",
+    "StudentTPrior",
+    "MixturePrior",
+    "BUILT_IN",
+    "uses_encoder",
+    "prior_distribution",
+]
 
 
 def uses_encoder(prior) -> bool:

@@ -13,9 +13,19 @@ from typing import Any
 
 from ppvae.errors import UsageError
 
-__all__ = ["positive", "probability_margin", "boolean", "count", "choice", "pseudo_input_support",
-           "SCALE_MODES", "DISPERSIONS", "PSEUDO_INPUT_SUPPORTS", "resolve_pseudo_input_support",
-           "prior_arguments"]
+__all__ = [
+    "positive",
+    "probability_margin",
+    "boolean",
+    "count",
+    "choice",
+    "pseudo_input_support",
+    "SCALE_MODES",
+    "DISPERSIONS",
+    "PSEUDO_INPUT_SUPPORTS",
+    "resolve_pseudo_input_support",
+    "prior_arguments",
+]
 
 #: How a likelihood's scale is set: fixed, one learned value, or one learned value per feature.
 SCALE_MODES = ("fixed", "shared", "per_dim")
@@ -32,16 +42,20 @@ def _is_number(value: Any) -> bool:
 def positive(kind: str, name: str, setting: str, value: Any) -> float:
     """``value`` as a float if it is a finite number > 0, else a UsageError naming the setting."""
     if not (_is_number(value) and value > 0):
-        raise UsageError(f"{kind} {name!r} needs {setting} > 0, got {value!r}; "
-                         f"set model.{kind}_options.{setting} to a positive number")
+        raise UsageError(
+            f"{kind} {name!r} needs {setting} > 0, got {value!r}; "
+            f"set model.{kind}_options.{setting} to a positive number"
+        )
     return float(value)
 
 
 def probability_margin(kind: str, name: str, setting: str, value: Any) -> float:
     """``value`` as a float in (0, 0.5), else a UsageError naming the setting."""
     if not (_is_number(value) and 0 < value < 0.5):
-        raise UsageError(f"{kind} {name!r} needs 0 < {setting} < 0.5, got {value!r}; "
-                         f"set model.{kind}_options.{setting} to a small positive number such as 1e-4")
+        raise UsageError(
+            f"{kind} {name!r} needs 0 < {setting} < 0.5, got {value!r}; "
+            f"set model.{kind}_options.{setting} to a small positive number such as 1e-4"
+        )
     return float(value)
 
 

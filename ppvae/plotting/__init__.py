@@ -14,7 +14,17 @@ from ppvae.plotting.scores import score_histograms
 from ppvae.plotting.style import save_figure
 
 __all__ = [
-    "image_grid", "reconstruction_grid", "labelled_rows", "side_by_side", "table_grid",
-    "loss_curves", "elbo_vs_time", "latent_scatter", "interpolation_strip", "plot_latent",
-    "plot_interpolation", "score_histograms", "save_figure",
+    "image_grid",
+    "reconstruction_grid",
+    "labelled_rows",
+    "side_by_side",
+    "table_grid",
+    "loss_curves",
+    "elbo_vs_time",
+    "latent_scatter",
+    "interpolation_strip",
+    "plot_latent",
+    "plot_interpolation",
+    "score_histograms",
+    "save_figure",
 ]

@@ -23,26 +23,20 @@ def _as_float(value: Any, index: int, key: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise DataError(
-            f"loss_curves: record {index} has a non-numeric {key!r} value {value!r}"
-        ) from None
+        raise DataError(f"loss_curves: record {index} has a non-numeric {key!r} value {value!r}") from None
 
 
 def _columns(records: Any) -> dict[str, np.ndarray]:
     """Validate ``records`` and return one float column per key (NaN where missing)."""
     if isinstance(records, (Mapping, str, bytes)) or not hasattr(records, "__iter__"):
-        raise DataError(
-            f"loss_curves: expected a list of per-epoch dicts, got {type(records).__name__}"
-        )
+        raise DataError(f"loss_curves: expected a list of per-epoch dicts, got {type(records).__name__}")
     records = list(records)
     if not records:
         raise DataError("loss_curves: no records to draw (the list of epochs is empty)")
     cols: dict[str, list[float]] = {k: [] for k in _RECORD_KEYS}
     for i, rec in enumerate(records):
         if not isinstance(rec, Mapping):
-            raise DataError(
-                f"loss_curves: record {i} is a {type(rec).__name__}, expected a dict"
-            )
+            raise DataError(f"loss_curves: record {i} is a {type(rec).__name__}, expected a dict")
         for key in _RECORD_KEYS:
             cols[key].append(_as_float(rec.get(key), i, key))
     out = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
@@ -63,8 +57,7 @@ def _plot_series(ax, x: np.ndarray, y: np.ndarray, label: str, **style) -> bool:
         return False
     xs, ys = x[ok], y[ok]
     marker = "o" if len(xs) <= 40 else None
-    ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.6,
-            label=f"{label} (last {_fmt(ys[-1])})", **style)
+    ax.plot(xs, ys, marker=marker, markersize=4, linewidth=1.6, label=f"{label} (last {_fmt(ys[-1])})", **style)
     return True
 
 
@@ -75,12 +68,10 @@ def _finish_panel(ax, drew: bool, ylabel: str, panel_title: str) -> None:
     if drew:
         ax.legend(fontsize=8, loc="best", frameon=False)
     else:
-        ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center",
-                va="center", color="0.5")
+        ax.text(0.5, 0.5, "not recorded", transform=ax.transAxes, ha="center", va="center", color="0.5")
 
 
-def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                title: str | None = None) -> Path:
+def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Draw training curves, one panel per kind of quantity, and write them as a PNG.
 
     Panels, sharing the epoch axis:
@@ -126,8 +117,7 @@ def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     heights = [3.0, 2.6] + ([1.6] if beta_varies else [])
     fig_h = sum(heights) + 0.4 + (0.4 if title else 0.0)
     fig = new_figure(8.0, fig_h, layout="constrained")
-    axes = fig.subplots(npanels, 1, sharex=True, squeeze=False,
-                        gridspec_kw={"height_ratios": heights})[:, 0]
+    axes = fig.subplots(npanels, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
 
     ax = axes[0]
     drew = _plot_series(ax, epoch, cols["loss"], "training loss", color="C0")
@@ -169,8 +159,9 @@ _SERIES_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 def _series_column(value: Any, label: str, key: str) -> np.ndarray:
     """One 1-D float column of a series (``None`` -> NaN); DataError when not numeric."""
     if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
-        raise DataError(f"elbo_vs_time: series {label!r}: {key!r} must be a sequence of numbers, "
-                        f"got {type(value).__name__}")
+        raise DataError(
+            f"elbo_vs_time: series {label!r}: {key!r} must be a sequence of numbers, got {type(value).__name__}"
+        )
     out = []
     for i, v in enumerate(value):
         if v is None:
@@ -200,14 +191,18 @@ def _as_series(series: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarra
         if isinstance(value, Mapping):
             missing = [k for k in ("seconds", "elbo") if k not in value]
             if missing:
-                raise DataError(f"elbo_vs_time: series {label!r} has no {' or '.join(map(repr, missing))}; "
-                                "give cumulative seconds and held-out ELBO per point")
+                raise DataError(
+                    f"elbo_vs_time: series {label!r} has no {' or '.join(map(repr, missing))}; "
+                    "give cumulative seconds and held-out ELBO per point"
+                )
             seconds, elbo, spread = value["seconds"], value["elbo"], value.get("spread")
         elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2:
             (seconds, elbo), spread = value, None
         else:
-            raise DataError(f"elbo_vs_time: series {label!r} must be a mapping with 'seconds' and 'elbo' "
-                            f"(or a (seconds, elbo) pair), got {type(value).__name__}")
+            raise DataError(
+                f"elbo_vs_time: series {label!r} must be a mapping with 'seconds' and 'elbo' "
+                f"(or a (seconds, elbo) pair), got {type(value).__name__}"
+            )
         x = _series_column(seconds, label, "seconds")
         y = _series_column(elbo, label, "elbo")
         s = None if spread is None else _series_column(spread, label, "spread")
@@ -215,8 +210,9 @@ def _as_series(series: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarra
             lengths = f"{len(x)} seconds and {len(y)} ELBO values" + ("" if s is None else f" and {len(s)} spreads")
             raise DataError(f"elbo_vs_time: series {label!r} has {lengths}; give one of each per point")
         if np.any(np.isinf(x)) or np.any(np.isinf(y)):
-            raise DataError(f"elbo_vs_time: series {label!r} holds infinite values; use None or NaN for a "
-                            "missing point")
+            raise DataError(
+                f"elbo_vs_time: series {label!r} holds infinite values; use None or NaN for a missing point"
+            )
         if np.any(x[np.isfinite(x)] < 0):
             raise DataError(f"elbo_vs_time: series {label!r} has negative seconds; give cumulative wall time")
         out.append((label, x, y, s))
@@ -225,8 +221,7 @@ def _as_series(series: Any) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarra
     return out
 
 
-def elbo_vs_time(series: Mapping[str, Any], path: str | os.PathLike, *,
-                 title: str | None = None) -> Path:
+def elbo_vs_time(series: Mapping[str, Any], path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Draw held-out ELBO against cumulative training time, one line per series, as a PNG.
 
     Meant for comparing backends and estimators (``ppvae compare``): a line that rises
@@ -274,14 +269,24 @@ def elbo_vs_time(series: Mapping[str, Any], path: str | os.PathLike, *,
         order = np.argsort(xs, kind="stable")
         xs, ys = xs[order], ys[order]
         # clip_on=False: a point at (almost) zero seconds still shows its whole marker.
-        ax.plot(xs, ys, color=color, marker=marker if len(xs) <= 40 else None, markersize=5,
-                linewidth=1.6, label=label, clip_on=False, zorder=3)
+        ax.plot(
+            xs,
+            ys,
+            color=color,
+            marker=marker if len(xs) <= 40 else None,
+            markersize=5,
+            linewidth=1.6,
+            label=label,
+            clip_on=False,
+            zorder=3,
+        )
         if s is not None:
             ss = s[ok][order]
             band = np.isfinite(ss) & (ss > 0)
             if band.any():
-                ax.fill_between(xs, np.where(band, ys - ss, ys), np.where(band, ys + ss, ys),
-                                color=color, alpha=0.15, linewidth=0)
+                ax.fill_between(
+                    xs, np.where(band, ys - ss, ys), np.where(band, ys + ss, ys), color=color, alpha=0.15, linewidth=0
+                )
     ax.set_xlim(left=0.0)
     ax.margins(y=0.08)
     ax.ticklabel_format(axis="both", useOffset=False, style="plain")  # -510.4, not 0.4 + -5.1e2

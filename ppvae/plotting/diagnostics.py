@@ -17,8 +17,11 @@ def khat_plot(khat: np.ndarray, path: str | Path, *, title: str | None = None) -
     fig = new_figure(8, 4, layout="constrained")
     ax = fig.add_subplot()
     idx = np.arange(len(khat))
-    zones = [(khat <= 0.5, "tab:green", "k̂ ≤ 0.5 good"), ((khat > 0.5) & (khat <= 0.7), "tab:orange",
-             "0.5 < k̂ ≤ 0.7 usable"), (khat > 0.7, "tab:red", "k̂ > 0.7 unreliable")]
+    zones = [
+        (khat <= 0.5, "tab:green", "k̂ ≤ 0.5 good"),
+        ((khat > 0.5) & (khat <= 0.7), "tab:orange", "0.5 < k̂ ≤ 0.7 usable"),
+        (khat > 0.7, "tab:red", "k̂ > 0.7 unreliable"),
+    ]
     for mask, color, label in zones:
         ax.scatter(idx[mask], khat[mask], s=14, color=color, label=f"{label} ({int(mask.sum())})")
     for level in (0.5, 0.7):
@@ -46,16 +49,22 @@ def kl_per_dim_plot(kl: np.ndarray, active: np.ndarray, path: str | Path, *, tit
     return save_figure(fig, path)
 
 
-def gaps_plot(approximation: np.ndarray, amortization: np.ndarray, path: str | Path, *,
-              title: str | None = None) -> Path:
+def gaps_plot(
+    approximation: np.ndarray, amortization: np.ndarray, path: str | Path, *, title: str | None = None
+) -> Path:
     """Per point: approximation gap (family) and amortization gap (encoder), stacked."""
     order = np.argsort(approximation + amortization)[::-1]
     fig = new_figure(8, 4, layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(order))
     ax.bar(x, approximation[order], color="tab:purple", label="approximation gap: log p(x) − ELBO(q*)")
-    ax.bar(x, amortization[order], bottom=approximation[order], color="tab:orange",
-           label="amortization gap: ELBO(q*) − ELBO(q)")
+    ax.bar(
+        x,
+        amortization[order],
+        bottom=approximation[order],
+        color="tab:orange",
+        label="amortization gap: ELBO(q*) − ELBO(q)",
+    )
     ax.set_xlabel("evaluated point (sorted by total gap)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("nats")
@@ -65,8 +74,15 @@ def gaps_plot(approximation: np.ndarray, amortization: np.ndarray, path: str | P
     return save_figure(fig, path)
 
 
-def pair_overlay(reference: list[np.ndarray], amortized: list[np.ndarray], dims: tuple[int, int],
-                 path: str | Path, *, labels: list[str] | None = None, title: str | None = None) -> Path:
+def pair_overlay(
+    reference: list[np.ndarray],
+    amortized: list[np.ndarray],
+    dims: tuple[int, int],
+    path: str | Path,
+    *,
+    labels: list[str] | None = None,
+    title: str | None = None,
+) -> Path:
     """For each point, NUTS draws and q(z|x) draws over two latent dimensions."""
     n = len(reference)
     fig = new_figure(3.2 * n, 3.4, layout="constrained")

@@ -20,8 +20,21 @@ from typing import Any
 import numpy as np
 
 from ppvae.errors import DataError, UsageError
-from ppvae.plotting.style import (CHAR_WIDTH, MARGIN, MIN_TITLED_WIDTH, TITLE_FONTSIZE, as_images, compose_title,
-                                  draw_tiles, needs_scaling, new_figure, save_figure, tile_width, to_unit, wrap_text)
+from ppvae.plotting.style import (
+    CHAR_WIDTH,
+    MARGIN,
+    MIN_TITLED_WIDTH,
+    TITLE_FONTSIZE,
+    as_images,
+    compose_title,
+    draw_tiles,
+    needs_scaling,
+    new_figure,
+    save_figure,
+    tile_width,
+    to_unit,
+    wrap_text,
+)
 
 
 def image_grid(
@@ -73,15 +86,17 @@ def image_grid(
     if labels is not None:
         labels = list(labels)
         if len(labels) != n:
-            raise DataError(
-                f"image_grid: got {len(labels)} labels for {n} images; give one per image"
-            )
+            raise DataError(f"image_grid: got {len(labels)} labels for {n} images; give one per image")
     scaled = needs_scaling(arr)
     arr = to_unit(arr, scaled)
     nrows = math.ceil(n / ncols)
     positions = [(k // ncols, k % ncols) for k in range(n)]
     fig = draw_tiles(
-        arr, positions, nrows=nrows, ncols=ncols, title=compose_title(title, scaled),
+        arr,
+        positions,
+        nrows=nrows,
+        ncols=ncols,
+        title=compose_title(title, scaled),
         tile_labels=labels,
     )
     return save_figure(fig, path)
@@ -125,8 +140,7 @@ def reconstruction_grid(
     recon = as_images(reconstructions, "reconstruction_grid (reconstructions)")
     if orig.shape != recon.shape:
         raise DataError(
-            f"reconstruction_grid: originals {orig.shape} and reconstructions "
-            f"{recon.shape} must have the same shape"
+            f"reconstruction_grid: originals {orig.shape} and reconstructions {recon.shape} must have the same shape"
         )
     n = orig.shape[0]
     ncols = n if n <= 10 else math.ceil(math.sqrt(2 * n))
@@ -150,9 +164,13 @@ def reconstruction_grid(
     small = max(0.03, 0.06 * tile_w)
     gaps = [0.0] + [small if r % 2 else 4 * small for r in range(1, nrows)]
     fig = draw_tiles(
-        np.stack(tiles), positions, nrows=nrows, ncols=ncols,
+        np.stack(tiles),
+        positions,
+        nrows=nrows,
+        ncols=ncols,
         title=compose_title(title, scaled),
-        row_labels=["data", "reconstruction"] * npairs, gap_before_row=gaps,
+        row_labels=["data", "reconstruction"] * npairs,
+        gap_before_row=gaps,
     )
     return save_figure(fig, path)
 
@@ -167,7 +185,7 @@ def _mosaic(images: np.ndarray, ncols: int, pad: int = 2) -> np.ndarray:
     canvas = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad))
     for k, image in enumerate(images):
         r, c = divmod(k, ncols)
-        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
+        canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = image
     return canvas
 
 
@@ -210,8 +228,7 @@ def labelled_rows(rows: Mapping[str, Any], path: str | os.PathLike, title: str |
     return save_figure(fig, path)
 
 
-def side_by_side(panels: Mapping[str, Any], path: str | os.PathLike, title: str | None = None,
-                 ncols: int = 8) -> Path:
+def side_by_side(panels: Mapping[str, Any], path: str | os.PathLike, title: str | None = None, ncols: int = 8) -> Path:
     """Image mosaics next to each other, one per entry of ``panels``, and write a PNG.
 
     For comparing samples of several models: ``{"model A": run_a.sample(64), ...}``.
@@ -237,8 +254,7 @@ def side_by_side(panels: Mapping[str, Any], path: str | os.PathLike, title: str 
     fig = Figure(figsize=(0.2 + 3.6 * len(panels), 4.3), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, images) in zip(axes, panels.items()):
-        ax.imshow(_mosaic(np.asarray(images, dtype=float), ncols), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
+        ax.imshow(_mosaic(np.asarray(images, dtype=float), ncols), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(name, fontsize=10)
     if title:
@@ -287,9 +303,7 @@ def table_grid(
         arr = np.asarray(rows)
     except Exception as exc:
         raise DataError(f"table_grid: cannot read the rows as an array ({exc})") from None
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
         raise DataError(f"table_grid: rows must be numeric, got an array of dtype {arr.dtype}")
     if arr.ndim != 2:
         raise DataError(f"table_grid: expected rows of shape (n, d), got shape {arr.shape}")
@@ -304,9 +318,7 @@ def table_grid(
     if feature_names is not None:
         names = [str(f) for f in feature_names]
         if len(names) != d:
-            raise DataError(
-                f"table_grid: got {len(names)} feature names for {d} features; give one per column"
-            )
+            raise DataError(f"table_grid: got {len(names)} feature names for {d} features; give one per column")
 
     from matplotlib.ticker import FixedLocator, MaxNLocator
 
@@ -320,16 +332,14 @@ def table_grid(
         vmin = -vmax
     else:
         cmap = "viridis"
-        vmin, vmax = (
-            (float(np.percentile(arr, 1)), float(np.percentile(arr, 99)))
-            if arr.size >= 100 else (lo, hi)
-        )
+        vmin, vmax = (float(np.percentile(arr, 1)), float(np.percentile(arr, 99))) if arr.size >= 100 else (lo, hi)
         if vmin >= vmax:
             vmin, vmax = lo, hi
         if vmin == vmax:
             vmin, vmax = vmin - 0.5, vmax + 0.5
-    extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
-              (True, True): "both"}[(lo < vmin, hi > vmax)]
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (lo < vmin, hi > vmax)
+    ]
 
     longest = max((len(s) for s in names), default=0) if names else 0
     shown_every = 1
@@ -352,9 +362,13 @@ def table_grid(
         ticks = list(range(0, d, shown_every))
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         shown = [names[i] if len(names[i]) <= 25 else names[i][:24] + "…" for i in ticks]
-        ax.set_xticklabels(shown, fontsize=8, rotation=45 if rotate else 0,
-                           ha="right" if rotate else "center",
-                           rotation_mode="anchor" if rotate else "default")
+        ax.set_xticklabels(
+            shown,
+            fontsize=8,
+            rotation=45 if rotate else 0,
+            ha="right" if rotate else "center",
+            rotation_mode="anchor" if rotate else "default",
+        )
         ax.set_xlabel("feature")
     else:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=min(d, 12), integer=True))

@@ -21,11 +21,27 @@ import numpy as np
 
 from ppvae.errors import DataError, UsageError
 from ppvae.plotting.images import table_grid
-from ppvae.plotting.style import (MARGIN, TITLE_FONTSIZE, as_images, compose_title, draw_tiles, needs_scaling,
-                                  new_figure, save_figure, to_unit, wrap_text)
+from ppvae.plotting.style import (
+    MARGIN,
+    TITLE_FONTSIZE,
+    as_images,
+    compose_title,
+    draw_tiles,
+    needs_scaling,
+    new_figure,
+    save_figure,
+    to_unit,
+    wrap_text,
+)
 
-__all__ = ["project_2d", "normal_quantile_grid", "latent_scatter", "interpolation_strip",
-           "plot_latent", "plot_interpolation"]
+__all__ = [
+    "project_2d",
+    "normal_quantile_grid",
+    "latent_scatter",
+    "interpolation_strip",
+    "plot_latent",
+    "plot_interpolation",
+]
 
 # Up to this many distinct labels get a colour and a legend entry each; more get a colour scale.
 _MAX_DISCRETE_CLASSES = 20
@@ -48,8 +64,11 @@ def project_2d(loc: np.ndarray) -> tuple[np.ndarray, tuple[str, str], str]:
         raise DataError(f"latent means must have shape (n, latent_dim) with n > 0, got {loc.shape}")
     dim = loc.shape[1]
     if dim == 1:
-        return (np.column_stack([loc[:, 0], np.zeros(len(loc))]), ("z1 (posterior mean)", "(1-D latent: no second axis)"),
-                "1-D latent")
+        return (
+            np.column_stack([loc[:, 0], np.zeros(len(loc))]),
+            ("z1 (posterior mean)", "(1-D latent: no second axis)"),
+            "1-D latent",
+        )
     if dim == 2:
         return loc, ("z1 (posterior mean)", "z2 (posterior mean)"), "2-D latent"
     centred = loc - loc.mean(axis=0)
@@ -71,8 +90,9 @@ def normal_quantile_grid(size: int, low: float = 0.05, high: float = 0.95) -> np
     return np.asarray([nd.inv_cdf(p) for p in np.linspace(low, high, int(size))])
 
 
-def _draw_scatter(fig, ax, points: np.ndarray, labels: np.ndarray | None, axis_labels: Sequence[str],
-                  class_names: dict | None = None) -> None:
+def _draw_scatter(
+    fig, ax, points: np.ndarray, labels: np.ndarray | None, axis_labels: Sequence[str], class_names: dict | None = None
+) -> None:
     n = len(points)
     # A seeded shuffle of the drawing order: no class is painted over all the others.
     order = np.random.default_rng(0).permutation(n)
@@ -92,11 +112,20 @@ def _draw_scatter(fig, ax, points: np.ndarray, labels: np.ndarray | None, axis_l
             for c in classes:
                 name = (class_names or {}).get(c, str(c))
                 ax.scatter([], [], s=30, color=cmap(index[c] % cmap.N), label=name)
-            ax.legend(title="label", fontsize=8, title_fontsize=9, frameon=False, loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, handletextpad=0.2)
+            ax.legend(
+                title="label",
+                fontsize=8,
+                title_fontsize=9,
+                frameon=False,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                borderaxespad=0.0,
+                handletextpad=0.2,
+            )
         else:
-            sc = ax.scatter(points[order, 0], points[order, 1], s=size, c=labels[order], cmap="viridis", alpha=0.7,
-                            linewidths=0)
+            sc = ax.scatter(
+                points[order, 0], points[order, 1], s=size, c=labels[order], cmap="viridis", alpha=0.7, linewidths=0
+            )
             fig.colorbar(sc, ax=ax, label="label", fraction=0.05, pad=0.02)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
@@ -106,8 +135,10 @@ def _draw_scatter(fig, ax, points: np.ndarray, labels: np.ndarray | None, axis_l
 def _check_points(points: Any, labels: Any) -> tuple[np.ndarray, np.ndarray | None]:
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
-        raise DataError(f"latent_scatter: points must have shape (n, 2) with n > 0, got {pts.shape}; "
-                        "project higher-dimensional latents with project_2d")
+        raise DataError(
+            f"latent_scatter: points must have shape (n, 2) with n > 0, got {pts.shape}; "
+            "project higher-dimensional latents with project_2d"
+        )
     if not np.isfinite(pts).all():
         raise DataError("latent_scatter: points contain NaN or inf")
     if labels is not None:
@@ -128,7 +159,7 @@ def _tile_manifold(images: np.ndarray) -> tuple[np.ndarray, bool]:
     big = np.ones((g1 * (h + gap) - gap, g2 * (w + gap) - gap) + flat.shape[3:])
     for k in range(g1 * g2):
         r, c = divmod(k, g2)
-        big[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = flat[k]
+        big[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = flat[k]
     return big, scaled
 
 
@@ -136,8 +167,7 @@ def _draw_manifold(ax, images: np.ndarray, z1: np.ndarray, z2: np.ndarray) -> bo
     """Draw decoded images ``images[i, j]`` at (z1[j], z2[i]); rows run from high z2 (top) to low."""
     big, scaled = _tile_manifold(images[::-1])  # first row drawn on top = highest z2
     g1, g2 = images.shape[:2]
-    ax.imshow(big, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=(0, g2, 0, g1),
-              origin="upper")
+    ax.imshow(big, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest", extent=(0, g2, 0, g1), origin="upper")
     # Ticks at tile centres, labelled with the z value decoded there (every other one when many).
     step = 1 if g2 <= 9 else 2
     ax.set_xticks(np.arange(g2)[::step] + 0.5, [f"{v:.1f}" for v in z1[::step]], fontsize=8)
@@ -154,14 +184,23 @@ def _check_manifold(images: Any, z1: Any, z2: Any) -> tuple[np.ndarray, np.ndarr
     images = np.asarray(images)
     z1, z2 = np.asarray(z1, np.float64), np.asarray(z2, np.float64)
     if images.ndim < 4 or images.shape[:2] != (len(z2), len(z1)):
-        raise DataError(f"manifold_grid: expected images of shape ({len(z2)}, {len(z1)}, H, W) for a grid of "
-                        f"{len(z2)} z2 by {len(z1)} z1 values, got {images.shape}")
+        raise DataError(
+            f"manifold_grid: expected images of shape ({len(z2)}, {len(z1)}, H, W) for a grid of "
+            f"{len(z2)} z2 by {len(z1)} z1 values, got {images.shape}"
+        )
     return images, z1, z2
 
 
-def latent_scatter(points: Any, path: str | os.PathLike, *, labels: Any = None,
-                   axis_labels: Sequence[str] = ("z1", "z2"), title: str | None = None,
-                   class_names: dict | None = None, manifold: tuple[Any, Any, Any] | None = None) -> Path:
+def latent_scatter(
+    points: Any,
+    path: str | os.PathLike,
+    *,
+    labels: Any = None,
+    axis_labels: Sequence[str] = ("z1", "z2"),
+    title: str | None = None,
+    class_names: dict | None = None,
+    manifold: tuple[Any, Any, Any] | None = None,
+) -> Path:
     """The data's latent codes as a scatter plot coloured by label, optionally beside the decoded manifold.
 
     Parameters
@@ -204,10 +243,28 @@ def latent_scatter(points: Any, path: str | os.PathLike, *, labels: Any = None,
     if manifold is not None:
         from matplotlib.patches import Rectangle
 
-        ax.add_patch(Rectangle((z1.min(), z2.min()), np.ptp(z1), np.ptp(z2), fill=False, linestyle="--",
-                               linewidth=1.2, edgecolor="0.2", label="decoded grid"))
-        ax.annotate("decoded grid", (z1.min(), z2.max()), xytext=(2, 3), textcoords="offset points", fontsize=8,
-                    va="bottom", ha="left", color="0.2")
+        ax.add_patch(
+            Rectangle(
+                (z1.min(), z2.min()),
+                np.ptp(z1),
+                np.ptp(z2),
+                fill=False,
+                linestyle="--",
+                linewidth=1.2,
+                edgecolor="0.2",
+                label="decoded grid",
+            )
+        )
+        ax.annotate(
+            "decoded grid",
+            (z1.min(), z2.max()),
+            xytext=(2, 3),
+            textcoords="offset points",
+            fontsize=8,
+            va="bottom",
+            ha="left",
+            color="0.2",
+        )
         scaled = _draw_manifold(ax_m, images, z1, z2)
         ax_m.set_title(f"decoded means of p(x|z) on a {len(z2)} x {len(z1)} grid of z", fontsize=10, loc="left")
     full_title = compose_title(title, scaled)
@@ -216,9 +273,17 @@ def latent_scatter(points: Any, path: str | os.PathLike, *, labels: Any = None,
     return save_figure(fig, path)
 
 
-def interpolation_strip(start: Any, decoded: Any, end: Any, path: str | os.PathLike, *,
-                        start_label: str = "start", end_label: str = "end", title: str | None = None,
-                        is_image: bool = True) -> Path:
+def interpolation_strip(
+    start: Any,
+    decoded: Any,
+    end: Any,
+    path: str | os.PathLike,
+    *,
+    start_label: str = "start",
+    end_label: str = "end",
+    title: str | None = None,
+    is_image: bool = True,
+) -> Path:
     """Decoded points along a line in latent space, between the two originals it joins.
 
     Parameters
@@ -242,8 +307,10 @@ def interpolation_strip(start: Any, decoded: Any, end: Any, path: str | os.PathL
     if decoded.ndim < 2 or len(decoded) < 2:
         raise DataError(f"interpolation_strip: need at least 2 decoded steps, got shape {decoded.shape}")
     if start.shape[1:] != decoded.shape[1:] or end.shape[1:] != decoded.shape[1:]:
-        raise DataError(f"interpolation_strip: originals of shape {start.shape[1:]} and {end.shape[1:]} do not "
-                        f"match the decoded points' {decoded.shape[1:]}")
+        raise DataError(
+            f"interpolation_strip: originals of shape {start.shape[1:]} and {end.shape[1:]} do not "
+            f"match the decoded points' {decoded.shape[1:]}"
+        )
     steps = len(decoded)
     if not is_image:
         rows = np.concatenate([start, decoded, end]).reshape(steps + 2, -1)
@@ -255,8 +322,7 @@ def interpolation_strip(start: Any, decoded: Any, end: Any, path: str | os.PathL
     t = np.linspace(0.0, 1.0, steps)
     positions = [(0, k) for k in range(steps + 2)]
     labels = [start_label] + [f"t={v:.2g}" for v in t] + [end_label]
-    fig = draw_tiles(tiles, positions, nrows=1, ncols=steps + 2, title=compose_title(title, scaled),
-                      tile_labels=labels)
+    fig = draw_tiles(tiles, positions, nrows=1, ncols=steps + 2, title=compose_title(title, scaled), tile_labels=labels)
     return save_figure(fig, path)
 
 
@@ -268,13 +334,22 @@ def _conditional_labels(run, labels: np.ndarray | None) -> np.ndarray | None:
     if not getattr(run, "num_classes", 0):
         return None
     if labels is None:
-        raise DataError(f"{run.path} is a conditional VAE: its encoder needs the class label of every point, but "
-                        "the data has none; use data with labels (an .npz with 'y')")
+        raise DataError(
+            f"{run.path} is a conditional VAE: its encoder needs the class label of every point, but "
+            "the data has none; use data with labels (an .npz with 'y')"
+        )
     return np.asarray(labels)
 
 
-def plot_latent(run, x: np.ndarray, path: str | os.PathLike, *, labels: np.ndarray | None = None,
-                grid_size: int = 15, source: str = "held-out split") -> Path:
+def plot_latent(
+    run,
+    x: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    labels: np.ndarray | None = None,
+    grid_size: int = 15,
+    source: str = "held-out split",
+) -> Path:
     """The latent map of a run: the data's posterior means coloured by label, and for a
     2-D latent (image data) the decoded manifold beside them.
 
@@ -307,8 +382,17 @@ def plot_latent(run, x: np.ndarray, path: str | os.PathLike, *, labels: np.ndarr
     return latent_scatter(points, path, labels=labels, axis_labels=axis_labels, title=title, manifold=manifold)
 
 
-def plot_interpolation(run, x: np.ndarray, i: int, j: int, path: str | os.PathLike, *, steps: int = 10,
-                       labels: np.ndarray | None = None, source: str = "held-out split") -> Path:
+def plot_interpolation(
+    run,
+    x: np.ndarray,
+    i: int,
+    j: int,
+    path: str | os.PathLike,
+    *,
+    steps: int = 10,
+    labels: np.ndarray | None = None,
+    source: str = "held-out split",
+) -> Path:
     """Decode the straight line between the posterior means of points ``i`` and ``j`` of ``x``.
 
     The strip shows ``x[i]``, ``steps`` decoded points (both ends included) and ``x[j]``.
@@ -316,8 +400,10 @@ def plot_interpolation(run, x: np.ndarray, i: int, j: int, path: str | os.PathLi
     n = len(x)
     for name, k in (("I", i), ("J", j)):
         if not (isinstance(k, (int, np.integer)) and 0 <= k < n):
-            raise UsageError(f"--between {i} {j}: {name} = {k} is not a point of the {source}, which has {n} "
-                             f"points; give indices from 0 to {n - 1}")
+            raise UsageError(
+                f"--between {i} {j}: {name} = {k} is not a point of the {source}, which has {n} "
+                f"points; give indices from 0 to {n - 1}"
+            )
     if i == j:
         raise UsageError(f"--between {i} {j}: give two different points")
     if not (isinstance(steps, (int, np.integer)) and steps >= 2):
@@ -331,7 +417,17 @@ def plot_interpolation(run, x: np.ndarray, i: int, j: int, path: str | os.PathLi
     def name(k):
         return f"x[{k}]" + (f" ({labels[k]})" if labels is not None else "")
 
-    title = (f"{run.path.name}: decoding the line between the latent means of points {i} and {j} of the "
-             f"{source} (originals at the ends{', labels in brackets' if labels is not None else ''})")
-    return interpolation_strip(x[i], decoded, x[j], path, start_label=name(i), end_label=name(j), title=title,
-                               is_image=bool(run.data_info.get("is_image")))
+    title = (
+        f"{run.path.name}: decoding the line between the latent means of points {i} and {j} of the "
+        f"{source} (originals at the ends{', labels in brackets' if labels is not None else ''})"
+    )
+    return interpolation_strip(
+        x[i],
+        decoded,
+        x[j],
+        path,
+        start_label=name(i),
+        end_label=name(j),
+        title=title,
+        is_image=bool(run.data_info.get("is_image")),
+    )

@@ -21,10 +21,15 @@ _NORMAL_COLOR = "C0"
 _ANOMALOUS_COLOR = "C3"
 
 
-def score_histograms(scores: Mapping[str, np.ndarray], positives: np.ndarray, path: str | os.PathLike, *,
-                     auc: Mapping[str, float] | None = None,
-                     class_names: tuple[str, str] = ("normal", "anomalous"),
-                     title: str | None = None) -> Path:
+def score_histograms(
+    scores: Mapping[str, np.ndarray],
+    positives: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    auc: Mapping[str, float] | None = None,
+    class_names: tuple[str, str] = ("normal", "anomalous"),
+    title: str | None = None,
+) -> Path:
     """Histograms of each score by class, and the ROC curve of every score, as one PNG.
 
     Parameters
@@ -66,9 +71,9 @@ def score_histograms(scores: Mapping[str, np.ndarray], positives: np.ndarray, pa
     height = 4.2 * nrows + (0.5 if title else 0.0)
     fig = new_figure(width, height, layout="constrained")
     grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in grid[k + 1:]:
+    for ax in grid[k + 1 :]:
         ax.set_visible(False)
-    axes = grid[:k + 1]
+    axes = grid[: k + 1]
     normal_name, anomalous_name = class_names
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     for ax, (name, s) in zip(axes[:-1], scores.items()):
@@ -78,10 +83,17 @@ def score_histograms(scores: Mapping[str, np.ndarray], positives: np.ndarray, pa
         edges = np.histogram_bin_edges(s, bins="auto")
         if len(edges) > 61:
             edges = np.linspace(s.min(), s.max(), 61)
-        ax.hist(s[~positives], bins=edges, density=True, color=_NORMAL_COLOR, alpha=0.5,
-                label=f"{normal_name}, n = {n_neg}")
-        ax.hist(s[positives], bins=edges, density=True, color=_ANOMALOUS_COLOR, alpha=0.5,
-                label=f"{anomalous_name}, n = {n_pos}")
+        ax.hist(
+            s[~positives], bins=edges, density=True, color=_NORMAL_COLOR, alpha=0.5, label=f"{normal_name}, n = {n_neg}"
+        )
+        ax.hist(
+            s[positives],
+            bins=edges,
+            density=True,
+            color=_ANOMALOUS_COLOR,
+            alpha=0.5,
+            label=f"{anomalous_name}, n = {n_pos}",
+        )
         ax.set_xlabel(f"{name} (higher = more anomalous)")
         ax.set_ylabel("density")
         panel = f"{name} by class" + (f" (ROC AUC {auc[name]:.3f})" if name in auc else "")
@@ -93,8 +105,14 @@ def score_histograms(scores: Mapping[str, np.ndarray], positives: np.ndarray, pa
         fpr, tpr, _ = roc_curve(positives, np.asarray(s, dtype=np.float64))
         label = name + (f" (AUC {auc[name]:.3f})" if name in auc else "")
         # Not C0/C3: those are the classes' colours in the histograms.
-        ax.plot(fpr, tpr, color=("C1", "C2", "C4", "C5")[i % 4], linewidth=1.8, linestyle=("-", "--", ":", "-.")[i % 4],
-                label=label)
+        ax.plot(
+            fpr,
+            tpr,
+            color=("C1", "C2", "C4", "C5")[i % 4],
+            linewidth=1.8,
+            linestyle=("-", "--", ":", "-.")[i % 4],
+            label=label,
+        )
     ax.plot([0, 1], [0, 1], color="0.6", linewidth=1, linestyle=":", label="chance (AUC 0.5)")
     # A little room beyond [0, 1], so a curve along the edge (AUC near 1) stays visible.
     ax.set_xlim(-0.02, 1.02)

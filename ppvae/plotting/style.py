@@ -116,26 +116,20 @@ def as_images(images: Any, what: str) -> np.ndarray:
         arr = np.asarray(images)
     except Exception as exc:  # ragged lists and the like
         raise DataError(f"{what}: cannot read the images as an array ({exc})") from None
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
         raise DataError(f"{what}: images must be numeric, got an array of dtype {arr.dtype}")
     if arr.ndim == 4:
         if arr.shape[1] in (1, 3):
             arr = np.moveaxis(arr, 1, -1)
         elif arr.shape[-1] not in (1, 3):
             raise DataError(
-                f"{what}: 4-D images must have 1 or 3 channels, as (n, C, H, W) or "
-                f"(n, H, W, C); got shape {arr.shape}"
+                f"{what}: 4-D images must have 1 or 3 channels, as (n, C, H, W) or (n, H, W, C); got shape {arr.shape}"
             )
         if arr.shape[-1] == 1:
             arr = arr[..., 0]
     elif arr.ndim != 3:
         hint = " (reshape flat vectors to (n, H, W), or use table_grid)" if arr.ndim == 2 else ""
-        raise DataError(
-            f"{what}: expected images of shape (n, H, W) or (n, C, H, W), "
-            f"got shape {arr.shape}{hint}"
-        )
+        raise DataError(f"{what}: expected images of shape (n, H, W) or (n, C, H, W), got shape {arr.shape}{hint}")
     if arr.size == 0:
         raise DataError(f"{what}: no images to draw (shape {arr.shape})")
     if arr.dtype == np.uint8:
@@ -219,9 +213,7 @@ def draw_tiles(
             label_fs = room * 72.0 / (CHAR_WIDTH * longest)
             label_fs = min(LABEL_FONTSIZE_MAX, max(LABEL_FONTSIZE_MIN, label_fs))
             max_chars = max(2, int(room * 72.0 / (CHAR_WIDTH * label_fs)))
-            labels = [
-                lab if len(lab) <= max_chars else lab[: max_chars - 1] + "…" for lab in labels
-            ]
+            labels = [lab if len(lab) <= max_chars else lab[: max_chars - 1] + "…" for lab in labels]
             label_h = (label_fs * 1.3 + 2.0) / 72.0
 
     # Row labels to the left of the grid.
@@ -254,7 +246,11 @@ def draw_tiles(
     fig = new_figure(fig_w, fig_h)
     if title_text is not None:
         fig.suptitle(
-            title_text, x=0.5, y=1.0 - MARGIN / fig_h, ha="center", va="top",
+            title_text,
+            x=0.5,
+            y=1.0 - MARGIN / fig_h,
+            ha="center",
+            va="top",
             fontsize=TITLE_FONTSIZE,
         )
     # One axes spanning the figure, in inch coordinates; every tile is an image artist
@@ -265,19 +261,27 @@ def draw_tiles(
         x0 = left + c * (tile_w + col_gap)
         y0 = fig_h - row_tops[r] - tile_h
         ax.imshow(
-            images[k], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest",
-            extent=(x0, x0 + tile_w, y0, y0 + tile_h), origin="upper",
+            images[k],
+            cmap="gray",
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+            extent=(x0, x0 + tile_w, y0, y0 + tile_h),
+            origin="upper",
         )
         if labels is not None:
             ax.text(
-                x0 + tile_w / 2.0, y0 + tile_h + 1.5 / 72.0, labels[k], ha="center",
-                va="bottom", fontsize=label_fs,
+                x0 + tile_w / 2.0,
+                y0 + tile_h + 1.5 / 72.0,
+                labels[k],
+                ha="center",
+                va="bottom",
+                fontsize=label_fs,
             )
     if row_labels is not None:
         for r, lab in enumerate(row_labels):
             centre = fig_h - row_tops[r] - tile_h / 2.0
-            ax.text(left - 0.1, centre, str(lab), ha="right", va="center",
-                    fontsize=ROW_LABEL_FONTSIZE)
+            ax.text(left - 0.1, centre, str(lab), ha="right", va="center", fontsize=ROW_LABEL_FONTSIZE)
     ax.set_xlim(0.0, fig_w)
     ax.set_ylim(0.0, fig_h)
     ax.set_aspect("auto")

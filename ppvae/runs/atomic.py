@@ -42,7 +42,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=(path.suffix if suffix is None else suffix) + ".tmp",
+        prefix=f".{path.name}.",
+        suffix=(path.suffix if suffix is None else suffix) + ".tmp",
         dir=path.parent,
     )
     os.close(fd)

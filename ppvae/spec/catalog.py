@@ -76,8 +76,10 @@ def list_specs(directory: str | os.PathLike | None = None) -> list[dict]:
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"--dir {str(directory)!r} is not a folder; give the folder that holds the *.toml specs")
-    return [{"name": p.stem, "path": str(p), "description": spec_description(p), "plugins": _spec_plugins(p)}
-            for p in sorted(directory.glob("*.toml"))]
+    return [
+        {"name": p.stem, "path": str(p), "description": spec_description(p), "plugins": _spec_plugins(p)}
+        for p in sorted(directory.glob("*.toml"))
+    ]
 
 
 def _spec_plugins(path: Path) -> list[str]:
@@ -118,15 +120,17 @@ def list_components(backends: tuple[str, ...] | None = None) -> dict:
         rows: dict[str, dict] = {}
         for b in available:
             for name, comp in registry.components(kind, b).items():
-                row = rows.setdefault(name, {"name": name, "description": comp.description, "backends": [],
-                                             "portable": False})
+                row = rows.setdefault(
+                    name, {"name": name, "description": comp.description, "backends": [], "portable": False}
+                )
                 row["backends"].append(b)
                 if not row["description"]:
                     row["description"] = comp.description
         for name, comp in registry.portable(kind).items():
             # Portable unless a later backend-specific registration of the name replaced it.
-            if name in rows and all(registry.components(kind, b)[name].order == comp.order
-                                    for b in rows[name]["backends"]):
+            if name in rows and all(
+                registry.components(kind, b)[name].order == comp.order for b in rows[name]["backends"]
+            ):
                 rows[name]["portable"] = True
         out[kind] = [rows[n] for n in sorted(rows)]
     return {"components": out, "unavailable": unavailable}

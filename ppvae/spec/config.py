@@ -31,6 +31,7 @@ import tomli_w
 
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator, estimator_names
+from ppvae.spec.registry import BACKENDS
 
 __all__ = [
     "ModelSpec",
@@ -132,20 +133,20 @@ class ModelSpec:
             object.__setattr__(self, key, value.lower())
         _check(
             _is_int(self.latent_dim) and self.latent_dim > 0,
-            f"model.latent_dim must be a positive integer, got {self.latent_dim!r}; "
-            "use e.g. --latent-dim 2",
+            f"model.latent_dim must be a positive integer, got {self.latent_dim!r}; use e.g. --latent-dim 2",
         )
-        for key in ("prior_options", "likelihood_options", "encoder_options", "decoder_options",
-                    "guide_options"):
+        for key in ("prior_options", "likelihood_options", "encoder_options", "decoder_options", "guide_options"):
             object.__setattr__(self, key, _freeze_options("model", key, getattr(self, key)))
-        _check(isinstance(self.conditional, bool),
-               f"model.conditional must be true or false, got {self.conditional!r}")
-        _check(_is_int(self.num_classes) and self.num_classes >= 0,
-               f"model.num_classes must be a non-negative integer (0: take it from the labels), "
-               f"got {self.num_classes!r}")
-        _check(self.conditional or self.num_classes == 0,
-               f"model.num_classes = {self.num_classes} is only used by a conditional model; "
-               "set model.conditional = true, or drop num_classes")
+        _check(isinstance(self.conditional, bool), f"model.conditional must be true or false, got {self.conditional!r}")
+        _check(
+            _is_int(self.num_classes) and self.num_classes >= 0,
+            f"model.num_classes must be a non-negative integer (0: take it from the labels), got {self.num_classes!r}",
+        )
+        _check(
+            self.conditional or self.num_classes == 0,
+            f"model.num_classes = {self.num_classes} is only used by a conditional model; "
+            "set model.conditional = true, or drop num_classes",
+        )
 
     def options(self, kind: str) -> dict:
         """Return the settings table for component ``kind`` (e.g. ``"encoder"``)."""
@@ -214,30 +215,43 @@ class DataSpec:
     block_rows: int = 4096
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.source, str) and self.source, f"data.source must be a name or a path, got {self.source!r}")
-        _check(self.stream in ("auto", True, False) and (self.stream == "auto" or isinstance(self.stream, bool)),
-               f'data.stream = {self.stream!r} is not valid; choose one of: "auto", true, false')
-        _check(_is_number(self.memory_budget_mb) and self.memory_budget_mb > 0,
-               f"data.memory_budget_mb must be a positive number of MiB, got {self.memory_budget_mb!r}")
+        _check(
+            isinstance(self.source, str) and self.source, f"data.source must be a name or a path, got {self.source!r}"
+        )
+        _check(
+            self.stream in ("auto", True, False) and (self.stream == "auto" or isinstance(self.stream, bool)),
+            f'data.stream = {self.stream!r} is not valid; choose one of: "auto", true, false',
+        )
+        _check(
+            _is_number(self.memory_budget_mb) and self.memory_budget_mb > 0,
+            f"data.memory_budget_mb must be a positive number of MiB, got {self.memory_budget_mb!r}",
+        )
         object.__setattr__(self, "memory_budget_mb", float(self.memory_budget_mb))
-        _check(_is_int(self.block_rows) and self.block_rows > 0,
-               f"data.block_rows must be a positive integer, got {self.block_rows!r}")
+        _check(
+            _is_int(self.block_rows) and self.block_rows > 0,
+            f"data.block_rows must be a positive integer, got {self.block_rows!r}",
+        )
         _choice("data", "scale", self.scale, SCALE_MODES)
         _choice("data", "binarize", self.binarize, BINARIZE_MODES)
         _check(isinstance(self.standardize, bool), f"data.standardize must be true or false, got {self.standardize!r}")
-        _check(_is_number(self.min_sd) and math.isfinite(self.min_sd) and self.min_sd >= 0,
-               f"data.min_sd must be a non-negative number, got {self.min_sd!r}")
+        _check(
+            _is_number(self.min_sd) and math.isfinite(self.min_sd) and self.min_sd >= 0,
+            f"data.min_sd must be a non-negative number, got {self.min_sd!r}",
+        )
         object.__setattr__(self, "min_sd", float(self.min_sd))
         _check(
             _is_number(self.heldout_fraction) and 0.0 < self.heldout_fraction < 1.0,
             f"data.heldout_fraction must be between 0 and 1 (exclusive), got {self.heldout_fraction!r}",
         )
         object.__setattr__(self, "heldout_fraction", float(self.heldout_fraction))
-        _check(_is_int(self.split_seed) and self.split_seed >= 0, f"data.split_seed must be a non-negative integer, got {self.split_seed!r}")
+        _check(
+            _is_int(self.split_seed) and self.split_seed >= 0,
+            f"data.split_seed must be a non-negative integer, got {self.split_seed!r}",
+        )
         _check(
             not (self.standardize and self.binarize in ("dynamic", "static")),
             "data.standardize and data.binarize cannot both be on: binarized pixels are 0/1; "
-            "set binarize = \"none\" for a Gaussian likelihood on standardized data",
+            'set binarize = "none" for a Gaussian likelihood on standardized data',
         )
 
 
@@ -308,8 +322,17 @@ class TrainSpec:
         object.__setattr__(self, "backend", self.backend.lower())
         _choice("train", "elbo", self.elbo, ELBO_NAMES)
         _choice("train", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
-        for key in ("num_particles", "epochs", "batch_size", "warmup_steps", "cycle_steps",
-                    "log_every", "eval_num_samples", "checkpoint_every", "num_devices"):
+        for key in (
+            "num_particles",
+            "epochs",
+            "batch_size",
+            "warmup_steps",
+            "cycle_steps",
+            "log_every",
+            "eval_num_samples",
+            "checkpoint_every",
+            "num_devices",
+        ):
             value = getattr(self, key)
             _check(_is_int(value) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
         _check(_is_int(self.seed) and self.seed >= 0, f"train.seed must be a non-negative integer, got {self.seed!r}")
@@ -325,10 +348,12 @@ class TrainSpec:
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "beta", float(self.beta))
         validate_device(self.device, "train.device")
-        _check(self.num_devices == 1 or self.backend == "numpyro",
-               f"train.num_devices = {self.num_devices} splits batches over JAX devices and needs "
-               f"train.backend = \"numpyro\" (got {self.backend!r}); for the pyro backend use "
-               "ppvae fit --num-processes N")
+        _check(
+            self.num_devices == 1 or self.backend == "numpyro",
+            f"train.num_devices = {self.num_devices} splits batches over JAX devices and needs "
+            f'train.backend = "numpyro" (got {self.backend!r}); for the pyro backend use '
+            "ppvae fit --num-processes N",
+        )
 
 
 _SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainSpec}
@@ -368,19 +393,26 @@ class Config:
 
     def __post_init__(self) -> None:
         value = self.plugins
-        _check(isinstance(value, (list, tuple)) and all(isinstance(p, str) and p for p in value),
-               f"plugins must be a list of .py file paths, e.g. plugins = [\"my_prior.py\"], got {value!r}")
+        _check(
+            isinstance(value, (list, tuple)) and all(isinstance(p, str) and p for p in value),
+            f'plugins must be a list of .py file paths, e.g. plugins = ["my_prior.py"], got {value!r}',
+        )
         object.__setattr__(self, "plugins", tuple(dict.fromkeys(value)))
         # DReG evaluates log q at stopped guide parameters, which a flow cannot offer (its
         # parameters live inside networks): say so before any run folder is written.
-        _check(not (estimator(self.train.elbo).gaussian_guide_only and getattr(self.model, "guide", None) == "iaf"),
-               f'train.elbo = "{self.train.elbo}" needs a Gaussian guide (model.guide = diagonal, lowrank or '
-               'fullrank), not model.guide = "iaf"; train the flow with --elbo iwae')
+        _check(
+            not (estimator(self.train.elbo).gaussian_guide_only and getattr(self.model, "guide", None) == "iaf"),
+            f'train.elbo = "{self.train.elbo}" needs a Gaussian guide (model.guide = diagonal, lowrank or '
+            'fullrank), not model.guide = "iaf"; train the flow with --elbo iwae',
+        )
         # The estimators table says which backends implement each estimator.
+        # (An unknown backend name is left to the registry, whose message lists the valid ones.)
         implemented = estimator(self.train.elbo).backends
-        _check(self.train.backend in implemented,
-               f'train.elbo = "{self.train.elbo}" is implemented for backend {", ".join(implemented)} only, '
-               f'not train.backend = "{self.train.backend}"; choose --backend {implemented[0]} or another --elbo')
+        _check(
+            self.train.backend not in BACKENDS or self.train.backend in implemented,
+            f'train.elbo = "{self.train.elbo}" is implemented for backend {", ".join(implemented)} only, '
+            f'not train.backend = "{self.train.backend}"; choose --backend {implemented[0]} or another --elbo',
+        )
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -393,8 +425,10 @@ class Config:
             f"unknown table(s) {', '.join(unknown)} in the spec; valid tables: model, data, train "
             "(and the top-level key plugins)",
         )
-        return cls(**{name: _section_from_mapping(name, sec, tables.get(name, {}))
-                      for name, sec in _SECTIONS.items()}, plugins=tables.get("plugins", ()))
+        return cls(
+            **{name: _section_from_mapping(name, sec, tables.get(name, {})) for name, sec in _SECTIONS.items()},
+            plugins=tables.get("plugins", ()),
+        )
 
     @classmethod
     def from_toml_string(cls, text: str, origin: str = "spec") -> "Config":

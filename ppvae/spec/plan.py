@@ -58,8 +58,10 @@ def plan_guide(spec, backend: str) -> GuidePlan:
     count = getattr(comp.factory, "extra_outputs", None)
     extra = 0 if count is None else count(spec.latent_dim, **options)
     if not (isinstance(extra, int) and not isinstance(extra, bool) and extra >= 0):
-        raise UsageError(f"guide {comp.name!r}: extra_outputs(...) must return a non-negative integer, "
-                         f"got {extra!r}; fix the guide family's extra_outputs method")
+        raise UsageError(
+            f"guide {comp.name!r}: extra_outputs(...) must return a non-negative integer, "
+            f"got {extra!r}; fix the guide family's extra_outputs method"
+        )
     return GuidePlan(comp.name, comp.factory, options, extra)
 
 
@@ -76,7 +78,7 @@ def encoder_structural(plan: GuidePlan, encoder) -> dict:
         raise UsageError(
             f"guide {plan.name!r} needs {plan.extra_outputs} extra encoder outputs per datapoint, but encoder "
             f"{encoder.name!r} takes no extra_outputs argument; give its constructor extra_outputs=0 and return "
-            "(loc, scale, extra) when it is positive, or use model.guide = \"diagonal\""
+            '(loc, scale, extra) when it is positive, or use model.guide = "diagonal"'
         )
     return {"extra_outputs": plan.extra_outputs}
 
@@ -123,14 +125,22 @@ def build_parts(spec, event_shape, backend: str, extra: Callable[[str], dict] = 
 
     likelihood = make("likelihood", event_shape=event_shape)
     prior_comp = registry.get("prior", spec.prior, backend)
-    prior = prior_comp.factory(**prior_arguments(
-        prior_comp.factory, registry.resolve_options("prior", prior_comp.name, backend, spec.options("prior")),
-        latent_dim=spec.latent_dim, event_shape=event_shape, likelihood_support=likelihood.support),
-        **extra("prior"))
+    prior = prior_comp.factory(
+        **prior_arguments(
+            prior_comp.factory,
+            registry.resolve_options("prior", prior_comp.name, backend, spec.options("prior")),
+            latent_dim=spec.latent_dim,
+            event_shape=event_shape,
+            likelihood_support=likelihood.support,
+        ),
+        **extra("prior"),
+    )
     num_classes = conditional_classes(spec)
     if num_classes and uses_encoder(prior):
-        raise UsageError(f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
-                         "too; use another prior or set model.conditional = false")
+        raise UsageError(
+            f"prior {spec.prior!r} is built from the encoder, which a conditional VAE feeds labels "
+            "too; use another prior or set model.conditional = false"
+        )
     encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
     decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
     guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options, **extra("guide"))

@@ -88,14 +88,19 @@ def load_plugin(path: str | os.PathLike, origin: str | None = None) -> list[tupl
     path = Path(path).expanduser()
     if not path.is_file():
         if origin:
-            raise UsageError(f"plug-in file {str(path)!r} named in {origin} does not exist; put the file back "
-                             "or correct the path in the plugins list there")
+            raise UsageError(
+                f"plug-in file {str(path)!r} named in {origin} does not exist; put the file back "
+                "or correct the path in the plugins list there"
+            )
         where = "" if path.is_absolute() else f" (relative to {os.getcwd()})"
-        raise UsageError(f"plug-in file {str(path)!r} does not exist{where}; check the path "
-                         "(in a spec, plug-in paths are relative to the spec file)")
+        raise UsageError(
+            f"plug-in file {str(path)!r} does not exist{where}; check the path "
+            "(in a spec, plug-in paths are relative to the spec file)"
+        )
     if path.suffix != ".py":
-        raise UsageError(f"plug-in {str(path)!r} is not a Python file; a plug-in is a .py file "
-                         "that calls ppvae.register")
+        raise UsageError(
+            f"plug-in {str(path)!r} is not a Python file; a plug-in is a .py file that calls ppvae.register"
+        )
     path = path.resolve()
     stat = path.stat()
     stamp = (stat.st_mtime_ns, stat.st_size)
@@ -117,13 +122,17 @@ def load_plugin(path: str | os.PathLike, origin: str | None = None) -> list[tupl
         raise UsageError(f"plug-in {key}{_where(exc, path)}: {exc}") from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         sys.modules.pop(name, None)
-        raise UsageError(f"plug-in {key} failed to load{_where(exc, path)}: {_one_line(exc)}; "
-                         "fix the file (run `python FILE` to see the full traceback)") from None
+        raise UsageError(
+            f"plug-in {key} failed to load{_where(exc, path)}: {_one_line(exc)}; "
+            "fix the file (run `python FILE` to see the full traceback)"
+        ) from None
     added = registry.registered_since(before)
     if not added:
         sys.modules.pop(name, None)
-        raise UsageError(f"plug-in {key} registered no component; decorate a class in it with "
-                         "@ppvae.register(kind, name) (see `ppvae models` for the kinds)")
+        raise UsageError(
+            f"plug-in {key} registered no component; decorate a class in it with "
+            "@ppvae.register(kind, name) (see `ppvae models` for the kinds)"
+        )
     found = [(c.kind, c.name, "portable" if c.backend == registry.PORTABLE else c.backend) for c in added]
     _LOADED[key] = (stamp, found)
     return list(found)

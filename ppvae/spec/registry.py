@@ -34,8 +34,22 @@ if TYPE_CHECKING:  # the registry names backends by module path and imports them
     from ppvae.backends.base import Backend
 from ppvae.errors import BackendUnavailableError, UsageError, unknown_name
 
-__all__ = ["KINDS", "BACKENDS", "PORTABLE", "Component", "register", "get", "names", "components",
-           "resolve_options", "likelihood_support", "load_backend", "registration_count", "registered_since", "portable"]
+__all__ = [
+    "KINDS",
+    "BACKENDS",
+    "PORTABLE",
+    "Component",
+    "register",
+    "get",
+    "names",
+    "components",
+    "resolve_options",
+    "likelihood_support",
+    "load_backend",
+    "registration_count",
+    "registered_since",
+    "portable",
+]
 
 #: ``guide``: the family of q(z|x) built from the encoder's outputs (diagonal, low-rank, ...).
 KINDS = ("prior", "likelihood", "encoder", "decoder", "guide")
@@ -159,8 +173,13 @@ def register(kind: str, name: str, *, backend: str | None = None, description: s
             return factory
         _ORDER[0] += 1
         table[name] = Component(
-            kind=kind, name=name, backend=backend or PORTABLE, factory=factory,
-            description=text, defaults=_settings_of(factory), order=_ORDER[0],
+            kind=kind,
+            name=name,
+            backend=backend or PORTABLE,
+            factory=factory,
+            description=text,
+            defaults=_settings_of(factory),
+            order=_ORDER[0],
         )
         return factory
 
@@ -214,9 +233,15 @@ def components(kind: str, backend: str) -> dict[str, Component]:
     found = dict(_REGISTRY.get((kind, backend), {}))
     for name, comp in _REGISTRY.get((kind, PORTABLE), {}).items():
         if name not in found or found[name].order < comp.order:
-            found[name] = Component(kind=kind, name=name, backend=backend,
-                                    factory=module.adapt_portable(kind, comp.factory),
-                                    description=comp.description, defaults=comp.defaults, order=comp.order)
+            found[name] = Component(
+                kind=kind,
+                name=name,
+                backend=backend,
+                factory=module.adapt_portable(kind, comp.factory),
+                description=comp.description,
+                defaults=comp.defaults,
+                order=comp.order,
+            )
     return found
 
 
@@ -241,20 +266,24 @@ def get(kind: str, name: str, backend: str) -> Component:
 
 def _not_registered(kind: str, name: str, backend: str, found) -> UsageError:
     """The message for a missing component: what exists, where it exists, and the fix."""
-    elsewhere = sorted(b for (k, b), table in _REGISTRY.items()
-                       if k == kind and b not in (backend, PORTABLE) and name in table)
+    elsewhere = sorted(
+        b for (k, b), table in _REGISTRY.items() if k == kind and b not in (backend, PORTABLE) and name in table
+    )
     writable_once = kind in ("prior", "likelihood")  # the kinds a ppvae.Portable can be
     if elsewhere:
         where = f"it is registered for backend {', '.join(elsewhere)} only"
-        fix = (f"write it as a ppvae.Portable to run on both backends, or register a {backend} version"
-               if writable_once else f"register a {backend} version with backend={backend!r}")
+        fix = (
+            f"write it as a ppvae.Portable to run on both backends, or register a {backend} version"
+            if writable_once
+            else f"register a {backend} version with backend={backend!r}"
+        )
     else:
         where = "it is not registered"
-        fix = ("load its plug-in with --plugin FILE (or plugins = [\"FILE\"] in the spec)"
-               + ("; write it as a ppvae.Portable to run on both backends" if writable_once else ""))
+        fix = 'load its plug-in with --plugin FILE (or plugins = ["FILE"] in the spec)' + (
+            "; write it as a ppvae.Portable to run on both backends" if writable_once else ""
+        )
     choices = ", ".join(sorted(found)) or "(none registered)"
-    return UsageError(f"unknown {kind} {name!r} for backend {backend} ({where}); valid {kind} names: {choices}; "
-                      f"{fix}")
+    return UsageError(f"unknown {kind} {name!r} for backend {backend} ({where}); valid {kind} names: {choices}; {fix}")
 
 
 def likelihood_support(name: str, backend: str) -> str:
@@ -275,14 +304,19 @@ def resolve_options(kind: str, name: str, backend: str, options: Mapping[str, An
     unknown = sorted(set(options) - set(comp.defaults))
     if unknown:
         valid = ", ".join(sorted(comp.defaults)) or "(it takes none)"
-        raise UsageError(
-            f"{kind} {name!r} has no setting {', '.join(unknown)}; valid settings: {valid}"
-        )
+        raise UsageError(f"{kind} {name!r} has no setting {', '.join(unknown)}; valid settings: {valid}")
     resolved = {**comp.defaults, **options}
-    missing = sorted(k for k, v in resolved.items() if v is None and k not in options
-                     and inspect.signature(comp.factory).parameters[k].default is inspect.Parameter.empty)
+    missing = sorted(
+        k
+        for k, v in resolved.items()
+        if v is None
+        and k not in options
+        and inspect.signature(comp.factory).parameters[k].default is inspect.Parameter.empty
+    )
     if missing:
-        raise UsageError(f"{kind} {name!r} needs the setting(s) {', '.join(missing)}; "
-                         f"set them with --set model.{kind}_options.{missing[0]}=VALUE")
+        raise UsageError(
+            f"{kind} {name!r} needs the setting(s) {', '.join(missing)}; "
+            f"set them with --set model.{kind}_options.{missing[0]}=VALUE"
+        )
     # None cannot be written to TOML; settings left at None keep their default implicitly.
     return {k: v for k, v in resolved.items() if v is not None}

@@ -25,14 +25,29 @@ def arviz():
     return az
 
 
-def inference_data(*, posterior: dict, posterior_predictive: dict, observed_data: dict,
-                   log_likelihood: dict, sample_stats: dict, dims: dict, coords: dict,
-                   attrs: dict[str, Any] | None = None):
+def inference_data(
+    *,
+    posterior: dict,
+    posterior_predictive: dict,
+    observed_data: dict,
+    log_likelihood: dict,
+    sample_stats: dict,
+    dims: dict,
+    coords: dict,
+    attrs: dict[str, Any] | None = None,
+):
     """Build an InferenceData from arrays shaped ``(chain, draw, ...)`` (observed: no chain/draw)."""
     az = arviz()
-    return az.from_dict(posterior=posterior, posterior_predictive=posterior_predictive,
-                        observed_data=observed_data, log_likelihood=log_likelihood,
-                        sample_stats=sample_stats, dims=dims, coords=coords, attrs=attrs or {})
+    return az.from_dict(
+        posterior=posterior,
+        posterior_predictive=posterior_predictive,
+        observed_data=observed_data,
+        log_likelihood=log_likelihood,
+        sample_stats=sample_stats,
+        dims=dims,
+        coords=coords,
+        attrs=attrs or {},
+    )
 
 
 def write_netcdf(idata, path: str | Path) -> None:
@@ -67,6 +82,8 @@ def rhat_ess(draws: np.ndarray) -> dict[str, np.ndarray]:
     ds = az.convert_to_dataset({"z": np.asarray(draws)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return {"rhat": np.asarray(az.rhat(ds)["z"].values),
-                "ess_bulk": np.asarray(az.ess(ds, method="bulk")["z"].values),
-                "ess_tail": np.asarray(az.ess(ds, method="tail")["z"].values)}
+        return {
+            "rhat": np.asarray(az.rhat(ds)["z"].values),
+            "ess_bulk": np.asarray(az.ess(ds, method="bulk")["z"].values),
+            "ess_tail": np.asarray(az.ess(ds, method="tail")["z"].values),
+        }

@@ -73,21 +73,43 @@ def _inference_data(run, x, d, labels):
         posterior_predictive={"x": d["x_mean"][None]},
         observed_data={"x": x},
         log_likelihood={"x": d["log_lik"][None]},
-        sample_stats={"log_importance_weight": log_w[None], "log_q": d["log_q"][None],
-                      "log_prior": d["log_prior"][None]},
-        dims={"z": ["point", "latent"], "x": ["point", *event_dims],
-              "log_importance_weight": ["point"], "log_q": ["point"], "log_prior": ["point"]},
+        sample_stats={
+            "log_importance_weight": log_w[None],
+            "log_q": d["log_q"][None],
+            "log_prior": d["log_prior"][None],
+        },
+        dims={
+            "z": ["point", "latent"],
+            "x": ["point", *event_dims],
+            "log_importance_weight": ["point"],
+            "log_q": ["point"],
+            "log_prior": ["point"],
+        },
         coords=coords,
-        attrs={"ppvae_run": str(run.path), "backend": run.config.train.backend,
-               "draws_from": "q(z|x), independent (one chain)", "num_draws": S,
-               **({"labels": np.asarray(labels).tolist()} if labels is not None else {})},
+        attrs={
+            "ppvae_run": str(run.path),
+            "backend": run.config.train.backend,
+            "draws_from": "q(z|x), independent (one chain)",
+            "num_draws": S,
+            **({"labels": np.asarray(labels).tolist()} if labels is not None else {}),
+        },
     )
 
 
-def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: int = 1000,
-             reference: str | None = None, reference_points: int = 5, gap_points: int = 20,
-             out: str | Path | None = None, seed: int = 0, echo: Callable[[str], None] | None = None,
-             progress: bool = False) -> Diagnostics:
+def diagnose(
+    run,
+    *,
+    data: str | None = None,
+    num_points: int = 100,
+    num_draws: int = 1000,
+    reference: str | None = None,
+    reference_points: int = 5,
+    gap_points: int = 20,
+    out: str | Path | None = None,
+    seed: int = 0,
+    echo: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> Diagnostics:
     """Diagnose a run's q(z|x); write the report, pictures, netCDF and JSON into ``out``.
 
     Parameters
@@ -123,7 +145,8 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
             if reference == "nuts":
                 raise BackendUnavailableError(
                     "--reference nuts runs NUTS in NumPyro, which is not installed; "
-                    "install it with: pip install 'ppvae[numpyro]'") from None
+                    "install it with: pip install 'ppvae[numpyro]'"
+                ) from None
             say("NumPyro is not installed: skipping the inference gaps (pip install 'ppvae[numpyro]')")
     out = Path(out) if out is not None else run.path / "diagnostics"
     out.mkdir(parents=True, exist_ok=True)
@@ -132,21 +155,22 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
     x = x_all[:num_points]
     labels = None if labels is None else labels[: len(x)]
     n = len(x)
-    numbers: dict = {"run": str(run.path), "backend": run.config.train.backend, "num_points": n,
-                     "num_draws": num_draws}
+    numbers: dict = {"run": str(run.path), "backend": run.config.train.backend, "num_points": n, "num_draws": num_draws}
     files: dict[str, str] = {}
     started = time.perf_counter()
 
     say(f"drawing {num_draws} samples of z from q(z|x) for {n} points")
     d = run.trained.draws(x, num_draws, seed=seed, predictive_draws=min(num_draws, 50))
-    log_w = d["log_lik"] + d["log_prior"] - d["log_q"]          # (S, n)
+    log_w = d["log_lik"] + d["log_prior"] - d["log_q"]  # (S, n)
     khat = arviz_io.psis_khat(log_w.T)
     iwae = _logmeanexp(log_w, 0)
     elbo = log_w.mean(0)
     numbers["psis"] = {
-        "khat": khat.tolist(), "share_above_0.7": float((khat > KHAT_BAD).mean()),
+        "khat": khat.tolist(),
+        "share_above_0.7": float((khat > KHAT_BAD).mean()),
         "share_0.5_to_0.7": float(((khat > KHAT_GOOD) & (khat <= KHAT_BAD)).mean()),
-        "share_below_0.5": float((khat <= KHAT_GOOD).mean()), "median": float(np.median(khat)),
+        "share_below_0.5": float((khat <= KHAT_GOOD).mean()),
+        "median": float(np.median(khat)),
         "max": float(khat.max()),
     }
     numbers["estimates_from_draws"] = {"elbo": float(elbo.mean()), f"iwae_{num_draws}": float(iwae.mean())}
@@ -160,11 +184,16 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
     loc, scale = run.trained.encode(x)
     variance = loc.var(axis=0, ddof=1) if n > 1 else np.zeros(loc.shape[1])
     active = variance > 0.01
-    numbers["collapse"] = {"kl_per_dim": ev["kl_per_dim"], "active_units": int(active.sum()),
-                           "latent_dim": int(loc.shape[1]), "posterior_mean_variance": variance.tolist()}
+    numbers["collapse"] = {
+        "kl_per_dim": ev["kl_per_dim"],
+        "active_units": int(active.sum()),
+        "latent_dim": int(loc.shape[1]),
+        "posterior_mean_variance": variance.tolist(),
+    }
 
-    figures.khat_plot(khat, out / "khat.png",
-                      title=f"PSIS k̂ of p(x,z)/q(z|x) for {n} points, S = {num_draws} draws each")
+    figures.khat_plot(
+        khat, out / "khat.png", title=f"PSIS k̂ of p(x,z)/q(z|x) for {n} points, S = {num_draws} draws each"
+    )
     files["khat_plot"] = "khat.png"
     # A non-diagonal q or a mixture prior has no per-dimension KL (the evaluation reports NaN
     # there): no bar chart of NaNs, and the report says why.
@@ -176,24 +205,30 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
     if run.data_info.get("is_image"):
         from ppvae.plotting.images import reconstruction_grid
 
-        reconstruction_grid(x[worst], run.reconstruct(x[worst]), out / "worst.png",
-                            title="highest k̂: data (top) and reconstructions; k̂ = "
-                                  + ", ".join(f"{k:.2f}" for k in khat[worst]))
+        reconstruction_grid(
+            x[worst],
+            run.reconstruct(x[worst]),
+            out / "worst.png",
+            title="highest k̂: data (top) and reconstructions; k̂ = " + ", ".join(f"{k:.2f}" for k in khat[worst]),
+        )
         files["worst"] = "worst.png"
 
     # The gaps measure q against the best diagonal Normal per point: defined for the diagonal
     # guide family only.
     guide = run.config.model.guide
     if npb is not None and gap_points > 0 and guide != "diagonal":
-        say(f"skipping the inference gaps: they compare q with the best diagonal Normal per point, "
-            f"and this run's guide is {guide!r}")
+        say(
+            f"skipping the inference gaps: they compare q with the best diagonal Normal per point, "
+            f"and this run's guide is {guide!r}"
+        )
     elif npb is not None and gap_points > 0:
         m = min(gap_points, n)
         say(f"inference gaps for {m} points (a q optimized for each point alone)")
         vae, params = npb.jax_view(run.config, run.event_shape, run.trained)
         g = npb.local_gaps(vae, params, x[:m], seed=seed)
-        numbers["gaps"] = {k: _plain(v) for k, v in g.items()
-                           if k not in ("loc", "scale", "local_loc", "local_scale", "elbo_trace")}
+        numbers["gaps"] = {
+            k: _plain(v) for k, v in g.items() if k not in ("loc", "scale", "local_loc", "local_scale", "elbo_trace")
+        }
         figures.gaps_plot(np.asarray(g["approximation_gap"]), np.asarray(g["amortization_gap"]), out / "gaps.png")
         files["gaps_plot"] = "gaps.png"
 
@@ -208,13 +243,18 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
             zq = d["z"][:, :m]
             cmp = npb.compare_to_q(ref["z"], zq.mean(0), zq.std(0, ddof=1))
         numbers["reference"] = {
-            "method": "NUTS (NumPyro), decoder frozen", "points": m, "chains": int(ref["z"].shape[0]),
-            "draws": int(ref["z"].shape[1]), "max_rhat": float(np.max(ref["rhat"])),
-            "min_ess_bulk": float(np.min(ref["ess_bulk"])), "min_ess_tail": float(np.min(ref["ess_tail"])),
-            "divergences": int(ref["divergences"]), "seconds": float(ref["seconds"]),
+            "method": "NUTS (NumPyro), decoder frozen",
+            "points": m,
+            "chains": int(ref["z"].shape[0]),
+            "draws": int(ref["z"].shape[1]),
+            "max_rhat": float(np.max(ref["rhat"])),
+            "min_ess_bulk": float(np.min(ref["ess_bulk"])),
+            "min_ess_tail": float(np.min(ref["ess_tail"])),
+            "divergences": int(ref["divergences"]),
+            "seconds": float(ref["seconds"]),
             "q_vs_nuts": {k: _plain(v) for k, v in cmp.items()},
         }
-        z_ref = np.asarray(ref["z"])                             # (chains, draws, m, Z)
+        z_ref = np.asarray(ref["z"])  # (chains, draws, m, Z)
         flat = [z_ref[:, :, k].reshape(-1, z_ref.shape[-1]) for k in range(m)]
         q_draws = [d["z"][:, k] for k in range(m)]
         # The two most informative dimensions: highest KL, or (no per-dimension KL) the
@@ -222,8 +262,9 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
         kl_per_dim = np.asarray(ev["kl_per_dim"], dtype=float)
         kl_dims = np.argsort(kl_per_dim if np.isfinite(kl_per_dim).all() else variance)[::-1]
         dims = (int(kl_dims[0]), int(kl_dims[1])) if len(kl_dims) > 1 else (0, 0)
-        figures.pair_overlay(flat, q_draws, dims, out / "q_vs_nuts.png",
-                             labels=[f"point {k} (k̂ {khat[k]:.2f})" for k in range(m)])
+        figures.pair_overlay(
+            flat, q_draws, dims, out / "q_vs_nuts.png", labels=[f"point {k} (k̂ {khat[k]:.2f})" for k in range(m)]
+        )
         files["pair_plot"] = "q_vs_nuts.png"
 
     numbers["seconds"] = time.perf_counter() - started
@@ -233,4 +274,3 @@ def diagnose(run, *, data: str | None = None, num_points: int = 100, num_draws: 
     write_report(out / "report.md", numbers, files)
     files["report"] = "report.md"
     return Diagnostics(out=out, numbers=numbers, files=files)
-

@@ -18,6 +18,22 @@ from ppvae.backends.numpyro.trained import TrainedVAE, fit, load
 NAME = "numpyro"
 PACKAGES = ("jax", "jaxlib", "numpyro", "equinox", "optax")
 
-__all__ = ["NAME", "PACKAGES", "adapt_portable", "VAE", "build_vae", "initial_params", "VAEObjective", "terms", "log_weights", "TrainedVAE",
-           "fit", "load", "params_from_torch", "jax_view",
-           "local_gaps", "nuts_reference", "compare_to_q"]
+__all__ = [
+    "NAME",
+    "PACKAGES",
+    "adapt_portable",
+    "VAE",
+    "build_vae",
+    "initial_params",
+    "VAEObjective",
+    "terms",
+    "log_weights",
+    "TrainedVAE",
+    "fit",
+    "load",
+    "params_from_torch",
+    "jax_view",
+    "local_gaps",
+    "nuts_reference",
+    "compare_to_q",
+]

@@ -82,8 +82,7 @@ def _fill(template, arrays: dict, prefix: str, path: Path, order: list[int] | No
     count = sum(1 for k in arrays if k.startswith(prefix + "."))
     for i, (want, got) in enumerate(zip(leaves, loaded)):
         # safetensors stores a 0-d array as shape (1,): compare sizes for scalars.
-        fits = got is not None and (tuple(np.shape(want)) == tuple(got.shape)
-                                    or (np.ndim(want) == 0 and got.size == 1))
+        fits = got is not None and (tuple(np.shape(want)) == tuple(got.shape) or (np.ndim(want) == 0 and got.size == 1))
         if not fits or count != len(leaves):
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not fit the model in its config.toml ({prefix} array {i}: "

@@ -90,7 +90,8 @@ class ContinuousBernoulli(dist.Distribution):
         below = jnp.where(safe <= 0.5, safe, 0.0)
         above = jnp.where(safe >= 0.5, safe, 1.0)
         log_norm = jnp.log(jnp.abs(jnp.log1p(-safe) - jnp.log(safe))) - jnp.where(
-            safe <= 0.5, jnp.log1p(-2.0 * below), jnp.log(2.0 * above - 1.0))
+            safe <= 0.5, jnp.log1p(-2.0 * below), jnp.log(2.0 * above - 1.0)
+        )
         x = (probs - 0.5) ** 2
         taylor = jnp.log(2.0) + (4.0 / 3.0 + 104.0 / 45.0 * x) * x
         return jnp.where(outside, log_norm, taylor)

@@ -81,23 +81,33 @@ class Evaluator:
         """
         outs = []
         for i, start in enumerate(range(0, x.shape[0], batch_size)):
-            yb = None if y is None else y[start:start + batch_size]
-            outs.append(self._terms(params, jax.random.fold_in(key, i), x[start:start + batch_size], yb))
-        rec, kl, per_dim, loc = (np.concatenate([np.asarray(o[j], dtype=np.float64) for o in outs])
-                                 for j in range(4))
+            yb = None if y is None else y[start : start + batch_size]
+            outs.append(self._terms(params, jax.random.fold_in(key, i), x[start : start + batch_size], yb))
+        rec, kl, per_dim, loc = (np.concatenate([np.asarray(o[j], dtype=np.float64) for o in outs]) for j in range(4))
         return {"reconstruction": rec, "kl": kl, "kl_per_dim": per_dim, "loc": loc}
 
-    def log_px(self, params, x: jax.Array, num_samples: int, key, batch_size: int = 100,
-               max_elements: int = MAX_ELEMENTS, y=None) -> np.ndarray:
+    def log_px(
+        self,
+        params,
+        x: jax.Array,
+        num_samples: int,
+        key,
+        batch_size: int = 100,
+        max_elements: int = MAX_ELEMENTS,
+        y=None,
+    ) -> np.ndarray:
         """Per-datapoint IWAE estimate of log p(x) (log p(x|y) given labels ``y``), chunked."""
         features = max(1, math.prod(self.vae.modules["likelihood"].param_shape))
         out = []
         chunk = max(1, min(num_samples, max_elements // (features * min(batch_size, x.shape[0]))))
         for i, start in enumerate(range(0, x.shape[0], batch_size)):
-            xb = x[start:start + batch_size]
-            yb = None if y is None else y[start:start + batch_size]
-            out.append(np.asarray(self._log_px_batch(params, jax.random.fold_in(key, i), xb, num_samples, chunk,
-                                                     yb), dtype=np.float64))
+            xb = x[start : start + batch_size]
+            yb = None if y is None else y[start : start + batch_size]
+            out.append(
+                np.asarray(
+                    self._log_px_batch(params, jax.random.fold_in(key, i), xb, num_samples, chunk, yb), dtype=np.float64
+                )
+            )
         return np.concatenate(out)
 
 
@@ -112,6 +122,11 @@ def exact_log_px(vae: VAE, params, x, y=None) -> np.ndarray | None:
     if not (isinstance(m["decoder"], LinearDecoder) and is_linear_gaussian(m["prior"], m["likelihood"])):
         return None
     return linear_gaussian.exact_log_px(
-        x, m["decoder"].linear.weight, m["decoder"].linear.bias, m["prior"].loc, m["prior"].scale,
-        np.exp(np.asarray(m["likelihood"].log_scale, np.float64)), None if y is None else np.asarray(y))
-
+        x,
+        m["decoder"].linear.weight,
+        m["decoder"].linear.bias,
+        m["prior"].loc,
+        m["prior"].scale,
+        np.exp(np.asarray(m["likelihood"].log_scale, np.float64)),
+        None if y is None else np.asarray(y),
+    )

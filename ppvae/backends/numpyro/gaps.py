@@ -67,7 +67,7 @@ def _bounds(modules, x, loc, scale, key, num_samples: int, chunk: int):
         # cancelling when the log-weights are large and nearly equal.
         shifted = jnp.where(valid, lw - shift, 0.0)
         total = total + shifted.sum(0)
-        total_sq = total_sq + (shifted ** 2).sum(0)
+        total_sq = total_sq + (shifted**2).sum(0)
         lse = jnp.logaddexp(lse, jax.scipy.special.logsumexp(jnp.where(valid, lw, -jnp.inf), 0))
         return (total, total_sq, lse), None
 
@@ -125,9 +125,21 @@ def _chunk(modules, n: int, num_samples: int, max_elements: int) -> int:
     return max(1, min(num_samples, max_elements // (features * n)))
 
 
-def local_gaps(vae, params, x, *, num_steps: int = 300, num_particles: int = 16, lr: float = 0.05,
-               final_lr: float = 0.0005, elbo_samples: int = 1000, iwae_samples: int = 5000, seed: int = 0,
-               log_px_from: str = "max", max_elements: int = MAX_ELEMENTS) -> dict:
+def local_gaps(
+    vae,
+    params,
+    x,
+    *,
+    num_steps: int = 300,
+    num_particles: int = 16,
+    lr: float = 0.05,
+    final_lr: float = 0.0005,
+    elbo_samples: int = 1000,
+    iwae_samples: int = 5000,
+    seed: int = 0,
+    log_px_from: str = "max",
+    max_elements: int = MAX_ELEMENTS,
+) -> dict:
     """Approximation and amortization gaps for every point of ``x``.
 
     Parameters
@@ -181,16 +193,20 @@ def local_gaps(vae, params, x, *, num_steps: int = 300, num_particles: int = 16,
     if log_px_from not in LOG_PX_CHOICES:
         raise ValueError(f"log_px_from must be one of {', '.join(LOG_PX_CHOICES)}, got {log_px_from!r}")
     # q* is a diagonal Normal: against a richer amortized family the two gaps lose their meaning.
-    require_diagonal(vae, "the inference gaps (the encoder's q against the best diagonal Normal per point)",
-                     "skip them (ppvae diagnose --gap-points 0)")
+    require_diagonal(
+        vae,
+        "the inference gaps (the encoder's q against the best diagonal Normal per point)",
+        "skip them (ppvae diagnose --gap-points 0)",
+    )
     xj = jnp.asarray(np.asarray(x, dtype=np.float32))
     n = xj.shape[0]
     modules = vae.with_params(params)
     loc, scale = modules["encoder"](xj)
     k_opt, k_amort, k_local, k_iw_amort, k_iw_local = jax.random.split(jax.random.PRNGKey(seed), 5)
 
-    local_loc, local_scale, trace = _optimize(modules, xj, loc, scale, k_opt, int(num_steps), int(num_particles),
-                                              float(lr), float(final_lr))
+    local_loc, local_scale, trace = _optimize(
+        modules, xj, loc, scale, k_opt, int(num_steps), int(num_particles), float(lr), float(final_lr)
+    )
     c_elbo = _chunk(modules, n, elbo_samples, max_elements)
     c_iwae = _chunk(modules, n, iwae_samples, max_elements)
     elbo_amortized, se_amortized, _ = _bounds(modules, xj, loc, scale, k_amort, int(elbo_samples), c_elbo)
@@ -204,21 +220,37 @@ def local_gaps(vae, params, x, *, num_steps: int = 300, num_particles: int = 16,
     elbo_amortized, elbo_local = f64(elbo_amortized), f64(elbo_local)
     se_amortized, se_local = f64(se_amortized), f64(se_local)
     log_px_amortized, log_px_local = f64(log_px_amortized), f64(log_px_local)
-    log_px = {"max": np.maximum(log_px_amortized, log_px_local), "amortized": log_px_amortized,
-              "local": log_px_local}[log_px_from]
+    log_px = {"max": np.maximum(log_px_amortized, log_px_local), "amortized": log_px_amortized, "local": log_px_local}[
+        log_px_from
+    ]
     out = {
-        "log_px": log_px, "log_px_amortized": log_px_amortized, "log_px_local": log_px_local,
-        "elbo_amortized": elbo_amortized, "elbo_local": elbo_local,
-        "elbo_amortized_se": se_amortized, "elbo_local_se": se_local,
+        "log_px": log_px,
+        "log_px_amortized": log_px_amortized,
+        "log_px_local": log_px_local,
+        "elbo_amortized": elbo_amortized,
+        "elbo_local": elbo_local,
+        "elbo_amortized_se": se_amortized,
+        "elbo_local_se": se_local,
         # The two ELBOs use independent draws, so their standard errors add in quadrature.
         "amortization_gap_se": np.sqrt(se_amortized**2 + se_local**2),
         "approximation_gap": log_px - elbo_local,
         "amortization_gap": elbo_local - elbo_amortized,
         "inference_gap": log_px - elbo_amortized,
-        "loc": f64(loc), "scale": f64(scale), "local_loc": f64(local_loc), "local_scale": f64(local_scale),
+        "loc": f64(loc),
+        "scale": f64(scale),
+        "local_loc": f64(local_loc),
+        "local_scale": f64(local_scale),
         "elbo_trace": f64(trace),
     }
-    per_point = ("log_px", "log_px_amortized", "log_px_local", "elbo_amortized", "elbo_local",
-                 "approximation_gap", "amortization_gap", "inference_gap")
+    per_point = (
+        "log_px",
+        "log_px_amortized",
+        "log_px_local",
+        "elbo_amortized",
+        "elbo_local",
+        "approximation_gap",
+        "amortization_gap",
+        "inference_gap",
+    )
     out["mean"] = {name: float(out[name].mean()) for name in per_point}
     return out

@@ -35,8 +35,19 @@ from ppvae.spec.registry import register
 
 BACKEND = "numpyro"
 
-__all__ = ["DiagonalGuide", "LowRankGuide", "FullRankGuide", "IAFGuide", "made_masks", "location",
-           "is_diagonal", "sample_with_log_prob", "log_prob", "family_name", "require_diagonal"]
+__all__ = [
+    "DiagonalGuide",
+    "LowRankGuide",
+    "FullRankGuide",
+    "IAFGuide",
+    "made_masks",
+    "location",
+    "is_diagonal",
+    "sample_with_log_prob",
+    "log_prob",
+    "family_name",
+    "require_diagonal",
+]
 
 
 def is_diagonal(q) -> bool:
@@ -260,9 +271,10 @@ class IAFGuide(eqx.Module):
         self.latent_dim = int(latent_dim)
         num_flows, hidden, self.context_dim = iaf_settings(self.latent_dim, num_flows, hidden, context_dim)
         keys = jax.random.split(key, num_flows)
-        self.flows = [_Flow(_MADE(self.latent_dim, self.context_dim, hidden, iaf_permutation(self.latent_dim, i),
-                                  keys[i]))
-                      for i in range(num_flows)]
+        self.flows = [
+            _Flow(_MADE(self.latent_dim, self.context_dim, hidden, iaf_permutation(self.latent_dim, i), keys[i]))
+            for i in range(num_flows)
+        ]
 
     @classmethod
     def extra_outputs(cls, latent_dim: int, num_flows: int = 2, hidden=(64,), context_dim: int = 8) -> int:
@@ -272,6 +284,7 @@ class IAFGuide(eqx.Module):
     def __call__(self, loc, scale, extra=None):
         context = _extra("iaf", extra, self.context_dim, loc)
         base = dist.Normal(loc, scale).to_event(1)
-        transforms = [InverseAutoregressiveTransform(functools.partial(flow.nn, context=context))
-                      for flow in self.flows]
+        transforms = [
+            InverseAutoregressiveTransform(functools.partial(flow.nn, context=context)) for flow in self.flows
+        ]
         return dist.TransformedDistribution(base, transforms)

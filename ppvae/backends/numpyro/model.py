@@ -74,10 +74,26 @@ class VAE(LabelledInputs):
 
     labels = conditioning
 
-    def __init__(self, prior, likelihood, encoder, decoder, event_shape, latent_dim, dataset_size=None,
-                 num_classes=0, label_layout="flat", guide_family=None):
-        self.modules = {"prior": prior, "likelihood": likelihood, "encoder": encoder, "decoder": decoder,
-                        "guide": DiagonalGuide(latent_dim) if guide_family is None else guide_family}
+    def __init__(
+        self,
+        prior,
+        likelihood,
+        encoder,
+        decoder,
+        event_shape,
+        latent_dim,
+        dataset_size=None,
+        num_classes=0,
+        label_layout="flat",
+        guide_family=None,
+    ):
+        self.modules = {
+            "prior": prior,
+            "likelihood": likelihood,
+            "encoder": encoder,
+            "decoder": decoder,
+            "guide": DiagonalGuide(latent_dim) if guide_family is None else guide_family,
+        }
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
         self.dataset_size = dataset_size
@@ -94,8 +110,9 @@ class VAE(LabelledInputs):
         out = {}
         for name, module in self.modules.items():
             key = f"{name}$params"
-            out[name] = eqx.combine(params[key], eqx.partition(module, eqx.is_inexact_array)[1]) \
-                if key in params else module
+            out[name] = (
+                eqx.combine(params[key], eqx.partition(module, eqx.is_inexact_array)[1]) if key in params else module
+            )
         return out
 
     def posterior(self, modules: dict, x, y=None):
@@ -141,12 +158,24 @@ def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None
     # initial weights they had before guide families existed.
     keys["guide"] = jax.random.fold_in(key, len(PARTS))
     parts = build_parts(spec, event_shape, BACKEND, lambda part: {"key": keys[part]})
-    return VAE(parts.prior, parts.likelihood, parts.encoder, parts.decoder, event_shape, spec.latent_dim,
-               dataset_size=dataset_size, num_classes=parts.num_classes, label_layout=parts.label_layout,
-               guide_family=parts.guide_family)
+    return VAE(
+        parts.prior,
+        parts.likelihood,
+        parts.encoder,
+        parts.decoder,
+        event_shape,
+        spec.latent_dim,
+        dataset_size=dataset_size,
+        num_classes=parts.num_classes,
+        label_layout=parts.label_layout,
+        guide_family=parts.guide_family,
+    )
 
 
 def initial_params(vae: VAE) -> dict:
     """The params dict (``"<part>$params"`` -> parameter pytree) of the initial modules."""
-    return {f"{name}$params": eqx.filter(module, eqx.is_inexact_array)
-            for name, module in vae.modules.items() if _has_params(module)}
+    return {
+        f"{name}$params": eqx.filter(module, eqx.is_inexact_array)
+        for name, module in vae.modules.items()
+        if _has_params(module)
+    }

@@ -60,7 +60,7 @@ def mlp(sizes: list[int], act: str, key) -> eqx.nn.Sequential:
 def batched(fn, x: jax.Array, event_dims: int):
     """Apply a single-example function over all leading dimensions of ``x``."""
     lead = x.shape[: x.ndim - event_dims]
-    flat = x.reshape((-1, *x.shape[x.ndim - event_dims:]))
+    flat = x.reshape((-1, *x.shape[x.ndim - event_dims :]))
     out = jax.vmap(fn)(flat)
     if isinstance(out, tuple):
         return tuple(o.reshape((*lead, *o.shape[1:])) for o in out)
@@ -117,8 +117,18 @@ class ConvEncoder(eqx.Module):
     image_shape: tuple = eqx.field(static=True)
     event_dims: int = eqx.field(static=True)
 
-    def __init__(self, event_shape, latent_dim, channels=(32, 64), kernel_size=3, hidden=(64,),
-                 activation="relu", extra_outputs=0, *, key):
+    def __init__(
+        self,
+        event_shape,
+        latent_dim,
+        channels=(32, 64),
+        kernel_size=3,
+        hidden=(64,),
+        activation="relu",
+        extra_outputs=0,
+        *,
+        key,
+    ):
         c, h, w = image_shape("encoder", "conv", event_shape)
         channels = hidden_list("encoder channels", channels)
         hidden = hidden_list("encoder", hidden) if hidden else []
@@ -127,13 +137,18 @@ class ConvEncoder(eqx.Module):
         keys = _keys(key, len(channels) + 2)
         layers: list = []
         for i, c_out in enumerate(channels):
-            layers += [eqx.nn.Conv2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2, key=keys[i]),
-                       make_activation(activation)]
+            layers += [
+                eqx.nn.Conv2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2, key=keys[i]),
+                make_activation(activation),
+            ]
             c = c_out
         self.conv = eqx.nn.Sequential(layers)
         n_flat = jax.eval_shape(self.conv, jax.ShapeDtypeStruct(self.image_shape, jnp.float32)).size
-        self.dense = (eqx.nn.Sequential([mlp([n_flat, *hidden], activation, keys[-2]), make_activation(activation)])
-                      if hidden else eqx.nn.Identity())
+        self.dense = (
+            eqx.nn.Sequential([mlp([n_flat, *hidden], activation, keys[-2]), make_activation(activation)])
+            if hidden
+            else eqx.nn.Identity()
+        )
         self.head = _Gaussian(hidden[-1] if hidden else n_flat, latent_dim, keys[-1], extra_outputs)
 
     def __call__(self, x):
@@ -186,8 +201,18 @@ class ConvDecoder(eqx.Module):
     start: tuple = eqx.field(static=True)
     param_shape: tuple = eqx.field(static=True)
 
-    def __init__(self, latent_dim, param_shape, channels=(64, 32), kernel_size=3, hidden=(),
-                 activation="relu", map_channels=None, *, key):
+    def __init__(
+        self,
+        latent_dim,
+        param_shape,
+        channels=(64, 32),
+        kernel_size=3,
+        hidden=(),
+        activation="relu",
+        map_channels=None,
+        *,
+        key,
+    ):
         self.param_shape = tuple(param_shape)
         if len(self.param_shape) < 2:
             image_shape("decoder", "conv", self.param_shape)
@@ -202,9 +227,12 @@ class ConvDecoder(eqx.Module):
         self.dense = mlp([latent_dim, *hidden, math.prod(self.start)], activation, keys[0])
         layers: list = [make_activation(activation)]
         for i, c_out in enumerate(filters):
-            layers += [eqx.nn.ConvTranspose2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2,
-                                              output_padding=1, key=keys[i + 1]),
-                       make_activation(activation)]
+            layers += [
+                eqx.nn.ConvTranspose2d(
+                    c, c_out, kernel_size, stride=2, padding=kernel_size // 2, output_padding=1, key=keys[i + 1]
+                ),
+                make_activation(activation),
+            ]
             c = c_out
         layers.append(eqx.nn.Conv2d(c, out_channels, kernel_size, padding=kernel_size // 2, key=keys[-1]))
         self.deconv = eqx.nn.Sequential(layers)

@@ -31,7 +31,6 @@ from ppvae.errors import UsageError
 from ppvae.inference import estimators
 
 
-
 class Terms(NamedTuple):
     """Per-datapoint means over the batch (nats); see the Pyro backend's ``Terms``."""
 
@@ -124,8 +123,9 @@ def _site_log_prob(site) -> jax.Array:
     if isinstance(fn, dist.Independent) and type(fn.base_dist) is dist.BernoulliLogits:
         k, logits = fn.reinterpreted_batch_ndims, fn.base_dist.logits
         if k > 1 and jnp.ndim(value) >= k and logits.shape[-k:] == jnp.shape(value)[-k:]:
-            rows = dist.BernoulliLogits(logits.reshape(logits.shape[:-k] + (-1,)),
-                                        validate_args=fn.base_dist._validate_args)
+            rows = dist.BernoulliLogits(
+                logits.reshape(logits.shape[:-k] + (-1,)), validate_args=fn.base_dist._validate_args
+            )
             return rows.log_prob(jnp.reshape(value, jnp.shape(value)[:-k] + (-1,))).sum(-1)
     return fn.log_prob(value)
 
@@ -139,15 +139,20 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
     z_scale = 1.0 if zg["scale"] is None else zg["scale"]
     zm_scale = 1.0 if zm["scale"] is None else zm["scale"]
     if isinstance(z_scale, float) and isinstance(zm_scale, float) and z_scale != zm_scale:
-        raise UsageError(f"the 'z' site has scale {zm_scale} in the model but {z_scale} in the guide: "
-                         "wrap it in handlers.scale(scale=beta) in both")
+        raise UsageError(
+            f"the 'z' site has scale {zm_scale} in the model but {z_scale} in the guide: "
+            "wrap it in handlers.scale(scale=beta) in both"
+        )
     beta = z_scale / data_scale
     log_px = _site_log_prob(x_site)
     log_pz = zm["fn"].log_prob(zm["value"])
     # A flow guide (guide "iaf") records its intermediates when sampling: scoring with them
     # needs no inversion of the flow.
-    log_qz = (zg["fn"].log_prob(zg["value"], zg["intermediates"]) if zg.get("intermediates")
-              else zg["fn"].log_prob(zg["value"]))
+    log_qz = (
+        zg["fn"].log_prob(zg["value"], zg["intermediates"])
+        if zg.get("intermediates")
+        else zg["fn"].log_prob(zg["value"])
+    )
     sampled_kl = log_qz - log_pz
     kl = sampled_kl
     if analytic_kl:
@@ -215,8 +220,7 @@ def _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles
     model_key = (rng_key if isinstance(rng_key, LossKeys) else loss_keys(rng_key)).model  # the first replay's
     model_tr = _replayed(model, model_key, replay_tr, args, kwargs, num_particles)
     x_site, zm = model_tr["x"], model_tr["z"]
-    log_w_stopped = _site_log_prob(x_site) + beta * (
-        zm["fn"].log_prob(z_scaled) - q_stopped.log_prob(z_scaled))
+    log_w_stopped = _site_log_prob(x_site) + beta * (zm["fn"].log_prob(z_scaled) - q_stopped.log_prob(z_scaled))
     surrogate = -(w * log_w_stopped.reshape(log_w.shape)).sum(0)
     # The value stays the IWAE bound exactly: surrogate - stop(surrogate) is 0.
     return jax.lax.stop_gradient(loss) + (surrogate - jax.lax.stop_gradient(surrogate))
@@ -241,8 +245,9 @@ def terms(model, guide, rng_key, *args, estimator: str = "meanfield", num_partic
             loss = _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles, guide_tr, beta)
     else:
         loss = reconstruction + beta * kl_mean
-    return Terms(loss.mean(), reconstruction.mean(), kl_mean.mean(), jnp.asarray(beta, loss.dtype),
-                 data_scale, loss.shape[0])
+    return Terms(
+        loss.mean(), reconstruction.mean(), kl_mean.mean(), jnp.asarray(beta, loss.dtype), data_scale, loss.shape[0]
+    )
 
 
 def log_weights(model, guide, rng_key, *args, num_particles: int, **kwargs) -> jax.Array:
@@ -268,6 +273,5 @@ class VAEObjective(ELBO):
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
         model = handlers.substitute(model, data=param_map)
         guide = handlers.substitute(guide, data=param_map)
-        t = terms(model, guide, rng_key, *args, estimator=self.estimator, num_particles=self.num_particles,
-                  **kwargs)
+        t = terms(model, guide, rng_key, *args, estimator=self.estimator, num_particles=self.num_particles, **kwargs)
         return {"loss": t.loss * t.batch * t.data_scale, "mutable_state": None}

@@ -22,14 +22,24 @@ from ppvae.model.portable import Distributions, random_source
 __all__ = ["OPS", "DIST", "PortableModule", "adapt_portable"]
 
 OPS = types.SimpleNamespace(
-    exp=jnp.exp, log=jnp.log, log1p=jnp.log1p, softplus=jax.nn.softplus, sigmoid=jax.nn.sigmoid,
-    sqrt=jnp.sqrt, tanh=jnp.tanh, abs=jnp.abs, where=jnp.where,
-    zeros_like=jnp.zeros_like, ones_like=jnp.ones_like,
-    broadcast_to=jnp.broadcast_to, moveaxis=jnp.moveaxis,
+    exp=jnp.exp,
+    log=jnp.log,
+    log1p=jnp.log1p,
+    softplus=jax.nn.softplus,
+    sigmoid=jax.nn.sigmoid,
+    sqrt=jnp.sqrt,
+    tanh=jnp.tanh,
+    abs=jnp.abs,
+    where=jnp.where,
+    zeros_like=jnp.zeros_like,
+    ones_like=jnp.ones_like,
+    broadcast_to=jnp.broadcast_to,
+    moveaxis=jnp.moveaxis,
     take=lambda x, index, axis: jnp.take(x, index, axis=axis),
 )
-DIST = Distributions(numpyro.distributions, SqueezedBeta=SqueezedBeta, GreyLevels=GreyLevels,
-                     ContinuousBernoulli=ContinuousBernoulli)
+DIST = Distributions(
+    numpyro.distributions, SqueezedBeta=SqueezedBeta, GreyLevels=GreyLevels, ContinuousBernoulli=ContinuousBernoulli
+)
 
 
 class PortableModule(eqx.Module):
@@ -59,8 +69,10 @@ class PortableModule(eqx.Module):
             setattr(self, name, jnp.asarray(value))
 
     def _p(self) -> dict:
-        return {name: (getattr(self, name) if name in self.learnable else jax.lax.stop_gradient(getattr(self, name)))
-                for name in self.names}
+        return {
+            name: (getattr(self, name) if name in self.learnable else jax.lax.stop_gradient(getattr(self, name)))
+            for name in self.names
+        }
 
     def __call__(self, *inputs):
         return self.spec.distribution(DIST, OPS, self._p(), *inputs)
@@ -81,10 +93,12 @@ def module_class(names: tuple[str, ...]) -> type:
     """
     clash = sorted(set(names) & _RESERVED)
     if clash:
-        raise UsageError(f"a ppvae.Portable may not name an array {clash[0]!r} (the NumPyro module uses that name); "
-                         "rename it")
-    return type("PortableModule", (PortableModule,), {"__annotations__": {n: jax.Array for n in names},
-                                                       "__module__": __name__})
+        raise UsageError(
+            f"a ppvae.Portable may not name an array {clash[0]!r} (the NumPyro module uses that name); rename it"
+        )
+    return type(
+        "PortableModule", (PortableModule,), {"__annotations__": {n: jax.Array for n in names}, "__module__": __name__}
+    )
 
 
 def _normal_from(key):

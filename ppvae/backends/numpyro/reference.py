@@ -43,9 +43,20 @@ def _frozen_model(vae, params):
     return handlers.substitute(unscaled.model, data=params)
 
 
-def nuts_reference(vae, params, x, *, num_chains: int = 4, num_warmup: int = 500, num_samples: int = 500,
-                   seed: int = 0, progress: bool = False, chain_method: str = "vectorized",
-                   init_spread: float = 1.0, convergence: Callable[[np.ndarray], dict] | None = None) -> dict:
+def nuts_reference(
+    vae,
+    params,
+    x,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+    chain_method: str = "vectorized",
+    init_spread: float = 1.0,
+    convergence: Callable[[np.ndarray], dict] | None = None,
+) -> dict:
     """Sample p(z | x_i) for every point by NUTS, the decoder, prior and likelihood frozen.
 
     The n points share one NUTS run over the (n, Z) latent array: the model puts them in a
@@ -105,16 +116,26 @@ def nuts_reference(vae, params, x, *, num_chains: int = 4, num_warmup: int = 500
     init = {"z": biject_to(support).inv(z0)}
 
     kernel = NUTS(_frozen_model(vae, params))
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method=chain_method, progress_bar=progress)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress,
+    )
     start = time.perf_counter()
     mcmc.run(key_run, x, 1.0, init_params=init, extra_fields=("diverging",))
     z = mcmc.get_samples(group_by_chain=True)["z"]
     z = np.asarray(jax.block_until_ready(z), dtype=np.float64)
     seconds = time.perf_counter() - start
     diverging = np.asarray(mcmc.get_extra_fields()["diverging"])
-    found = {"z": z, "divergences": int(diverging.sum()), "seconds": float(seconds),
-             "init": np.asarray(z0, dtype=np.float64)}
+    found = {
+        "z": z,
+        "divergences": int(diverging.sum()),
+        "seconds": float(seconds),
+        "init": np.asarray(z0, dtype=np.float64),
+    }
     if convergence is not None:
         stats = convergence(z)
         found.update(rhat=stats["rhat"], ess_bulk=stats["ess_bulk"], ess_tail=stats["ess_tail"])
@@ -150,8 +171,16 @@ def compare_to_q(z_ref, loc, scale) -> dict:
     error = loc - mean
     standardized = error / sd
     ratio = scale / sd
-    return {"nuts_mean": mean, "nuts_sd": sd, "q_loc": loc, "q_scale": scale,
-            "mean_error": error, "standardized_error": standardized, "sd_ratio": ratio,
-            "mean_abs_standardized_error": float(np.abs(standardized).mean()),
-            "median_sd_ratio": float(np.median(ratio)),
-            "min_sd_ratio": float(ratio.min()), "max_sd_ratio": float(ratio.max())}
+    return {
+        "nuts_mean": mean,
+        "nuts_sd": sd,
+        "q_loc": loc,
+        "q_scale": scale,
+        "mean_error": error,
+        "standardized_error": standardized,
+        "sd_ratio": ratio,
+        "mean_abs_standardized_error": float(np.abs(standardized).mean()),
+        "median_sd_ratio": float(np.median(ratio)),
+        "min_sd_ratio": float(ratio.min()),
+        "max_sd_ratio": float(ratio.max()),
+    }

@@ -39,16 +39,23 @@ def _devices(num_devices: int, device: str) -> list:
         try:
             found = jax.devices("gpu")
         except RuntimeError:
-            raise UsageError(f"--device {device}: JAX sees no GPU here; use --device cpu (with "
-                             f"XLA_FLAGS={_FLAG}={num_devices}) or install a CUDA build of jaxlib") from None
+            raise UsageError(
+                f"--device {device}: JAX sees no GPU here; use --device cpu (with "
+                f"XLA_FLAGS={_FLAG}={num_devices}) or install a CUDA build of jaxlib"
+            ) from None
         kind, first = "GPU", int(device.split(":")[1]) if ":" in device else 0
     if first + num_devices > len(found):
-        fix = (f"start with XLA_FLAGS={_FLAG}={num_devices} set in the environment (JAX reads it at import; "
-               "ppvae fit --num-devices sets it itself when it can)" if kind == "CPU"
-               else f"use --num-devices {max(1, len(found) - first)} or fewer")
-        raise UsageError(f"train.num_devices = {num_devices} but JAX sees {len(found) - first} {kind} device(s) "
-                         f"from --device {device}; {fix}")
-    return list(found[first:first + num_devices])
+        fix = (
+            f"start with XLA_FLAGS={_FLAG}={num_devices} set in the environment (JAX reads it at import; "
+            "ppvae fit --num-devices sets it itself when it can)"
+            if kind == "CPU"
+            else f"use --num-devices {max(1, len(found) - first)} or fewer"
+        )
+        raise UsageError(
+            f"train.num_devices = {num_devices} but JAX sees {len(found) - first} {kind} device(s) "
+            f"from --device {device}; {fix}"
+        )
+    return list(found[first : first + num_devices])
 
 
 class DataParallel:
@@ -110,7 +117,9 @@ def data_parallel(num_devices: int, device: str, batch_size: int) -> DataParalle
         return None
     if batch_size % num_devices:
         lower = batch_size - batch_size % num_devices
-        raise UsageError(f"train.batch_size = {batch_size} does not split over train.num_devices = {num_devices}: "
-                         f"it is the global batch, divided evenly among the devices; use --batch-size "
-                         f"{lower or num_devices} or {lower + num_devices}")
+        raise UsageError(
+            f"train.batch_size = {batch_size} does not split over train.num_devices = {num_devices}: "
+            f"it is the global batch, divided evenly among the devices; use --batch-size "
+            f"{lower or num_devices} or {lower + num_devices}"
+        )
     return DataParallel(_devices(num_devices, device))

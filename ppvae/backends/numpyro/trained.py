@@ -91,8 +91,8 @@ class TrainedVAE:
     def _map(self, fn, array, y=None) -> list[np.ndarray]:
         outs = []
         for start in range(0, len(array), BATCH):
-            labels = () if y is None else (y[start:start + BATCH],)
-            res = fn(self.params, self._put(array[start:start + BATCH]), *labels)
+            labels = () if y is None else (y[start : start + BATCH],)
+            res = fn(self.params, self._put(array[start : start + BATCH]), *labels)
             res = res if isinstance(res, tuple) else (res,)
             outs.append([np.asarray(r) for r in res])
         return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
@@ -110,18 +110,33 @@ class TrainedVAE:
     def sample(self, n: int, seed: int = 0, y=None) -> np.ndarray:
         return np.asarray(self._sample(self.params, jax.random.PRNGKey(seed), n, self._labels(y, n)))
 
-    def evaluate(self, x: np.ndarray, num_samples: int = 1000, seed: int = 0, is_image: bool = False,
-                 batch_size: int = 100, y=None) -> dict:
+    def evaluate(
+        self,
+        x: np.ndarray,
+        num_samples: int = 1000,
+        seed: int = 0,
+        is_image: bool = False,
+        batch_size: int = 100,
+        y=None,
+    ) -> dict:
         """The same metrics, with the same keys, as the Pyro backend's ``evaluate``."""
         xj, yj = self._put(x), self._labels(y, len(x))
         key = jax.random.PRNGKey(seed)
         t = self.evaluator.elbo_terms(self.params, xj, jax.random.fold_in(key, 0), y=yj)
-        log_px = self.evaluator.log_px(self.params, xj, num_samples, jax.random.fold_in(key, 1),
-                                       batch_size=batch_size, y=yj)
-        return evaluation_summary(reconstruction=t["reconstruction"], kl=t["kl"], kl_per_dim=t["kl_per_dim"],
-                                  loc=t["loc"], log_px=log_px, num_samples=num_samples,
-                                  num_features=int(np.prod(x.shape[1:])), is_image=is_image,
-                                  exact_log_px=exact_log_px(self.vae, self.params, x, y))
+        log_px = self.evaluator.log_px(
+            self.params, xj, num_samples, jax.random.fold_in(key, 1), batch_size=batch_size, y=yj
+        )
+        return evaluation_summary(
+            reconstruction=t["reconstruction"],
+            kl=t["kl"],
+            kl_per_dim=t["kl_per_dim"],
+            loc=t["loc"],
+            log_px=log_px,
+            num_samples=num_samples,
+            num_features=int(np.prod(x.shape[1:])),
+            is_image=is_image,
+            exact_log_px=exact_log_px(self.vae, self.params, x, y),
+        )
 
     def _draws_fn(self, params, key, x, k, y=None):
         m = self.vae.with_params(params)
@@ -151,13 +166,22 @@ class TrainedVAE:
         return result
 
     def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0, y=None) -> np.ndarray:
-        return self.evaluator.log_px(self.params, self._put(x), num_samples, jax.random.PRNGKey(seed),
-                                     y=self._labels(y, len(x)))
+        return self.evaluator.log_px(
+            self.params, self._put(x), num_samples, jax.random.PRNGKey(seed), y=self._labels(y, len(x))
+        )
 
 
-def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,
-        on_start: Callable[[], None] | None = None, on_epoch: Callable[[list], None] | None = None,
-        stop_after_steps: int | None = None):
+def fit(
+    cfg: Config,
+    dataset: Dataset,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_start: Callable[[], None] | None = None,
+    on_epoch: Callable[[list], None] | None = None,
+    stop_after_steps: int | None = None,
+):
     """Train (or continue training) and return ``(TrainedVAE, records)``."""
     trainer_class = Trainer
     if dataset.streaming:  # data.stream: batches read from the file (.streaming)
@@ -177,6 +201,7 @@ def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> Train
     """Rebuild a trained VAE from a run folder's checkpoint (no unpickling)."""
     dev = resolve_device(device)
     vae = build_vae(cfg.model, event_shape, jax.random.PRNGKey(0))
-    params, _, _, _ = checkpoint.load(Path(run_dir) / checkpoint.FILENAME, initial_params(vae), None,
-                                      fingerprint(cfg, event_shape))
+    params, _, _, _ = checkpoint.load(
+        Path(run_dir) / checkpoint.FILENAME, initial_params(vae), None, fingerprint(cfg, event_shape)
+    )
     return TrainedVAE(vae, jax.device_put(params, dev), dev)

@@ -30,8 +30,15 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
 from ppvae.inference.schedules import beta_at
-from ppvae.inference.training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
-                         interrupted_message, progress_bar)
+from ppvae.inference.training import (
+    HELDOUT_NOISE_SEED,
+    Interrupted,
+    SignalCatcher,
+    TrainState,
+    fingerprint,
+    interrupted_message,
+    progress_bar,
+)
 from ppvae.backends.numpyro import checkpoint
 from ppvae.backends.numpyro.evaluation import Evaluator
 from ppvae.backends.numpyro.model import build_vae, initial_params
@@ -48,8 +55,10 @@ def resolve_device(name: str):
     try:
         gpus = jax.devices("gpu")
     except RuntimeError:
-        raise UsageError(f"--device {name}: JAX sees no GPU here (jax {jax.__version__}); use --device cpu "
-                         "or install a CUDA build of jaxlib") from None
+        raise UsageError(
+            f"--device {name}: JAX sees no GPU here (jax {jax.__version__}); use --device cpu "
+            "or install a CUDA build of jaxlib"
+        ) from None
     index = int(name.split(":")[1]) if ":" in name else 0
     if index >= len(gpus):
         raise UsageError(f"--device {name}: only {len(gpus)} GPU(s) are visible to JAX; use cuda:0")
@@ -69,8 +78,14 @@ def step_keys(key) -> tuple[jax.Array, LossKeys]:
 class Trainer:
     """Trains one VAE on one dataset into one run folder (NumPyro backend)."""
 
-    def __init__(self, cfg: Config, dataset: Dataset, run_dir: Path, progress: bool = True,
-                 on_epoch: Callable[[list], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        dataset: Dataset,
+        run_dir: Path,
+        progress: bool = True,
+        on_epoch: Callable[[list], None] | None = None,
+    ):
         self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
         self.progress, self.on_epoch = progress, on_epoch
         t = cfg.train
@@ -78,8 +93,10 @@ class Trainer:
         #: train.num_devices > 1: the mesh and shardings (see .sharding); None on one device.
         self.parallel = data_parallel(t.num_devices, t.device, t.batch_size)
         if self.parallel is not None and dataset.streaming:
-            raise UsageError("train.num_devices > 1 needs the training data in memory; it does not work with "
-                             "data.stream = true yet: set one of them back (--num-devices 1)")
+            raise UsageError(
+                "train.num_devices > 1 needs the training data in memory; it does not work with "
+                "data.stream = true yet: set one of them back (--num-devices 1)"
+            )
         init_key, self.train_key = jax.random.split(jax.random.PRNGKey(t.seed))
         self.vae = build_vae(cfg.model, dataset.event_shape, init_key, dataset_size=dataset.train.shape[0])
         self.optimizer = optax.adam(t.lr)
@@ -92,8 +109,7 @@ class Trainer:
             self.x_heldout = self._place(jnp.asarray(dataset.heldout))
         # A conditional VAE's labels sit on the device beside x and are gathered with the
         # batch indices inside the compiled epoch; None (no labels) is an empty pytree to jit.
-        self.y_train, self.y_heldout = device_labels(cfg.model, dataset,
-                                                     lambda y: self._place(jnp.asarray(y)))
+        self.y_train, self.y_heldout = device_labels(cfg.model, dataset, lambda y: self._place(jnp.asarray(y)))
         self.evaluator = Evaluator(self.vae)
         self.state = TrainState()
         self.fingerprint = fingerprint(cfg, dataset.event_shape)
@@ -116,8 +132,9 @@ class Trainer:
     def _loss(self, params, key, xb, beta, yb=None):
         model = handlers.substitute(self.vae.model, data=params)
         guide = handlers.substitute(self.vae.guide, data=params)
-        t = terms(model, guide, key, xb, beta, estimator=self.cfg.train.elbo,
-                  num_particles=self.cfg.train.num_particles, y=yb)
+        t = terms(
+            model, guide, key, xb, beta, estimator=self.cfg.train.elbo, num_particles=self.cfg.train.num_particles, y=yb
+        )
         return t.loss, jnp.stack([t.loss, t.reconstruction, t.kl])
 
     def _step(self, params, opt_state, key, xb, beta, yb=None):
@@ -163,14 +180,19 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self) -> None:
-        checkpoint.save(self.checkpoint_path, params=self.params, opt_state=self.opt_state,
-                        key=self.train_key,
-                        meta={**self.state.meta(), "fingerprint": self.fingerprint, "backend": "numpyro"})
+        checkpoint.save(
+            self.checkpoint_path,
+            params=self.params,
+            opt_state=self.opt_state,
+            key=self.train_key,
+            meta={**self.state.meta(), "fingerprint": self.fingerprint, "backend": "numpyro"},
+        )
 
     def resume(self) -> None:
         """Load the run's checkpoint: params, optimizer state, key and position."""
-        params, opt_state, key, meta = checkpoint.load(self.checkpoint_path, self.params, self.opt_state,
-                                                       self.fingerprint)
+        params, opt_state, key, meta = checkpoint.load(
+            self.checkpoint_path, self.params, self.opt_state, self.fingerprint
+        )
         self.params = self._place(params)
         # A new learning rate on --resume takes effect: optax's Adam keeps no lr in its state.
         self.opt_state = self._place(opt_state)
@@ -179,8 +201,9 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def _heldout_elbo(self) -> dict[str, float]:
-        t = self.evaluator.elbo_terms(self.params, self.x_heldout, jax.random.PRNGKey(HELDOUT_NOISE_SEED),
-                                      y=self.y_heldout)
+        t = self.evaluator.elbo_terms(
+            self.params, self.x_heldout, jax.random.PRNGKey(HELDOUT_NOISE_SEED), y=self.y_heldout
+        )
         rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
         return {"heldout_elbo": -(rec + kl), "heldout_reconstruction": rec, "heldout_kl": kl}
 
@@ -190,8 +213,11 @@ class Trainer:
             return
         step = self.state.step + int(np.argmax(bad)) + 1
         last = self.state.records[-1] if self.state.records else None
-        kept = (f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
-                if last and self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        kept = (
+            f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
+            if last and self.checkpoint_path.exists()
+            else "no checkpoint had been written yet"
+        )
         raise TrainingError(
             f"training stopped: the loss became non-finite at step {step} (epoch {self.state.epoch + 1}); "
             f"{kept} in {str(self.run_dir)!r}. Try a lower learning rate (--lr, now {self.cfg.train.lr:g}), "
@@ -215,24 +241,32 @@ class Trainer:
         betas = jnp.asarray([beta_at(s.step + i, t) for i in range(n_full)], dtype=jnp.float32)
         epoch_key = jax.random.fold_in(self.train_key, epoch)
         params, opt_state = self.params, self.opt_state
-        rest_idx = jnp.asarray(perm[n_full * t.batch_size:])
+        rest_idx = jnp.asarray(perm[n_full * t.batch_size :])
         rest_y = None if self.y_train is None else self.y_train[rest_idx]
         rest_beta = jnp.float32(beta_at(s.step + n_full, t))
         rest_key = jax.random.fold_in(epoch_key, n_full + 1)
         # Compile before the clock starts: compilation is not training time.
-        epoch_fn = self._program("epoch", self._epoch_fn, params, opt_state, epoch_key, self.x_train,
-                                 batches, betas, self.y_train) if n_full else None
-        step_fn = self._program("step", self._step_fn, params, opt_state, rest_key,
-                                self.x_train[rest_idx], rest_beta, rest_y) if rest else None
+        epoch_fn = (
+            self._program(
+                "epoch", self._epoch_fn, params, opt_state, epoch_key, self.x_train, batches, betas, self.y_train
+            )
+            if n_full
+            else None
+        )
+        step_fn = (
+            self._program("step", self._step_fn, params, opt_state, rest_key, self.x_train[rest_idx], rest_beta, rest_y)
+            if rest
+            else None
+        )
         started = time.perf_counter()
         parts = []
         if n_full:
-            params, opt_state, values = epoch_fn(params, opt_state, epoch_key, self.x_train, batches, betas,
-                                                 self.y_train)
+            params, opt_state, values = epoch_fn(
+                params, opt_state, epoch_key, self.x_train, batches, betas, self.y_train
+            )
             parts.append((np.asarray(values, dtype=np.float64), t.batch_size))
         if rest:
-            params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx],
-                                                rest_beta, rest_y)
+            params, opt_state, values = step_fn(params, opt_state, rest_key, self.x_train[rest_idx], rest_beta, rest_y)
             parts.append((np.asarray(values, dtype=np.float64)[None], rest))
         seconds = time.perf_counter() - started  # np.asarray above waited for the device
         return params, opt_state, parts, seconds
@@ -257,9 +291,17 @@ class Trainer:
                 loss, rec, kl = (values * weights[:, None]).sum(0) / weights.sum()
                 self.params, self.opt_state = params, opt_state
                 s.step += len(values)
-                record = {"epoch": s.epoch + 1, "step": s.step, "loss": float(loss), "reconstruction": float(rec),
-                          "kl": float(kl), "beta": beta_at(s.step - 1, t), "seconds": seconds,
-                          "images_per_s": n / seconds, **self._heldout_elbo()}
+                record = {
+                    "epoch": s.epoch + 1,
+                    "step": s.step,
+                    "loss": float(loss),
+                    "reconstruction": float(rec),
+                    "kl": float(kl),
+                    "beta": beta_at(s.step - 1, t),
+                    "seconds": seconds,
+                    "images_per_s": n / seconds,
+                    **self._heldout_elbo(),
+                }
                 s.records.append(record)
                 s.epoch += 1
                 bar.update(1)
@@ -276,4 +318,3 @@ class Trainer:
                     break
         bar.close()
         return s
-

@@ -13,5 +13,16 @@ from ppvae.backends.pyro.trained import TrainedVAE, fit, load
 NAME = "pyro"
 PACKAGES = ("torch", "pyro-ppl")
 
-__all__ = ["NAME", "PACKAGES", "adapt_portable", "VAE", "build_vae", "VAEObjective", "terms", "log_weights",
-           "TrainedVAE", "fit", "load"]
+__all__ = [
+    "NAME",
+    "PACKAGES",
+    "adapt_portable",
+    "VAE",
+    "build_vae",
+    "VAEObjective",
+    "terms",
+    "log_weights",
+    "TrainedVAE",
+    "fit",
+    "load",
+]

@@ -17,8 +17,7 @@ from ppvae.inference.checkpoints import FILENAME, load_arrays, save_arrays
 __all__ = ["FILENAME", "save", "load", "restore_rng", "describe_mismatch"]
 
 
-def save(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         meta: dict[str, Any]) -> None:
+def save(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
     """Write weights, optimizer state, RNG states and ``meta`` atomically."""
     arrays = {f"model.{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     state = optimizer.state_dict()
@@ -41,8 +40,8 @@ def load(path: str | Path, fingerprint: str | None = None) -> tuple[dict, dict, 
     """
     arrays, meta = load_arrays(path, fingerprint)
     tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     optim: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):

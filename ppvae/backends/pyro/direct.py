@@ -62,7 +62,7 @@ def _broadcast(fn, plates: tuple[tuple[int, int], ...]):
     contradicts the distribution's batch shape (the trace path then raises Pyro's error).
     """
     for i in range(len(plates)):
-        fn = _expand(fn, plates[:i + 1])
+        fn = _expand(fn, plates[: i + 1])
         if fn is None:
             return None
     return fn
@@ -91,9 +91,16 @@ def direct_traces(model, guide, args: tuple, kwargs: dict, num_particles: int):
         K, the outer ``"particles"`` plate (dim -2) when above 1.
     """
     vae = getattr(model, "__self__", None)
-    if (type(vae) is not VAE or getattr(guide, "__self__", None) is not vae
-            or getattr(model, "__func__", None) is not VAE.model or getattr(guide, "__func__", None) is not VAE.guide
-            or vae.register_params or _PYRO_STACK or len(args) != 1 or not set(kwargs) <= {"beta", "y"}):
+    if (
+        type(vae) is not VAE
+        or getattr(guide, "__self__", None) is not vae
+        or getattr(model, "__func__", None) is not VAE.model
+        or getattr(guide, "__func__", None) is not VAE.guide
+        or vae.register_params
+        or _PYRO_STACK
+        or len(args) != 1
+        or not set(kwargs) <= {"beta", "y"}
+    ):
         return None
     x = args[0]
     beta = kwargs.get("beta")
@@ -123,6 +130,8 @@ def direct_traces(model, guide, args: tuple, kwargs: dict, num_particles: int):
         return None
     z_scale = _scale(beta, size, batch, num_particles)
     guide_sites = _Sites(z={"fn": q, "value": z, "scale": z_scale})
-    model_sites = _Sites(z={"fn": p, "value": z, "scale": z_scale},
-                         x={"fn": px, "value": x, "scale": _scale(1.0, size, batch, num_particles)})
+    model_sites = _Sites(
+        z={"fn": p, "value": z, "scale": z_scale},
+        x={"fn": px, "value": x, "scale": _scale(1.0, size, batch, num_particles)},
+    )
     return model_sites, guide_sites

@@ -64,11 +64,14 @@ def env_world() -> tuple[int, int, int]:
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))
     except ValueError:
-        raise UsageError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them); "
-                         "unset them to train in one process") from None
+        raise UsageError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them); unset them to train in one process"
+        ) from None
     if world < 1 or not 0 <= rank < world:
-        raise UsageError(f"RANK={rank} and WORLD_SIZE={world} do not fit together; launch with torchrun, "
-                         "or unset them to train in one process")
+        raise UsageError(
+            f"RANK={rank} and WORLD_SIZE={world} do not fit together; launch with torchrun, "
+            "or unset them to train in one process"
+        )
     return rank, world, local
 
 
@@ -137,8 +140,10 @@ class Distributed:
             return device
         count = torch.cuda.device_count()
         if self.local_rank >= count:
-            raise UsageError(f"process {self.rank} needs cuda:{self.local_rank}, but only {count} CUDA device(s) "
-                             f"are visible; start at most {count} processes per node, or use --device cpu")
+            raise UsageError(
+                f"process {self.rank} needs cuda:{self.local_rank}, but only {count} CUDA device(s) "
+                f"are visible; start at most {count} processes per node, or use --device cpu"
+            )
         return torch.device("cuda", self.local_rank)
 
     def start(self, device: torch.device) -> None:
@@ -182,10 +187,14 @@ class Distributed:
         # static_graph: the same parameters take part in every step, and any that never get
         # a gradient (a component the estimator does not use) are allowed.
         # Buffers are not trained and start equal on every rank: no broadcast per step.
-        sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
-                else {"broadcast_buffers": False})
-        self.ddp = DDP(_StepModule(vae), device_ids=[device] if device.type == "cuda" else None,
-                       static_graph=True, **sync)
+        sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DDP).parameters
+            else {"broadcast_buffers": False}
+        )
+        self.ddp = DDP(
+            _StepModule(vae), device_ids=[device] if device.type == "cuda" else None, static_graph=True, **sync
+        )
 
     # -- batches ---------------------------------------------------------------------------
     def num_batches(self, n: int, batch_size: int) -> int:
@@ -200,22 +209,31 @@ class Distributed:
         (a last batch shorter than ``world``) trains on one point with weight 0.
         """
         if not self.active:
-            return order[batch * batch_size:(batch + 1) * batch_size], 1.0, 1.0
+            return order[batch * batch_size : (batch + 1) * batch_size], 1.0, 1.0
         g = self.world * batch_size
-        rows = order[batch * g:(batch + 1) * g]
+        rows = order[batch * g : (batch + 1) * g]
         m = int(rows.shape[0])
         if m == g:
-            return rows[self.rank * batch_size:(self.rank + 1) * batch_size], 1.0, 1.0 / self.world
+            return rows[self.rank * batch_size : (self.rank + 1) * batch_size], 1.0, 1.0 / self.world
         base, extra = divmod(m, self.world)
         start = self.rank * base + min(self.rank, extra)
         b = base + (self.rank < extra)
         if b == 0:
             return rows[:1], 0.0, 1.0 / m
-        return rows[start:start + b], self.world * b / m, b / m
+        return rows[start : start + b], self.world * b / m, b / m
 
     # -- the step --------------------------------------------------------------------------
-    def terms(self, xb: torch.Tensor, *, beta, estimator: str, num_particles: int, weight: float,
-              scale: float, y: torch.Tensor | None = None) -> Terms:
+    def terms(
+        self,
+        xb: torch.Tensor,
+        *,
+        beta,
+        estimator: str,
+        num_particles: int,
+        weight: float,
+        scale: float,
+        y: torch.Tensor | None = None,
+    ) -> Terms:
         """The estimator's terms through DDP; ``loss`` has this rank's value and the weighted gradient."""
         assert self.ddp is not None
         try:
@@ -239,8 +257,10 @@ class Distributed:
     @staticmethod
     def _peer_lost(exc: Exception) -> None:
         text = str(exc)
-        if any(s in text for s in ("Connection closed", "Connection reset", "Broken pipe", "NCCL", "gloo",
-                                   "Timed out", "timed out")):
+        if any(
+            s in text
+            for s in ("Connection closed", "Connection reset", "Broken pipe", "NCCL", "gloo", "Timed out", "timed out")
+        ):
             raise TrainingError(f"{PEER_LOST} ({text.strip().splitlines()[0][:120]})") from None
 
     # -- collectives -------------------------------------------------------------------------
@@ -269,8 +289,7 @@ class Distributed:
         """Share a caught signal and the first bad step, so every rank stops at the same step."""
         if not self.active:
             return caught, first_bad
-        both = torch.stack([first_bad.to(torch.long).reshape(()),
-                            torch.tensor(caught or 0, device=first_bad.device)])
+        both = torch.stack([first_bad.to(torch.long).reshape(()), torch.tensor(caught or 0, device=first_bad.device)])
         both = self.max(both)
         sig = int(both[1].item())
         return (sig or None), both[0]

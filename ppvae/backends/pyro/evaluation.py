@@ -30,8 +30,14 @@ def _batches(n: int, size: int):
 
 
 @torch.no_grad()
-def log_px_iwae(vae: VAE, x: torch.Tensor, num_samples: int, batch_size: int = 100,
-                max_elements: int = MAX_ELEMENTS, y: torch.Tensor | None = None) -> torch.Tensor:
+def log_px_iwae(
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int,
+    batch_size: int = 100,
+    max_elements: int = MAX_ELEMENTS,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-datapoint IWAE estimate of log p(x) with ``num_samples`` samples of q(z|x).
 
     Returns a float64 tensor of shape ``(n,)``: ``log (1/K) sum_k p(x, z_k) / q(z_k|x)``.
@@ -60,8 +66,9 @@ def log_px_iwae(vae: VAE, x: torch.Tensor, num_samples: int, batch_size: int = 1
 
 
 @torch.no_grad()
-def elbo_terms(vae: VAE, x: torch.Tensor, batch_size: int = 500,
-               y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def elbo_terms(
+    vae: VAE, x: torch.Tensor, batch_size: int = 500, y: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Per-datapoint reconstruction (one draw), KL (analytic where it exists) and latent stats.
 
     ``y``: the labels of a conditional VAE (the terms are then those of log p(x|y)'s ELBO).
@@ -109,11 +116,18 @@ def exact_log_px(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> to
     if not (isinstance(vae.decoder, LinearDecoder) and is_linear_gaussian(vae.prior, vae.likelihood)):
         return None
     with torch.no_grad():
+
         def host(t):
             return t.detach().cpu().double().numpy()
 
         scale = host(vae.likelihood.log_scale.exp())
         out = linear_gaussian.exact_log_px(
-            host(x), host(vae.decoder.linear.weight), host(vae.decoder.linear.bias), host(vae.prior.loc),
-            host(vae.prior.scale), scale, None if y is None else y.cpu().numpy())
+            host(x),
+            host(vae.decoder.linear.weight),
+            host(vae.decoder.linear.bias),
+            host(vae.prior.loc),
+            host(vae.prior.scale),
+            scale,
+            None if y is None else y.cpu().numpy(),
+        )
     return torch.from_numpy(out)

@@ -171,12 +171,19 @@ class IAFGuide(nn.Module):
         self.latent_dim = int(latent_dim)
         num_flows, hidden, context_dim = iaf_settings(self.latent_dim, num_flows, hidden, context_dim)
         self.context_dim = context_dim
-        self.flows = nn.ModuleList([
-            T.ConditionalAffineAutoregressive(ConditionalAutoRegressiveNN(
-                self.latent_dim, context_dim, hidden,
-                permutation=torch.tensor(iaf_permutation(self.latent_dim, i), dtype=torch.int64)))
-            for i in range(num_flows)
-        ])
+        self.flows = nn.ModuleList(
+            [
+                T.ConditionalAffineAutoregressive(
+                    ConditionalAutoRegressiveNN(
+                        self.latent_dim,
+                        context_dim,
+                        hidden,
+                        permutation=torch.tensor(iaf_permutation(self.latent_dim, i), dtype=torch.int64),
+                    )
+                )
+                for i in range(num_flows)
+            ]
+        )
 
     @classmethod
     def extra_outputs(cls, latent_dim: int, num_flows: int = 2, hidden=(64,), context_dim: int = 8) -> int:

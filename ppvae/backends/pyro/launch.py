@@ -39,8 +39,14 @@ _HOLD = (b"Error: ", b"Traceback (most recent call last)")
 # torch prefixes the lines of an uncaught exception in a worker with "[rankN]: ".
 _RANK_PREFIX = re.compile(rb"^\[rank\d+\]:\s*")
 # A failure that is only the consequence of another process vanishing.
-_SECONDARY = (PEER_LOST, "SIGTERM received", "Connection closed by peer", "Connection reset by peer",
-              "DistBackendError", "Broken pipe")
+_SECONDARY = (
+    PEER_LOST,
+    "SIGTERM received",
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "DistBackendError",
+    "Broken pipe",
+)
 
 
 def check_processes(num_processes: int, backend: str, device: str) -> None:
@@ -59,19 +65,28 @@ def check_processes(num_processes: int, backend: str, device: str) -> None:
     if num_processes == 1:
         return
     if backend != "pyro":
-        raise UsageError(f"--num-processes is for the pyro backend; the {backend} backend spreads each batch "
-                         "over several devices in one process instead: --num-devices N")
+        raise UsageError(
+            f"--num-processes is for the pyro backend; the {backend} backend spreads each batch "
+            "over several devices in one process instead: --num-devices N"
+        )
     if device.startswith("cuda") and ":" in device:
-        raise UsageError(f"--device {device} names one GPU, but {num_processes} processes each take their own "
-                         "(process r uses cuda:r): use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs")
+        raise UsageError(
+            f"--device {device} names one GPU, but {num_processes} processes each take their own "
+            "(process r uses cuda:r): use --device cuda, and CUDA_VISIBLE_DEVICES to choose the GPUs"
+        )
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device == "cuda" and gpus < num_processes:
-        raise UsageError(f"--num-processes {num_processes} with --device cuda needs {num_processes} GPUs, but "
-                         f"{gpus} are visible; use --num-processes {gpus}" if gpus else
-                         "--device cuda: CUDA is not available here; use --device cpu")
+        raise UsageError(
+            f"--num-processes {num_processes} with --device cuda needs {num_processes} GPUs, but "
+            f"{gpus} are visible; use --num-processes {gpus}"
+            if gpus
+            else "--device cuda: CUDA is not available here; use --device cpu"
+        )
     if device == "auto" and 0 < gpus < num_processes:
-        raise UsageError(f"--num-processes {num_processes}: {gpus} GPU(s) are visible, one per process is needed; "
-                         f"use --num-processes {gpus}, or --device cpu")
+        raise UsageError(
+            f"--num-processes {num_processes}: {gpus} GPU(s) are visible, one per process is needed; "
+            f"use --num-processes {gpus}, or --device cpu"
+        )
 
 
 class _Relay:
@@ -151,8 +166,10 @@ def _checkpoint_note(run_dir: Path, num_processes: int) -> str:
         _, meta = load_arrays(path)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the job already failed
         return f"The checkpoint {str(path)!r} could not be read ({exc})"
-    return (f"The last checkpoint (epoch {meta['epoch']}, step {meta['step']}) in {str(run_dir)!r} is intact; "
-            f"continue with: ppvae fit --resume {run_dir} --num-processes {num_processes}")
+    return (
+        f"The last checkpoint (epoch {meta['epoch']}, step {meta['step']}) in {str(run_dir)!r} is intact; "
+        f"continue with: ppvae fit --resume {run_dir} --num-processes {num_processes}"
+    )
 
 
 def _report(failures: dict, world: int, held0: str, relay: _Relay, run_dir: Path) -> tuple[str, int]:
@@ -180,18 +197,21 @@ def _report(failures: dict, world: int, held0: str, relay: _Relay, run_dir: Path
         f = info[1]
         return f.exitcode < 0 and f.signal_name() not in ("SIGTERM", "SIGINT")
 
-    ranked = ([i for i in infos if died(i)]
-              + [i for i in infos if i[2] and not i[4]]
-              + [i for i in infos if not i[4]]
-              + infos)
+    ranked = (
+        [i for i in infos if died(i)] + [i for i in infos if i[2] and not i[4]] + [i for i in infos if not i[4]] + infos
+    )
     rank, f, error_line, last, secondary = ranked[0]
     if f.exitcode > 0 and error_line and not secondary:
         # The worker said what is wrong itself (a usage, data or training error).
         return error_line, f.exitcode
-    what = (f"was killed by {f.signal_name()}" if f.exitcode < 0 else
-            f"exited with code {f.exitcode}" + (f" ({last[:160]})" if last else ""))
-    return (f"Error: process {rank} of {world} {what}; the other processes were stopped. "
-            f"{_checkpoint_note(run_dir, world)}"), 1
+    what = (
+        f"was killed by {f.signal_name()}"
+        if f.exitcode < 0
+        else f"exited with code {f.exitcode}" + (f" ({last[:160]})" if last else "")
+    )
+    return (
+        f"Error: process {rank} of {world} {what}; the other processes were stopped. {_checkpoint_note(run_dir, world)}"
+    ), 1
 
 
 def launch_fit(args: list[str], num_processes: int, run_dir: str | Path) -> int:
@@ -226,14 +246,23 @@ def launch_fit(args: list[str], num_processes: int, run_dir: str | Path) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes)))
     log_dir = tempfile.mkdtemp(prefix="ppvae-launch-")
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=num_processes, run_id=f"ppvae-{uuid.uuid4().hex[:8]}",
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=num_processes,
+        run_id=f"ppvae-{uuid.uuid4().hex[:8]}",
         # Standalone: the rendezvous store listens on a free local port.
-        rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.1,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=0.1,
         logs_specs=DefaultLogsSpecs(log_dir=log_dir, redirects=Std.ALL, tee=Std.NONE),
     )
     # Every torch.distributed logger has its own level, so each is quietened, not just the parent.
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name.startswith("torch.distributed")]
+    loggers = [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name.startswith("torch.distributed")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:  # the agent's own log lines are replaced by the one-line report
         lg.setLevel(logging.CRITICAL)
@@ -250,8 +279,14 @@ def launch_fit(args: list[str], num_processes: int, run_dir: str | Path) -> int:
         held = relay.finish(release_held=False)
         errors = [line for line in _lines(held["stderr.log"]) if line.startswith("Error: ")]
         name = signal.Signals(exc.sigval).name
-        sys.stderr.write((errors[-1] if errors else f"Error: {name} received: the job was stopped; "
-                          f"{_checkpoint_note(Path(run_dir), num_processes)}") + "\n")
+        sys.stderr.write(
+            (
+                errors[-1]
+                if errors
+                else f"Error: {name} received: the job was stopped; {_checkpoint_note(Path(run_dir), num_processes)}"
+            )
+            + "\n"
+        )
         return 130
     else:
         relay.finish(release_held=True)

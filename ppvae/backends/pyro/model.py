@@ -70,10 +70,20 @@ class VAE(nn.Module, LabelledInputs):
 
     labels = conditioning
 
-    def __init__(self, prior: nn.Module, likelihood: nn.Module, encoder: nn.Module,
-                 decoder: nn.Module, event_shape, latent_dim: int, dataset_size: int | None = None,
-                 register_params: bool = True, num_classes: int = 0, label_layout: str = "flat",
-                 guide_family: nn.Module | None = None):
+    def __init__(
+        self,
+        prior: nn.Module,
+        likelihood: nn.Module,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        event_shape,
+        latent_dim: int,
+        dataset_size: int | None = None,
+        register_params: bool = True,
+        num_classes: int = 0,
+        label_layout: str = "flat",
+        guide_family: nn.Module | None = None,
+    ):
         super().__init__()
         self.prior = prior
         self.likelihood = likelihood
@@ -107,8 +117,9 @@ class VAE(nn.Module, LabelledInputs):
         return pyro.plate("data", size=size, subsample=torch.arange(batch, device=x.device), dim=-1)
 
     # -- the probabilistic program ------------------------------------------------------------
-    def model(self, x: torch.Tensor, beta: float | torch.Tensor | None = None, *,
-              y: torch.Tensor | None = None) -> torch.Tensor:
+    def model(
+        self, x: torch.Tensor, beta: float | torch.Tensor | None = None, *, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """p(z) p(x|z) (p(x|z,y) given labels ``y`` when conditional), β around ``"z"``."""
         self.check_labels(y)
         beta = self.beta if beta is None else beta
@@ -124,8 +135,9 @@ class VAE(nn.Module, LabelledInputs):
             pyro.sample("x", self.observation(z, y), obs=x)
         return z
 
-    def guide(self, x: torch.Tensor, beta: float | torch.Tensor | None = None, *,
-              y: torch.Tensor | None = None) -> torch.Tensor:
+    def guide(
+        self, x: torch.Tensor, beta: float | torch.Tensor | None = None, *, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """q(z|x) (q(z|x,y) when conditional): the amortized encoder, β around ``"z"`` as in the model."""
         self.check_labels(y)
         beta = self.beta if beta is None else beta
@@ -164,8 +176,13 @@ class VAE(nn.Module, LabelledInputs):
         return self.decode(loc, y)
 
 
-def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
-              register_params: bool = True, support_check: bool = True) -> VAE:
+def build_vae(
+    spec: ModelSpec,
+    event_shape,
+    dataset_size: int | None = None,
+    register_params: bool = True,
+    support_check: bool = True,
+) -> VAE:
     """Build a :class:`VAE` from a :class:`~ppvae.spec.config.ModelSpec` (see :func:`ppvae.spec.plan.build_parts`).
 
     Component names and settings are validated against the registry; unknown ones raise
@@ -174,6 +191,16 @@ def build_vae(spec: ModelSpec, event_shape, dataset_size: int | None = None,
     ``latent_dim + num_classes`` inputs and an encoder for x with the label attached.
     """
     parts = build_parts(spec, event_shape, BACKEND)
-    return VAE(parts.prior, parts.likelihood, parts.encoder, parts.decoder, event_shape, spec.latent_dim,
-               dataset_size=dataset_size, register_params=register_params,
-               num_classes=parts.num_classes, label_layout=parts.label_layout, guide_family=parts.guide_family)
+    return VAE(
+        parts.prior,
+        parts.likelihood,
+        parts.encoder,
+        parts.decoder,
+        event_shape,
+        spec.latent_dim,
+        dataset_size=dataset_size,
+        register_params=register_params,
+        num_classes=parts.num_classes,
+        label_layout=parts.label_layout,
+        guide_family=parts.guide_family,
+    )

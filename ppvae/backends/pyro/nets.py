@@ -88,8 +88,16 @@ class MLPEncoder(nn.Module):
 class ConvEncoder(nn.Module):
     """Convolutional encoder: 3x3 convolutions of stride 2, a dense layer, then Normal loc and scale."""
 
-    def __init__(self, event_shape, latent_dim, channels=(32, 64), kernel_size=3, hidden=(64,),
-                 activation="relu", extra_outputs=0):
+    def __init__(
+        self,
+        event_shape,
+        latent_dim,
+        channels=(32, 64),
+        kernel_size=3,
+        hidden=(64,),
+        activation="relu",
+        extra_outputs=0,
+    ):
         super().__init__()
         c, h, w = image_shape("encoder", "conv", event_shape)
         channels = hidden_list("encoder channels", channels)
@@ -98,14 +106,17 @@ class ConvEncoder(nn.Module):
         self.image_shape = (c, h, w)
         layers: list[nn.Module] = []
         for c_out in channels:
-            layers += [nn.Conv2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2),
-                       make_activation(activation)]
+            layers += [
+                nn.Conv2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2),
+                make_activation(activation),
+            ]
             c = c_out
         self.conv = nn.Sequential(*layers)
         with torch.no_grad():
             n_flat = self.conv(torch.zeros(1, *self.image_shape)).numel()
-        self.dense = nn.Sequential(mlp([n_flat, *hidden], activation), make_activation(activation)) \
-            if hidden else nn.Identity()
+        self.dense = (
+            nn.Sequential(mlp([n_flat, *hidden], activation), make_activation(activation)) if hidden else nn.Identity()
+        )
         self.head = _Gaussian(hidden[-1] if hidden else n_flat, latent_dim, extra_outputs)
 
     def forward(self, x: torch.Tensor):
@@ -154,8 +165,9 @@ class ConvDecoder(nn.Module):
     7x7 map, then 64 and 32 filters).
     """
 
-    def __init__(self, latent_dim, param_shape, channels=(64, 32), kernel_size=3, hidden=(),
-                 activation="relu", map_channels=None):
+    def __init__(
+        self, latent_dim, param_shape, channels=(64, 32), kernel_size=3, hidden=(), activation="relu", map_channels=None
+    ):
         super().__init__()
         self.param_shape = tuple(param_shape)
         # Likelihoods with several parameters per pixel put them first: (k, [C,] H, W).
@@ -172,8 +184,10 @@ class ConvDecoder(nn.Module):
         self.dense = mlp([latent_dim, *hidden, math.prod(self.start)], activation)
         layers: list[nn.Module] = [make_activation(activation)]
         for c_out in filters:
-            layers += [nn.ConvTranspose2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2,
-                                          output_padding=1), make_activation(activation)]
+            layers += [
+                nn.ConvTranspose2d(c, c_out, kernel_size, stride=2, padding=kernel_size // 2, output_padding=1),
+                make_activation(activation),
+            ]
             c = c_out
         layers.append(nn.Conv2d(c, out_channels, kernel_size, padding=kernel_size // 2))
         self.deconv = nn.Sequential(*layers)

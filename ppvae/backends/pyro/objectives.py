@@ -45,7 +45,6 @@ from ppvae.backends.pyro.direct import direct_traces
 __all__ = ["Terms", "terms", "log_weights", "VAEObjective"]
 
 
-
 @dataclass
 class Terms:
     """Per-datapoint objective terms of one minibatch (means over the batch, in nats).
@@ -142,7 +141,8 @@ def _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta):
         raise UsageError(f"estimator 'dreg' needs a reparameterized guide; {type(fn).__name__} has no rsample")
     q_stopped = _stopped(fn)
     log_w_stopped = _site_log_prob(model_tr.nodes["x"]) + beta * (
-        _site_log_prob(model_tr.nodes["z"]) - q_stopped.log_prob(z))
+        _site_log_prob(model_tr.nodes["z"]) - q_stopped.log_prob(z)
+    )
     log_w_stopped = log_w_stopped.reshape(log_w.shape)
     w = torch.softmax(log_w.detach(), 0)
     if z.requires_grad:  # not under torch.no_grad()

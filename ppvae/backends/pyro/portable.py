@@ -21,10 +21,19 @@ from ppvae.model.portable import Distributions, random_source
 __all__ = ["OPS", "DIST", "PortableModule", "adapt_portable"]
 
 OPS = types.SimpleNamespace(
-    exp=torch.exp, log=torch.log, log1p=torch.log1p, softplus=F.softplus, sigmoid=torch.sigmoid,
-    sqrt=torch.sqrt, tanh=torch.tanh, abs=torch.abs, where=torch.where,
-    zeros_like=torch.zeros_like, ones_like=torch.ones_like,
-    broadcast_to=torch.broadcast_to, moveaxis=torch.movedim,
+    exp=torch.exp,
+    log=torch.log,
+    log1p=torch.log1p,
+    softplus=F.softplus,
+    sigmoid=torch.sigmoid,
+    sqrt=torch.sqrt,
+    tanh=torch.tanh,
+    abs=torch.abs,
+    where=torch.where,
+    zeros_like=torch.zeros_like,
+    ones_like=torch.ones_like,
+    broadcast_to=torch.broadcast_to,
+    moveaxis=torch.movedim,
     take=lambda x, index, axis: x.select(axis, index),
 )
 DIST = Distributions(pyro.distributions, SqueezedBeta=SqueezedBeta, GreyLevels=GreyLevels)

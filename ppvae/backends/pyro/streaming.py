@@ -30,8 +30,10 @@ class StreamingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         dist = getattr(self, "dist", None)  # a multi-process job (.distributed), where there is one
         if dist is not None and dist.active:
-            raise UsageError("data.stream reads batches in one process; a distributed job needs the data in "
-                             "memory: set data.stream = false (or launch a single process)")
+            raise UsageError(
+                "data.stream reads batches in one process; a distributed job needs the data in "
+                "memory: set data.stream = false (or launch a single process)"
+            )
         # A bounded, fixed sample for the per-epoch held-out ELBO (its size does not grow with the data).
         self.x_heldout = torch.as_tensor(self.dataset.heldout.head(EPOCH_HELDOUT_ROWS), device=self.device)
 

@@ -77,8 +77,8 @@ class TrainedVAE:
         outs: list[list[np.ndarray]] = []
         with torch.no_grad():
             for start in range(0, len(array), BATCH):
-                labels = () if y is None else (y[start:start + BATCH],)
-                res = fn(self._tensor(array[start:start + BATCH]), *labels)
+                labels = () if y is None else (y[start : start + BATCH],)
+                res = fn(self._tensor(array[start : start + BATCH]), *labels)
                 res = res if isinstance(res, tuple) else (res,)
                 outs.append([r.cpu().numpy() for r in res])
         return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
@@ -89,6 +89,7 @@ class TrainedVAE:
         For the default ``diagonal`` guide they are q's mean and standard deviations; richer
         families (``model.guide``) add correlations or flows on top of this Normal.
         """
+
         def encoder(xb, yb=None):
             return self.vae.encoder(self.vae.encoder_input(xb, yb))
 
@@ -112,8 +113,15 @@ class TrainedVAE:
             torch.manual_seed(seed)
             return self.vae.sample(n, labels).cpu().numpy()
 
-    def evaluate(self, x: np.ndarray, num_samples: int = 1000, seed: int = 0,
-                 is_image: bool = False, batch_size: int = 100, y: np.ndarray | None = None) -> dict:
+    def evaluate(
+        self,
+        x: np.ndarray,
+        num_samples: int = 1000,
+        seed: int = 0,
+        is_image: bool = False,
+        batch_size: int = 100,
+        y: np.ndarray | None = None,
+    ) -> dict:
         """Held-out metrics, per datapoint in nats (of log p(x|y) given labels ``y`` when conditional).
 
         Returns
@@ -132,17 +140,24 @@ class TrainedVAE:
             log_px = log_px_iwae(self.vae, xt, num_samples, batch_size=batch_size, y=yt).cpu().numpy()
         exact = exact_log_px(self.vae, xt, yt)
         return evaluation_summary(
-            reconstruction=t["reconstruction"].cpu().numpy(), kl=t["kl"].cpu().numpy(),
-            kl_per_dim=t["kl_per_dim"].cpu().numpy(), loc=t["loc"].cpu().numpy(), log_px=log_px,
-            num_samples=num_samples, num_features=int(np.prod(x.shape[1:])), is_image=is_image,
-            exact_log_px=None if exact is None else exact.cpu().numpy())
+            reconstruction=t["reconstruction"].cpu().numpy(),
+            kl=t["kl"].cpu().numpy(),
+            kl_per_dim=t["kl_per_dim"].cpu().numpy(),
+            loc=t["loc"].cpu().numpy(),
+            log_px=log_px,
+            num_samples=num_samples,
+            num_features=int(np.prod(x.shape[1:])),
+            is_image=is_image,
+            exact_log_px=None if exact is None else exact.cpu().numpy(),
+        )
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The weights as numpy arrays by PyTorch name (for converting to another backend)."""
         return {k: v.detach().cpu().numpy() for k, v in self.vae.state_dict().items()}
 
-    def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0,
-              y: np.ndarray | None = None) -> dict:
+    def draws(
+        self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0, y: np.ndarray | None = None
+    ) -> dict:
         """Draws z_s ~ q(z|x) for every point, with the log densities the diagnostics need.
 
         Returns numpy arrays: ``z`` (S, n, Z), ``log_lik`` = log p(x|z), ``log_prior`` =
@@ -170,8 +185,9 @@ class TrainedVAE:
         result.setdefault("x_mean", np.zeros((0, *x.shape), np.float32))
         return result
 
-    def per_point_log_px(self, x: np.ndarray, num_samples: int, seed: int = 0,
-                         y: np.ndarray | None = None) -> np.ndarray:
+    def per_point_log_px(
+        self, x: np.ndarray, num_samples: int, seed: int = 0, y: np.ndarray | None = None
+    ) -> np.ndarray:
         """IWAE log p(x) (log p(x|y) given labels when conditional) for every row of ``x`` (float64)."""
         yt = self._labels(y, len(x))
         devices = [self.device] if self.device.type == "cuda" else []
@@ -180,9 +196,17 @@ class TrainedVAE:
             return log_px_iwae(self.vae, self._tensor(x), num_samples, y=yt).cpu().numpy()
 
 
-def fit(cfg: Config, dataset: Dataset, run_dir: Path, *, resume: bool = False, progress: bool = True,
-        on_start: Callable[[], None] | None = None, on_epoch: Callable[[list], None] | None = None,
-        stop_after_steps: int | None = None):
+def fit(
+    cfg: Config,
+    dataset: Dataset,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_start: Callable[[], None] | None = None,
+    on_epoch: Callable[[list], None] | None = None,
+    stop_after_steps: int | None = None,
+):
     """Train (or continue training) and return ``(TrainedVAE, records)``.
 
     ``on_start`` is called once the model is built and any checkpoint has loaded, just

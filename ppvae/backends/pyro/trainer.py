@@ -28,8 +28,15 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
 from ppvae.inference.schedules import beta_at
-from ppvae.inference.training import (HELDOUT_NOISE_SEED, Interrupted, SignalCatcher, TrainState, fingerprint,
-                         interrupted_message, progress_bar)
+from ppvae.inference.training import (
+    HELDOUT_NOISE_SEED,
+    Interrupted,
+    SignalCatcher,
+    TrainState,
+    fingerprint,
+    interrupted_message,
+    progress_bar,
+)
 from ppvae.backends.pyro import checkpoint
 from ppvae.backends.pyro.distributed import Distributed
 from ppvae.backends.pyro.evaluation import elbo_terms
@@ -37,6 +44,7 @@ from ppvae.backends.pyro.model import VAE, build_vae
 from ppvae.backends.pyro.objectives import terms
 
 log = logging.getLogger(__name__)
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda[:N]`` is checked to exist."""
@@ -84,8 +92,14 @@ class Trainer:
         ``metrics.jsonl`` from it).
     """
 
-    def __init__(self, cfg: Config, dataset: Dataset, run_dir: Path, progress: bool = True,
-                 on_epoch: Callable[[list], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        dataset: Dataset,
+        run_dir: Path,
+        progress: bool = True,
+        on_epoch: Callable[[list], None] | None = None,
+    ):
         self.cfg, self.dataset, self.run_dir = cfg, dataset, Path(run_dir)
         self.progress, self.on_epoch = progress, on_epoch
         # torchrun's environment makes this one process of a data-parallel job (.distributed).
@@ -94,8 +108,9 @@ class Trainer:
         self.dist.start(self.device)
         t = cfg.train
         pyro.set_rng_seed(t.seed)
-        self.vae = build_vae(cfg.model, dataset.event_shape, dataset_size=dataset.train.shape[0],
-                             register_params=False).to(self.device)
+        self.vae = build_vae(
+            cfg.model, dataset.event_shape, dataset_size=dataset.train.shape[0], register_params=False
+        ).to(self.device)
         self.dist.seed_noise(t.seed)  # the same initial weights on every rank, then its own noise
         # foreach: one multi-tensor kernel per update term instead of a Python loop over the
         # parameters; the same numbers as the loop (tests/test_pyro_golden.py), ~5 % less Adam
@@ -108,8 +123,9 @@ class Trainer:
             self.x_heldout = torch.as_tensor(dataset.heldout, device=self.device)
         # A conditional VAE's labels live on the device beside x: a batch's labels are
         # gathered with the same indices, so no step waits for the host.
-        self.y_train, self.y_heldout = device_labels(cfg.model, dataset, lambda y: torch.as_tensor(
-            y, dtype=torch.long, device=self.device))
+        self.y_train, self.y_heldout = device_labels(
+            cfg.model, dataset, lambda y: torch.as_tensor(y, dtype=torch.long, device=self.device)
+        )
         self.state = TrainState()
         self.fingerprint = fingerprint(cfg, dataset.event_shape)
 
@@ -172,8 +188,11 @@ class Trainer:
         if bad_step < 0 and failure is None:
             return
         last = self.state.records[-1] if self.state.records else None
-        kept = (f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
-                if last and self.checkpoint_path.exists() else "no checkpoint had been written yet")
+        kept = (
+            f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
+            if last and self.checkpoint_path.exists()
+            else "no checkpoint had been written yet"
+        )
         # Steps are counted from 1 for people: "step 17" is the 17th optimizer step.
         if bad_step >= 0:
             what = f"the loss became non-finite at step {bad_step + 1}"
@@ -233,11 +252,25 @@ class Trainer:
                         # a later divergence shows as a non-finite loss at the next logging point.
                         with contextlib.nullcontext() if s.step == first_step else pyro.validation_enabled(False):
                             if self.dist.ddp is None:
-                                tm = terms(self.vae.model, self.vae.guide, xb, beta=beta,
-                                           estimator=t.elbo, num_particles=t.num_particles, **labels)
+                                tm = terms(
+                                    self.vae.model,
+                                    self.vae.guide,
+                                    xb,
+                                    beta=beta,
+                                    estimator=t.elbo,
+                                    num_particles=t.num_particles,
+                                    **labels,
+                                )
                             else:
-                                tm = self.dist.terms(xb, beta=beta, estimator=t.elbo, num_particles=t.num_particles,
-                                                     weight=weight, scale=scale, **labels)
+                                tm = self.dist.terms(
+                                    xb,
+                                    beta=beta,
+                                    estimator=t.elbo,
+                                    num_particles=t.num_particles,
+                                    weight=weight,
+                                    scale=scale,
+                                    **labels,
+                                )
                             self.optimizer.zero_grad(set_to_none=True)
                             tm.loss.backward()
                             self.optimizer.step()
@@ -254,8 +287,7 @@ class Trainer:
                         raise
                     b = xb.shape[0] if weight else 0
                     with torch.no_grad():
-                        acc += torch.stack([tm.loss, tm.reconstruction, tm.kl,
-                                            torch.ones_like(tm.loss)]).double() * b
+                        acc += torch.stack([tm.loss, tm.reconstruction, tm.kl, torch.ones_like(tm.loss)]).double() * b
                         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(tm.loss), step_t, first_bad)
                         step_t += 1
                     s.step += 1
@@ -286,8 +318,14 @@ class Trainer:
                 seconds = time.perf_counter() - started
                 loss, rec, kl, count = (acc / acc[3]).tolist()[:3] + [acc[3].item()]
                 record = {
-                    "epoch": s.epoch + 1, "step": s.step, "loss": loss, "reconstruction": rec, "kl": kl,
-                    "beta": beta_at(s.step - 1, t), "seconds": seconds, "images_per_s": count / seconds,
+                    "epoch": s.epoch + 1,
+                    "step": s.step,
+                    "loss": loss,
+                    "reconstruction": rec,
+                    "kl": kl,
+                    "beta": beta_at(s.step - 1, t),
+                    "seconds": seconds,
+                    "images_per_s": count / seconds,
                     **(heldout_elbo(self.vae, self.x_heldout, self.y_heldout) if self.dist.is_primary else {}),
                 }
                 s.records.append(record)
