@@ -351,3 +351,24 @@ def test_a_missing_numpyro_install_gets_an_install_hint(monkeypatch):
     )
     with pytest.raises(BackendUnavailableError, match=r"pip install 'ppvae\[numpyro\]'"):
         registry.load_backend("numpyro")
+
+
+def test_a_diverging_numpyro_fit_stops_with_the_message_both_backends_give(tmp_path, digits_npy):
+    # One message for a non-finite loss (ppvae.inference.training.nonfinite_error) on both backends.
+    from ppvae.errors import TrainingError
+
+    with pytest.raises(TrainingError) as info:
+        ppvae.fit(
+            out=tmp_path / "r",
+            backend="numpyro",
+            data=str(digits_npy),
+            likelihood="normal",
+            lr=1e4,
+            latent_dim=2,
+            epochs=2,
+            pictures=False,
+            overrides=FAST,
+        )
+    message = str(info.value)
+    assert message.startswith("training stopped: the loss became non-finite at step ")
+    assert "(epoch 1)" in message and "--lr, now 10000" in message and message.endswith("then --resume")

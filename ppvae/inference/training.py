@@ -24,6 +24,7 @@ __all__ = [
     "fingerprint",
     "HELDOUT_NOISE_SEED",
     "interrupted_message",
+    "nonfinite_error",
 ]
 
 #: Seed of the noise used for the per-epoch held-out ELBO, so epochs are comparable.
@@ -109,3 +110,22 @@ def progress_bar(total: int, desc: str, enabled: bool, unit: str = "step"):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not enabled, dynamic_ncols=True)
+
+
+def nonfinite_error(what: str, epoch: int, records: list, checkpoint_exists: bool, run_dir, lr: float) -> TrainingError:
+    """The one message of a training run stopped by non-finite values, on every backend.
+
+    ``what`` says what became non-finite and at which step; ``epoch`` is 1-based; the last
+    of ``records`` is the epoch whose checkpoint was kept, if one was written.
+    """
+    last = records[-1] if records else None
+    kept = (
+        f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
+        if last and checkpoint_exists
+        else "no checkpoint had been written yet"
+    )
+    return TrainingError(
+        f"training stopped: {what} (epoch {epoch}); {kept} in {str(run_dir)!r}. "
+        f"Try a lower learning rate (--lr, now {lr:g}), a smaller --beta, or standardized data "
+        "for a normal likelihood, then --resume"
+    )

@@ -28,7 +28,7 @@ from numpyro import handlers
 from ppvae.model.conditioning import device_labels
 from ppvae.spec.config import Config
 from ppvae.data import Dataset
-from ppvae.errors import TrainingError, UsageError
+from ppvae.errors import UsageError
 from ppvae.inference.schedules import beta_at
 from ppvae.inference.training import (
     HELDOUT_NOISE_SEED,
@@ -37,6 +37,7 @@ from ppvae.inference.training import (
     TrainState,
     fingerprint,
     interrupted_message,
+    nonfinite_error,
     progress_bar,
 )
 from ppvae.backends.numpyro import checkpoint
@@ -212,16 +213,13 @@ class Trainer:
         if not bad.any():
             return
         step = self.state.step + int(np.argmax(bad)) + 1
-        last = self.state.records[-1] if self.state.records else None
-        kept = (
-            f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
-            if last and self.checkpoint_path.exists()
-            else "no checkpoint had been written yet"
-        )
-        raise TrainingError(
-            f"training stopped: the loss became non-finite at step {step} (epoch {self.state.epoch + 1}); "
-            f"{kept} in {str(self.run_dir)!r}. Try a lower learning rate (--lr, now {self.cfg.train.lr:g}), "
-            "a smaller --beta, or standardized data for a normal likelihood, then --resume"
+        raise nonfinite_error(
+            f"the loss became non-finite at step {step}",
+            self.state.epoch + 1,
+            self.state.records,
+            self.checkpoint_path.exists(),
+            self.run_dir,
+            self.cfg.train.lr,
         )
 
     def _train_epoch(self, epoch: int, n_full: int, rest: int):

@@ -35,6 +35,7 @@ from ppvae.inference.training import (
     TrainState,
     fingerprint,
     interrupted_message,
+    nonfinite_error,
     progress_bar,
 )
 from ppvae.backends.pyro import checkpoint
@@ -187,23 +188,19 @@ class Trainer:
         bad_step = int(first_bad.item())
         if bad_step < 0 and failure is None:
             return
-        last = self.state.records[-1] if self.state.records else None
-        kept = (
-            f"kept the last good checkpoint (epoch {last['epoch']}, step {last['step']})"
-            if last and self.checkpoint_path.exists()
-            else "no checkpoint had been written yet"
-        )
         # Steps are counted from 1 for people: "step 17" is the 17th optimizer step.
         if bad_step >= 0:
             what = f"the loss became non-finite at step {bad_step + 1}"
         else:
             short = failure if len(failure) <= 100 else failure[:97] + "..."
             what = f"the model's values became non-finite at step {self.state.step + 1} ({short})"
-        t = self.cfg.train
-        raise TrainingError(
-            f"training stopped: {what} (epoch {self.state.epoch + 1}); {kept} in {str(self.run_dir)!r}. "
-            f"Try a lower learning rate (--lr, now {t.lr:g}), a smaller --beta, or standardized data "
-            "for a normal likelihood, then --resume"
+        raise nonfinite_error(
+            what,
+            self.state.epoch + 1,
+            self.state.records,
+            self.checkpoint_path.exists(),
+            self.run_dir,
+            self.cfg.train.lr,
         )
 
     def _stop_signal(self, signals: SignalCatcher, first_bad: torch.Tensor) -> tuple[int | None, torch.Tensor]:
