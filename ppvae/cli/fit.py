@@ -24,7 +24,7 @@ from ppvae.cli.outputs import fmt
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator_names
 from ppvae.inference.estimators import help_text as estimators_help
-from ppvae.spec.config import BETA_SCHEDULES, format_overrides, parse_override
+from ppvae.spec.config import BETA_SCHEDULES, LR_SCHEDULES, format_overrides, parse_override
 
 __all__ = ["fit", "ask_for_host_devices", "worker_arguments"]
 
@@ -118,7 +118,14 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
 )
 @click.option("--beta", type=float, help="KL weight β > 0 (default 1: the plain ELBO).")
 @click.option("--beta-schedule", type=click.Choice(BETA_SCHEDULES), help="constant, linear warm-up or cyclical.")
-@click.option("--lr", type=float, help="Adam learning rate (default 1e-3).")
+@click.option("--lr", type=float, help="Adam learning rate (default 1e-3; the peak of a schedule).")
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES),
+    help="Learning rate by epoch: constant (default); exponential or step (train.lr_decay every "
+    "train.lr_step_epochs); cosine (to train.lr_min, after train.lr_warmup_epochs of warm-up); iwae "
+    "(the IWAE paper's 3^i epochs at lr 10^(-i/7)).",
+)
 @click.option("--elbo", type=click.Choice(estimator_names()), help=estimators_help())
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @seed_option("Seed of every random draw in training (default 0).", default=None)
@@ -168,6 +175,7 @@ def fit(
     beta,
     beta_schedule,
     lr,
+    lr_schedule,
     elbo,
     num_particles,
     seed,
@@ -229,6 +237,7 @@ def fit(
         beta=beta,
         beta_schedule=beta_schedule,
         lr=lr,
+        lr_schedule=lr_schedule,
         elbo=elbo,
         num_particles=num_particles,
         seed=seed,

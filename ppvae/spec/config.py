@@ -49,6 +49,8 @@ __all__ = [
 #: The estimators' names, read from the one table of estimators (ppvae.inference.estimators).
 ELBO_NAMES = estimator_names()
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
+#: Learning-rate schedules (ppvae.inference.schedules.lr_at), in the order ``--help`` lists them.
+LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "iwae")
 BINARIZE_MODES = ("auto", "dynamic", "static", "none")
 SCALE_MODES = ("auto", "unit", "minmax", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -274,7 +276,20 @@ class TrainSpec:
     epochs, batch_size : int
         Passes over the training split, and minibatch size.
     lr : float
-        Adam learning rate.
+        Adam learning rate (the peak of a schedule).
+    lr_schedule : {"constant", "exponential", "step", "cosine", "iwae"}
+        The learning rate by epoch (:func:`ppvae.inference.schedules.lr_at`): constant;
+        ``lr_decay`` every ``lr_step_epochs``, smoothly (exponential) or in steps; a cosine
+        from ``lr`` to ``lr_min`` after ``lr_warmup_epochs`` of linear warm-up; or the IWAE
+        paper's 3^i epochs at lr·10^(-i/7). Recorded per epoch as ``lr`` in metrics.jsonl.
+    lr_decay : float
+        Factor in (0, 1] applied every ``lr_step_epochs`` (exponential and step).
+    lr_step_epochs : int
+        Epochs per ``lr_decay`` (exponential and step).
+    lr_warmup_epochs : int
+        Epochs of linear warm-up before the cosine (0: none).
+    lr_min : float
+        Where the cosine ends (0 <= lr_min < lr).
     beta : float
         Weight of the KL term (> 0); ``1`` is the plain ELBO. Applied through
         ``poutine.scale`` around ``"z"`` in both the model and the guide.
@@ -306,6 +321,11 @@ class TrainSpec:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.5
+    lr_step_epochs: int = 10
+    lr_warmup_epochs: int = 0
+    lr_min: float = 0.0
     beta: float = 1.0
     beta_schedule: str = "constant"
     warmup_steps: int = 1000
@@ -322,6 +342,7 @@ class TrainSpec:
         object.__setattr__(self, "backend", self.backend.lower())
         _choice("train", "elbo", self.elbo, ELBO_NAMES)
         _choice("train", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
+        _choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
         for key in (
             "num_particles",
             "epochs",
@@ -332,6 +353,7 @@ class TrainSpec:
             "eval_num_samples",
             "checkpoint_every",
             "num_devices",
+            "lr_step_epochs",
         ):
             value = getattr(self, key)
             _check(_is_int(value) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
@@ -345,7 +367,21 @@ class TrainSpec:
             f"beta must be > 0 (got {self.beta!r}): β weights the KL and β = 0 drops the prior; "
             "for KL annealing use --beta-schedule linear, which starts at a small positive β",
         )
+        _check(
+            _is_int(self.lr_warmup_epochs) and self.lr_warmup_epochs >= 0,
+            f"train.lr_warmup_epochs must be a non-negative integer, got {self.lr_warmup_epochs!r}",
+        )
+        _check(
+            _is_number(self.lr_decay) and 0 < self.lr_decay <= 1,
+            f"train.lr_decay must be in (0, 1] (the factor applied every lr_step_epochs), got {self.lr_decay!r}",
+        )
+        _check(
+            _is_number(self.lr_min) and 0 <= self.lr_min < self.lr,
+            f"train.lr_min must be at least 0 and below train.lr ({self.lr:g}), got {self.lr_min!r}",
+        )
         object.__setattr__(self, "lr", float(self.lr))
+        object.__setattr__(self, "lr_decay", float(self.lr_decay))
+        object.__setattr__(self, "lr_min", float(self.lr_min))
         object.__setattr__(self, "beta", float(self.beta))
         validate_device(self.device, "train.device")
         _check(

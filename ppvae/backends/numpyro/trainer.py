@@ -29,7 +29,7 @@ from ppvae.model.conditioning import device_labels
 from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import UsageError
-from ppvae.inference.schedules import beta_at
+from ppvae.inference.schedules import beta_at, lr_at, lr_table
 from ppvae.inference.training import (
     HELDOUT_NOISE_SEED,
     Interrupted,
@@ -100,7 +100,7 @@ class Trainer:
             )
         init_key, self.train_key = jax.random.split(jax.random.PRNGKey(t.seed))
         self.vae = build_vae(cfg.model, dataset.event_shape, init_key, dataset_size=dataset.train.shape[0])
-        self.optimizer = optax.adam(t.lr)
+        self.optimizer = optax.adam(t.lr if t.lr_schedule == "constant" else self._lr_schedule())
         self.params = self._place(initial_params(self.vae))
         self.opt_state = self._place(self.optimizer.init(self.params))
         if dataset.streaming:  # rows stay in their file: .streaming.StreamingTrainer moves chunks
@@ -120,6 +120,18 @@ class Trainer:
         self._programs: dict = {}
         self.compile_seconds = 0.0
         self._step_fn = jax.jit(self._step)
+
+    def _lr_schedule(self):
+        """The spec's learning rate by optimizer step, for optax: the rate of the step's epoch.
+
+        optax counts the updates in the optimizer state, so a resumed run continues the
+        schedule exactly. (A constant rate stays a plain number: its optimizer state is the
+        one checkpoints have always had.)
+        """
+        t = self.cfg.train
+        steps_per_epoch = -(-len(self.dataset.train) // t.batch_size)
+        table = jnp.asarray(lr_table(t), dtype=jnp.float32)
+        return lambda count: table[jnp.minimum(count // steps_per_epoch, table.shape[0] - 1)]
 
     def _place(self, tree):
         """Arrays on the training device, or whole on every device of a data-parallel run."""
@@ -296,6 +308,7 @@ class Trainer:
                     "reconstruction": float(rec),
                     "kl": float(kl),
                     "beta": beta_at(s.step - 1, t),
+                    "lr": lr_at(s.epoch, t),
                     "seconds": seconds,
                     "images_per_s": n / seconds,
                     **self._heldout_elbo(),

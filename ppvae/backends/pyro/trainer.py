@@ -27,7 +27,7 @@ from ppvae.model.conditioning import device_labels
 from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
-from ppvae.inference.schedules import beta_at
+from ppvae.inference.schedules import beta_at, lr_at
 from ppvae.inference.training import (
     HELDOUT_NOISE_SEED,
     Interrupted,
@@ -230,6 +230,8 @@ class Trainer:
             self.dist.wrap(self.vae)
         with SignalCatcher() as signals:
             while s.epoch < t.epochs:
+                for group in self.optimizer.param_groups:  # the schedule's rate for this epoch
+                    group["lr"] = lr_at(s.epoch, t)
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
                 first_bad = torch.tensor(-1, device=self.device)
                 # The step counter lives on the device too, so marking a bad step costs no transfer.
@@ -321,6 +323,7 @@ class Trainer:
                     "reconstruction": rec,
                     "kl": kl,
                     "beta": beta_at(s.step - 1, t),
+                    "lr": lr_at(s.epoch, t),
                     "seconds": seconds,
                     "images_per_s": count / seconds,
                     **(heldout_elbo(self.vae, self.x_heldout, self.y_heldout) if self.dist.is_primary else {}),
