@@ -156,12 +156,12 @@ class _PPVAE:
             from ppvae.backends.pyro import trainer as module
 
             self.trainer = module.Trainer(cfg, dataset, run_dir, progress=False)
-            module.heldout_elbo = self._cpu_timed(module.heldout_elbo)
+            module.monitor_elbo = self._cpu_timed(module.monitor_elbo)
         else:
             from ppvae.backends.numpyro.trainer import Trainer
 
             self.trainer = Trainer(cfg, dataset, run_dir, progress=False)
-            self.trainer._heldout_elbo = self._cpu_timed(self.trainer._heldout_elbo)
+            self.trainer._monitor_elbo = self._cpu_timed(self.trainer._monitor_elbo)
         self.trainer.save = self._cpu_timed(self.trainer.save)
         self.after_cpu = 0.0
 

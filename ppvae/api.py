@@ -247,7 +247,9 @@ def fit(
         folder.write_data_info(dataset.info())
 
     say(
-        f"training on {dataset.name}: {dataset.train.shape[0]} train / {dataset.heldout.shape[0]} held-out, "
+        f"training on {dataset.name}: {dataset.train.shape[0]} train / "
+        + ("" if dataset.validation is None else f"{dataset.validation.shape[0]} validation / ")
+        + f"{dataset.heldout.shape[0]} held-out, "
         f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}"
     )
     started = time.perf_counter()

@@ -488,7 +488,10 @@ def _run_numbers(folder: Path) -> dict:
         "series": {
             "epoch": [r.get("epoch") for r in records],
             "seconds_cumulative": [float(v) for v in np.cumsum(np.nan_to_num(seconds))],
-            "heldout_elbo": [r.get("heldout_elbo") for r in records],
+            # The per-epoch ELBO training reported: on the validation split where the run
+            # has one (its held-out split is read only by the final evaluation).
+            "heldout_elbo": [r.get("heldout_elbo", r.get("validation_elbo")) for r in records],
+            "split": "validation" if any("validation_elbo" in r for r in records) else "held-out",
         },
     }
 
@@ -788,6 +791,8 @@ def _write(result: ComparisonResult, seeds: Sequence[int]) -> None:
     series = {row["label"]: row["series"] for row in result.rows if row["series"] is not None}
     if series and any(np.isfinite(np.asarray(s["elbo"], dtype=float)).any() for s in series.values()):
         how = f"mean over {len(seeds)} seeds, band: ± 1 sd over seeds" if len(seeds) > 1 else f"seed {seeds[0]}"
-        elbo_vs_time(series, result.plot_path, title=f"held-out ELBO against training time ({how})")
+        splits = {r["series"]["split"] for row in result.rows for r in row["runs"] if r.get("series")}
+        which = "validation" if splits == {"validation"} else "held-out" if splits <= {"held-out"} else "per-epoch"
+        elbo_vs_time(series, result.plot_path, title=f"{which} ELBO against training time ({how})")
     else:  # nothing to draw (every run failed): no stale picture from an earlier --force
         result.plot_path.unlink(missing_ok=True)

@@ -32,6 +32,9 @@ class Dataset:
         The resolved mode: ``"dynamic"``, ``"static"`` or ``"none"``.
     train_labels, heldout_labels : numpy.ndarray or None
         Integer labels when the source has them.
+    validation, validation_labels : numpy.ndarray or None
+        The validation split (``data.validation_fraction`` of the training rows, prepared
+        like the held-out split) and its labels; ``None`` without one.
     transform : dict
         Plain-JSON record of the preprocessing (scale mode, standardization mean/sd,
         min/max) so new data can be prepared the same way and outputs mapped back.
@@ -46,6 +49,19 @@ class Dataset:
     train_labels: np.ndarray | None = None
     heldout_labels: np.ndarray | None = None
     transform: dict[str, Any] = field(default_factory=dict)
+    validation: np.ndarray | None = None
+    validation_labels: np.ndarray | None = None
+
+    @property
+    def monitor(self) -> tuple[str, Any, np.ndarray | None]:
+        """The split training reports its per-epoch ELBO on: ``(name, rows, labels)``.
+
+        The validation split when there is one (the held-out split is then not read before
+        the final evaluation), else the held-out split.
+        """
+        if self.validation is not None:
+            return "validation", self.validation, self.validation_labels
+        return "heldout", self.heldout, self.heldout_labels
 
     @property
     def streaming(self) -> bool:
@@ -66,6 +82,7 @@ class Dataset:
             "num_train": int(self.train.shape[0]),
             "num_heldout": int(self.heldout.shape[0]),
             "has_labels": self.heldout_labels is not None,
+            "num_validation": 0 if self.validation is None else int(self.validation.shape[0]),
             "transform": self.transform,
         }
 

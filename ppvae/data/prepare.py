@@ -98,6 +98,28 @@ def _split(raw: RawData, spec: DataSpec):
     )
 
 
+def _carve_validation(x_train, y_train, spec: DataSpec, name: str):
+    """``(x_train, y_train, x_validation, y_validation)``: ``data.validation_fraction`` of the training rows set aside.
+
+    A seeded permutation of the training rows (``default_rng([split_seed, 2])``) picks
+    ``round(fraction * n)`` of them (at least one); the held-out split is not touched.
+    """
+    if not spec.validation_fraction:
+        return x_train, y_train, None, None
+    n = x_train.shape[0]
+    n_val = max(1, round(spec.validation_fraction * n))
+    if n_val >= n:
+        raise DataError(
+            f"{name}: data.validation_fraction = {spec.validation_fraction:g} of {n} training rows leaves no "
+            "training data; use a smaller fraction"
+        )
+    order = np.random.default_rng([spec.split_seed, 2]).permutation(n)
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if y_train is None:
+        return x_train[train_idx], None, x_train[val_idx], None
+    return x_train[train_idx], y_train[train_idx], x_train[val_idx], y_train[val_idx]
+
+
 # -- the transform --------------------------------------------------------------------
 
 
@@ -151,6 +173,7 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
         return load_streaming_dataset(spec, likelihood, support)
     raw = _read_source(spec)
     x_train, y_train, x_heldout, y_heldout = _split(raw, spec)
+    x_train, y_train, x_val, y_val = _carve_validation(x_train, y_train, spec, raw.name)
     if x_train.shape[1:] != x_heldout.shape[1:]:
         raise DataError(
             f"{raw.name}: training datapoints have shape {x_train.shape[1:]} but held-out ones "
@@ -174,12 +197,18 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
     t["binarize"] = resolve_binarize(spec.binarize, likelihood, t, lo, hi, raw.name)
     # The held-out split goes through exactly the steps prepare_new() takes.
     heldout = finish_values(heldout, t, spec.split_seed + 1, raw.name)
+    validation = None
+    if x_val is not None:  # prepared like the held-out split, with noise of its own
+        validation = standardize_values(scale_values(x_val, t, np.float64, raw.name, new_data=False), t)
+        validation = finish_values(validation, t, spec.split_seed + 3, raw.name)
     if t["binarize"] == "static":
         train = binarize_values(train, spec.split_seed + 2)
     else:
         train = np.ascontiguousarray(train, dtype=np.float32)
     check_support(*value_range(train, heldout), t, raw.name)
     check_counts(t, raw.name, train, heldout)
+    if validation is not None:
+        check_support(*value_range(validation, validation), t, raw.name)
     return Dataset(
         name=raw.name,
         train=train,
@@ -190,6 +219,8 @@ def load_dataset(spec: DataSpec, likelihood: str, support: str) -> Dataset:
         train_labels=None if y_train is None else np.asarray(y_train, dtype=np.int64),
         heldout_labels=None if y_heldout is None else np.asarray(y_heldout, dtype=np.int64),
         transform=t,
+        validation=validation,
+        validation_labels=None if y_val is None else np.asarray(y_val, dtype=np.int64),
     )
 
 

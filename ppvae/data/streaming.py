@@ -327,6 +327,11 @@ def load_streaming_dataset(spec: DataSpec, likelihood: str, support: str) -> Dat
     The same split, transform and checks as the in-memory path; ``Dataset.train`` and
     ``Dataset.heldout`` are :class:`StreamingRows`.
     """
+    if spec.validation_fraction:
+        raise UsageError(
+            "data.validation_fraction needs the training data in memory; it does not work with streamed data "
+            "yet: set data.stream = false (or leave data.validation_fraction at 0)"
+        )
 
     path = Path(spec.source).expanduser()
     name = str(path)

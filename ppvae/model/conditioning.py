@@ -167,7 +167,7 @@ def infer_num_classes(num_classes: int, train_labels, heldout_labels, source: st
 
 
 def device_labels(spec, dataset, put: Callable[[np.ndarray], Any]) -> tuple[Any, Any]:
-    """A trainer's label arrays: ``(put(train_labels), put(heldout_labels))``, or ``(None, None)``.
+    """A trainer's label arrays: ``(put(train labels), put(labels of dataset.monitor))``, or ``(None, None)``.
 
     For a conditional spec the labels are checked first (a :class:`DataError` when the
     data has none or they are out of range); ``put`` moves an int32 array to the device.
@@ -177,7 +177,7 @@ def device_labels(spec, dataset, put: Callable[[np.ndarray], Any]) -> tuple[Any,
     infer_num_classes(conditional_classes(spec), dataset.train_labels, dataset.heldout_labels, dataset.name)
     return (
         put(np.asarray(dataset.train_labels, dtype=np.int32)),
-        put(np.asarray(dataset.heldout_labels, dtype=np.int32)),
+        put(np.asarray(dataset.monitor[2], dtype=np.int32)),
     )
 
 

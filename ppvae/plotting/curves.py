@@ -14,7 +14,7 @@ from ppvae.errors import DataError
 from ppvae.plotting.style import MARGIN, TITLE_FONTSIZE, new_figure, save_figure, wrap_text
 
 
-_RECORD_KEYS = ("epoch", "loss", "reconstruction", "kl", "beta", "heldout_elbo")
+_RECORD_KEYS = ("epoch", "loss", "reconstruction", "kl", "beta", "heldout_elbo", "validation_elbo")
 
 
 def _as_float(value: Any, index: int, key: str) -> float:
@@ -88,7 +88,8 @@ def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     ----------
     records : sequence of dict
         One dict per epoch with keys ``epoch``, ``loss``, ``reconstruction``, ``kl``,
-        ``beta`` and ``heldout_elbo``; any value may be ``None`` or NaN. A missing
+        ``beta`` and ``heldout_elbo`` (or ``validation_elbo``, for a run with a validation
+        split); any value may be ``None`` or NaN. A missing
         ``epoch`` is taken as the record's 1-based position.
     path : str or path-like
         Destination PNG.
@@ -122,6 +123,7 @@ def loss_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
     ax = axes[0]
     drew = _plot_series(ax, epoch, cols["loss"], "training loss", color="C0")
     drew |= _plot_series(ax, epoch, -cols["heldout_elbo"], "held-out −ELBO", color="C3")
+    drew |= _plot_series(ax, epoch, -cols["validation_elbo"], "validation −ELBO", color="C4")
     _finish_panel(ax, drew, "nats per datapoint", "loss")
 
     ax = axes[1]

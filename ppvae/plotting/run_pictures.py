@@ -60,4 +60,5 @@ def write_run_pictures(run, records: list[dict], num_samples: int = 64, num_pair
             title=f"top {len(x)} rows: held-out data; bottom {len(x)}: reconstructions",
         )
     if records:
-        curves.loss_curves(records, run.path / "loss.png", title="training loss and held-out ELBO")
+        split = "validation" if any("validation_elbo" in r for r in records) else "held-out"
+        curves.loss_curves(records, run.path / "loss.png", title=f"training loss and {split} ELBO")

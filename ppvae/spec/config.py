@@ -188,6 +188,11 @@ class DataSpec:
         test set (MNIST with all four files) use it instead.
     split_seed : int
         Seed of the train/held-out permutation (``numpy.random.default_rng(split_seed)``).
+    validation_fraction : float
+        Share of the *training* rows set aside as a validation split, in [0, 1) (0: none),
+        drawn with ``default_rng([split_seed, 2])``. Training then reports its per-epoch
+        ELBO on the validation rows and never reads the held-out split, which is left for
+        the final evaluation; the held-out split is the same with or without it.
     cache_dir : str or None
         Where downloads are kept; default ``$PPVAE_CACHE`` or the user cache folder.
     mirror : str or None
@@ -210,6 +215,7 @@ class DataSpec:
     min_sd: float = 0.0
     heldout_fraction: float = 0.2
     split_seed: int = 0
+    validation_fraction: float = 0.0
     cache_dir: str | None = None
     mirror: str | None = None
     stream: str | bool = "auto"
@@ -246,6 +252,12 @@ class DataSpec:
             f"data.heldout_fraction must be between 0 and 1 (exclusive), got {self.heldout_fraction!r}",
         )
         object.__setattr__(self, "heldout_fraction", float(self.heldout_fraction))
+        _check(
+            _is_number(self.validation_fraction) and 0.0 <= self.validation_fraction < 1.0,
+            f"data.validation_fraction must be at least 0 and below 1 (a share of the training rows), "
+            f"got {self.validation_fraction!r}",
+        )
+        object.__setattr__(self, "validation_fraction", float(self.validation_fraction))
         _check(
             _is_int(self.split_seed) and self.split_seed >= 0,
             f"data.split_seed must be a non-negative integer, got {self.split_seed!r}",

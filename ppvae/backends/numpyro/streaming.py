@@ -40,7 +40,7 @@ class StreamingTrainer(Trainer):
         super().__init__(*args, **kwargs)
         t = self.cfg.train
         # Per-epoch held-out ELBO on a bounded, fixed sample (the first held-out rows).
-        self.x_heldout = jax.device_put(jnp.asarray(self.dataset.heldout.head(EPOCH_HELDOUT_ROWS)), self.device)
+        self.x_monitor = jax.device_put(jnp.asarray(self.dataset.heldout.head(EPOCH_HELDOUT_ROWS)), self.device)
         batch_bytes = t.batch_size * self.dataset.num_features * 4
         #: Minibatches per compiled call.
         self.chunk_batches = max(1, CHUNK_BYTES // batch_bytes)

@@ -103,14 +103,17 @@ class Trainer:
         self.optimizer = optax.adam(t.lr if t.lr_schedule == "constant" else self._lr_schedule())
         self.params = self._place(initial_params(self.vae))
         self.opt_state = self._place(self.optimizer.init(self.params))
+        # The split each epoch's ELBO is reported on: the validation split when there is one
+        # (the held-out split then stays off the device until the final evaluation).
+        self.monitor, monitor_rows, _ = dataset.monitor
         if dataset.streaming:  # rows stay in their file: .streaming.StreamingTrainer moves chunks
-            self.x_train = self.x_heldout = None
+            self.x_train = self.x_monitor = None
         else:
             self.x_train = self._place(jnp.asarray(dataset.train))
-            self.x_heldout = self._place(jnp.asarray(dataset.heldout))
+            self.x_monitor = self._place(jnp.asarray(monitor_rows))
         # A conditional VAE's labels sit on the device beside x and are gathered with the
         # batch indices inside the compiled epoch; None (no labels) is an empty pytree to jit.
-        self.y_train, self.y_heldout = device_labels(cfg.model, dataset, lambda y: self._place(jnp.asarray(y)))
+        self.y_train, self.y_monitor = device_labels(cfg.model, dataset, lambda y: self._place(jnp.asarray(y)))
         self.evaluator = Evaluator(self.vae)
         self.state = TrainState()
         self.fingerprint = fingerprint(cfg, dataset.event_shape)
@@ -213,12 +216,14 @@ class Trainer:
         self.state = TrainState.from_meta(meta)
 
     # -- the loop ------------------------------------------------------------------------------
-    def _heldout_elbo(self) -> dict[str, float]:
+    def _monitor_elbo(self) -> dict[str, float]:
+        """The per-epoch ELBO of the monitored split (validation, else held-out), fixed noise."""
         t = self.evaluator.elbo_terms(
-            self.params, self.x_heldout, jax.random.PRNGKey(HELDOUT_NOISE_SEED), y=self.y_heldout
+            self.params, self.x_monitor, jax.random.PRNGKey(HELDOUT_NOISE_SEED), y=self.y_monitor
         )
         rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
-        return {"heldout_elbo": -(rec + kl), "heldout_reconstruction": rec, "heldout_kl": kl}
+        split = self.monitor
+        return {f"{split}_elbo": -(rec + kl), f"{split}_reconstruction": rec, f"{split}_kl": kl}
 
     def _check_finite(self, values: np.ndarray) -> None:
         bad = ~np.isfinite(values[:, 0])
@@ -311,7 +316,7 @@ class Trainer:
                     "lr": lr_at(s.epoch, t),
                     "seconds": seconds,
                     "images_per_s": n / seconds,
-                    **self._heldout_elbo(),
+                    **self._monitor_elbo(),
                 }
                 s.records.append(record)
                 s.epoch += 1

@@ -35,7 +35,7 @@ class StreamingTrainer(Trainer):
                 "memory: set data.stream = false (or launch a single process)"
             )
         # A bounded, fixed sample for the per-epoch held-out ELBO (its size does not grow with the data).
-        self.x_heldout = torch.as_tensor(self.dataset.heldout.head(EPOCH_HELDOUT_ROWS), device=self.device)
+        self.x_monitor = torch.as_tensor(self.dataset.heldout.head(EPOCH_HELDOUT_ROWS), device=self.device)
 
     def _batches(self, epoch: int, first: int, n_batches: int):
         t = self.cfg.train
