@@ -82,7 +82,12 @@ def build_config(
     unknown = sorted(set(shortcuts) - set(SHORTCUTS))
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(SHORTCUTS))}")
-    chosen = {SHORTCUTS[k]: v for k, v in shortcuts.items() if v is not None}
+    # A path object for the data is the path it names (config.toml holds text).
+    chosen = {
+        SHORTCUTS[k]: os.fspath(v) if k == "data" and isinstance(v, os.PathLike) else v
+        for k, v in shortcuts.items()
+        if v is not None
+    }
     cfg = cfg.with_overrides(chosen) if chosen else cfg
     return with_plugins(cfg, plugins)
 

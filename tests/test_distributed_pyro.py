@@ -253,3 +253,18 @@ def test_process_counts_that_cannot_work_are_refused_in_one_line():
         assert result.exit_code == 2, result.output
         assert result.output.startswith("Error: ") and expected in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_failed_job_leaves_metrics_that_agree_with_its_checkpoint(points, tmp_path):
+    # A process killed between the checkpoint and the metrics write leaves metrics.jsonl an
+    # epoch behind; the launcher's report rewrites it from the records the checkpoint holds.
+    from ppvae.backends.pyro.launch import _checkpoint_note
+    from ppvae.runs.folder import RunFolder
+
+    run = tmp_path / "run"
+    ppvae.fit(data=points, out=run, epochs=2, latent_dim=2, overrides=FAST, pictures=False, progress=False)
+    folder = RunFolder(run)
+    folder.write_metrics(folder.read_metrics()[:1])
+    note = _checkpoint_note(run, 2)
+    assert note.startswith("The last checkpoint (epoch 2, step")
+    assert [r["epoch"] for r in folder.read_metrics()] == [1, 2]

@@ -158,6 +158,7 @@ def _lines(text: str) -> list[str]:
 def _checkpoint_note(run_dir: Path, num_processes: int) -> str:
     from ppvae.inference.checkpoints import load_arrays
     from ppvae.backends.pyro.checkpoint import FILENAME
+    from ppvae.runs.folder import RunFolder
 
     path = Path(run_dir) / FILENAME
     if not path.is_file():
@@ -166,6 +167,13 @@ def _checkpoint_note(run_dir: Path, num_processes: int) -> str:
         _, meta = load_arrays(path)
     except Exception as exc:  # noqa: BLE001 - reported, not raised: the job already failed
         return f"The checkpoint {str(path)!r} could not be read ({exc})"
+    # A process killed between the checkpoint and the metrics write leaves metrics.jsonl an
+    # epoch behind; the checkpoint carries every record, so the folder is made to agree with
+    # the checkpoint it reports (a resume starts from it).
+    try:
+        RunFolder(run_dir).write_metrics(meta["records"])
+    except OSError as exc:
+        return f"The last checkpoint (epoch {meta['epoch']}) is intact but metrics.jsonl could not be rewritten ({exc})"
     return (
         f"The last checkpoint (epoch {meta['epoch']}, step {meta['step']}) in {str(run_dir)!r} is intact; "
         f"continue with: ppvae fit --resume {run_dir} --num-processes {num_processes}"
