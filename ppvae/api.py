@@ -31,6 +31,7 @@ from ppvae.spec.config import Config, ModelSpec, TrainSpec
 from ppvae.data import absolute_source, load_dataset
 from ppvae.backends.base import Backend
 from ppvae.errors import UsageError
+from ppvae.inference.metrics import collapse_warning
 from ppvae.runs.folder import RunFolder, default_run_dir
 from ppvae.run import Run, load
 from ppvae.spec.plugins import with_plugins
@@ -293,6 +294,10 @@ def fit(
         "data": dataset.name,
         "versions": _versions(backend),
     }
+    collapsed = collapse_warning(records)
+    if collapsed:
+        summary["warnings"] = [collapsed]
+        say(f"warning: {collapsed}")
     folder.write_summary(summary)
     run.summary = summary
     if pictures:

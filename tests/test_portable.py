@@ -102,3 +102,38 @@ def test_both_backends_compute_the_same_portable_log_density():
     b = np.asarray(j_prior().log_prob(jnp.asarray(z)))
     np.testing.assert_allclose(a, b, rtol=1e-6)
     jax.grad(lambda m: m().log_prob(jnp.asarray(z)).sum())(j_prior)  # differentiable
+
+
+def test_two_numpyro_vaes_of_one_spec_have_interchangeable_params():
+    # A portable component is static structure of its Equinox module: two builds of one spec
+    # must give the same pytree structure, so params of one fit the other (as eqx.combine,
+    # checkpoints and jit caching need). Settings that differ must not compare equal.
+    jax = pytest.importorskip("jax")
+    from ppvae.backends.numpyro.model import build_vae, initial_params
+    from ppvae.spec.config import ModelSpec
+
+    spec = ModelSpec(
+        latent_dim=2,
+        prior="mog",
+        likelihood="normal",
+        likelihood_options={"scale_mode": "per_dim"},
+        encoder_options={"hidden": [4]},
+        decoder_options={"hidden": [4]},
+    )
+    a, b = (build_vae(spec, (5,), jax.random.PRNGKey(seed)) for seed in (0, 1))
+    pa, pb = initial_params(a), initial_params(b)
+    assert jax.tree_util.tree_structure(pa) == jax.tree_util.tree_structure(pb)
+    m = b.with_params(pa)  # a's params in b's modules
+    np.testing.assert_array_equal(np.asarray(m["prior"].means), np.asarray(a.modules["prior"].means))
+    other = build_vae(
+        ModelSpec(
+            latent_dim=2,
+            prior="mog",
+            likelihood="normal",
+            encoder_options={"hidden": [4]},
+            decoder_options={"hidden": [4]},
+        ),
+        (5,),
+        jax.random.PRNGKey(0),
+    )
+    assert a.modules["likelihood"].spec != other.modules["likelihood"].spec  # per_dim vs shared scale

@@ -126,6 +126,11 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
     "train.lr_step_epochs); cosine (to train.lr_min, after train.lr_warmup_epochs of warm-up); iwae "
     "(the IWAE paper's 3^i epochs at lr 10^(-i/7)).",
 )
+@click.option(
+    "--clip-grad-norm",
+    type=float,
+    help="Rescale each step's gradient to at most this global norm (default 0: no clipping).",
+)
 @click.option("--elbo", type=click.Choice(estimator_names()), help=estimators_help())
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @seed_option("Seed of every random draw in training (default 0).", default=None)
@@ -176,6 +181,7 @@ def fit(
     beta_schedule,
     lr,
     lr_schedule,
+    clip_grad_norm,
     elbo,
     num_particles,
     seed,
@@ -238,6 +244,7 @@ def fit(
         beta_schedule=beta_schedule,
         lr=lr,
         lr_schedule=lr_schedule,
+        clip_grad_norm=clip_grad_norm,
         elbo=elbo,
         num_particles=num_particles,
         seed=seed,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-__all__ = ["active_units", "evaluation_summary", "linear_probe_accuracy"]
+__all__ = ["active_units", "evaluation_summary", "linear_probe_accuracy", "COLLAPSE_KL", "collapse_warning"]
 
 #: Training points of the linear probe at most (a seeded subset beyond): bounds its cost.
 PROBE_MAX_TRAIN = 10_000
@@ -115,3 +115,22 @@ def linear_probe_accuracy(
         "num_test": int(len(test_loc)),
         "num_classes": int(len(classes)),
     }
+
+
+#: A KL below this many nats per datapoint in the last epoch means a collapsed posterior.
+COLLAPSE_KL = 0.1
+
+
+def collapse_warning(records: list[dict]) -> str | None:
+    """One line when the last epoch's KL says the posterior collapsed (the decoder ignores z), else ``None``."""
+    if not records or records[-1].get("kl") is None:
+        return None
+    kl = float(records[-1]["kl"])
+    if not kl < COLLAPSE_KL:
+        return None
+    return (
+        f"the KL of the last epoch is {kl:.3g} nats per datapoint (below {COLLAPSE_KL:g}): the posterior has "
+        "collapsed and the decoder ignores z. Recipes that help: a KL warm-up (--beta-schedule linear "
+        "--set train.warmup_steps=5000), a smaller --beta, a lower --lr or --lr-schedule cosine with "
+        "--set train.lr_warmup_epochs=5, or a smaller decoder"
+    )

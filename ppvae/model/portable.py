@@ -78,6 +78,30 @@ class Portable:
             raise ValueError(f"{type(self).__name__} declares {name!r} twice")
         store[name] = (np.asarray(value, dtype=np.float32), learnable)
 
+    # Two components of one class built with the same settings behave the same, so they
+    # compare equal: NumPyro keeps the component in its modules' static structure, and two
+    # VAEs built from one spec must have interchangeable params. Attributes that cannot be
+    # hashed make a component equal only to itself.
+    def _identity(self) -> tuple:
+        items = []
+        for name, value in sorted(vars(self).items()):
+            if name == "_arrays":
+                continue
+            try:
+                hash(value)
+            except TypeError:
+                return (type(self), id(self))
+            items.append((name, value))
+        return (type(self), tuple(items))
+
+    def __eq__(self, other) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
     def standard_normal(self, shape) -> np.ndarray:
         """Standard-normal draws of ``shape`` for a random initial value.
 

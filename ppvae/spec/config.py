@@ -302,6 +302,10 @@ class TrainSpec:
         Epochs of linear warm-up before the cosine (0: none).
     lr_min : float
         Where the cosine ends (0 <= lr_min < lr).
+    clip_grad_norm : float
+        Rescale each step's gradient to at most this global L2 norm before the Adam update
+        (0: no clipping). Keeps a rare huge gradient (deep tanh networks, K >= 10) from
+        throwing the weights off.
     beta : float
         Weight of the KL term (> 0); ``1`` is the plain ELBO. Applied through
         ``poutine.scale`` around ``"z"`` in both the model and the guide.
@@ -338,6 +342,7 @@ class TrainSpec:
     lr_step_epochs: int = 10
     lr_warmup_epochs: int = 0
     lr_min: float = 0.0
+    clip_grad_norm: float = 0.0
     beta: float = 1.0
     beta_schedule: str = "constant"
     warmup_steps: int = 1000
@@ -394,6 +399,11 @@ class TrainSpec:
         object.__setattr__(self, "lr", float(self.lr))
         object.__setattr__(self, "lr_decay", float(self.lr_decay))
         object.__setattr__(self, "lr_min", float(self.lr_min))
+        _check(
+            _is_number(self.clip_grad_norm) and math.isfinite(self.clip_grad_norm) and self.clip_grad_norm >= 0,
+            f"train.clip_grad_norm must be a non-negative number (0: no clipping), got {self.clip_grad_norm!r}",
+        )
+        object.__setattr__(self, "clip_grad_norm", float(self.clip_grad_norm))
         object.__setattr__(self, "beta", float(self.beta))
         validate_device(self.device, "train.device")
         _check(

@@ -101,6 +101,8 @@ class Trainer:
         init_key, self.train_key = jax.random.split(jax.random.PRNGKey(t.seed))
         self.vae = build_vae(cfg.model, dataset.event_shape, init_key, dataset_size=dataset.train.shape[0])
         self.optimizer = optax.adam(t.lr if t.lr_schedule == "constant" else self._lr_schedule())
+        if t.clip_grad_norm:  # the gradient rescaled to the norm before Adam sees it, as in the Pyro backend
+            self.optimizer = optax.chain(optax.clip_by_global_norm(t.clip_grad_norm), self.optimizer)
         self.params = self._place(initial_params(self.vae))
         self.opt_state = self._place(self.optimizer.init(self.params))
         # The split each epoch's ELBO is reported on: the validation split when there is one

@@ -120,7 +120,8 @@ class Trainer:
         # foreach: one multi-tensor kernel per update term instead of a Python loop over the
         # parameters; the same numbers as the loop (tests/test_pyro_golden.py), ~5 % less Adam
         # time on CPU. (fused=True is 3x faster still on CPU but rounds differently: not used.)
-        self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=t.lr, foreach=True)
+        self.params = list(self.vae.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=t.lr, foreach=True)
         # The split each epoch's ELBO is reported on: the validation split when there is one
         # (the held-out split then stays off the device until the final evaluation).
         self.monitor, monitor_rows, _ = dataset.monitor
@@ -279,6 +280,8 @@ class Trainer:
                                 )
                             self.optimizer.zero_grad(set_to_none=True)
                             tm.loss.backward()
+                            if t.clip_grad_norm:
+                                torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad_norm, foreach=True)
                             self.optimizer.step()
                     except UsageError:
                         # A spec the estimator cannot train (e.g. dreg with a non-Gaussian
