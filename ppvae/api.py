@@ -32,6 +32,7 @@ from ppvae.data import absolute_source, load_dataset
 from ppvae.backends.base import Backend
 from ppvae.errors import UsageError
 from ppvae.inference.metrics import collapse_warning
+from ppvae.inference.selection import best_epoch, selection_note, should_stop
 from ppvae.runs.folder import RunFolder, default_run_dir
 from ppvae.run import Run, load
 from ppvae.spec.plugins import with_plugins
@@ -45,6 +46,7 @@ SHORTCUTS = {
     **{f.name: f"model.{f.name}" for f in dataclasses.fields(ModelSpec) if not f.name.endswith("_options")},
     **{f.name: f"train.{f.name}" for f in dataclasses.fields(TrainSpec)},
     "data": "data.source",
+    "validation_fraction": "data.validation_fraction",
 }
 
 
@@ -272,9 +274,19 @@ def fit(
     if rank:  # rank 0 evaluates and reports; this process's Run has no summary
         return Run(folder.path, cfg=cfg, trained=trained, dataset=dataset, data_info=dataset.info())
     folder.write_metrics(records)
-    run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
-    if stop_after_steps is not None and (not records or records[-1]["epoch"] < cfg.train.epochs):
-        return run
+    t = cfg.train
+    stopped_early = should_stop(records, t.early_stopping_patience, t.early_stopping_min_delta)
+    if stop_after_steps is not None and not stopped_early and (not records or records[-1]["epoch"] < t.epochs):
+        return Run(folder.path, cfg=cfg, trained=trained, dataset=dataset)
+    # With a validation split the reported figures are those of the epoch chosen on it.
+    best = best_epoch(records, t.early_stopping_min_delta)
+    if best is not None and best != records[-1]["epoch"]:
+        run = Run(folder.path, cfg=cfg, dataset=dataset, checkpoint="best")
+    else:
+        run = Run(folder.path, cfg=cfg, trained=trained, dataset=dataset, checkpoint="last" if best is None else "best")
+    note = selection_note(records, t.early_stopping_patience, t.early_stopping_min_delta)
+    if note:
+        say(note)
     say(
         f"evaluating log p(x) with K = {cfg.train.eval_num_samples} importance samples "
         f"on {dataset.heldout.shape[0]} held-out points"
@@ -290,6 +302,9 @@ def fit(
         "compile_seconds": float(trained.compile_seconds),
         "wall_seconds_this_session": time.perf_counter() - started,
         "final_epoch": records[-1] if records else None,
+        # The weights the evaluation (and every command, by default) used, and their epoch.
+        "checkpoint": {"which": run.checkpoint, "epoch": best if best is not None else len(records)},
+        "stopped_early": stopped_early,
         "evaluation": evaluation,
         "data": dataset.name,
         "versions": _versions(backend),

@@ -31,17 +31,29 @@ from ppvae.spec.plugins import with_plugins
 __all__ = ["load", "Run"]
 
 
-def load(path: str | Path, device: str = "auto") -> "Run":
+def load(path: str | Path, device: str = "auto", checkpoint: str | None = None) -> "Run":
     """Open a run folder written by :func:`fit`.
+
+    Parameters
+    ----------
+    path : path-like
+        The run folder.
+    device : str
+        Where the networks run: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    checkpoint : {"best", "last"}, optional
+        The weights to use: the epoch with the best validation ELBO, or where training
+        stopped. Default: the best checkpoint when the run has one (it was trained with a
+        validation split), else the last.
 
     Examples
     --------
     >>> run = ppvae.load("runs/demo")                    # doctest: +SKIP
     >>> x = run.sample(8)                                # doctest: +SKIP
+    >>> last = ppvae.load("runs/demo", checkpoint="last")  # doctest: +SKIP
     """
     folder = RunFolder(path)
     folder.check_exists()
-    return Run(folder.path, device=device)
+    return Run(folder.path, device=device, checkpoint=checkpoint)
 
 
 class Run:
@@ -61,6 +73,7 @@ class Run:
         dataset: Dataset | None = None,
         device: str = "auto",
         data_info: dict | None = None,
+        checkpoint: str | None = None,
     ):
         self.folder = RunFolder(path)
         self.path = self.folder.path
@@ -69,11 +82,14 @@ class Run:
         self.data_info = self.folder.read_data_info() if data_info is None else data_info
         self.summary = None if data_info is not None else self.folder.read_summary()
         self._trained = trained
+        #: Where the VAE's weights come from: ``"best"`` (the epoch with the best validation
+        #: ELBO) or ``"last"`` (where training stopped); a model given in memory is the last.
+        self.checkpoint = (checkpoint or "last") if trained is not None else self.folder.choose_checkpoint(checkpoint)
         self._dataset = dataset
         self._device = device
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, backend={self.config.train.backend!r})"
+        return f"Run({str(self.path)!r}, backend={self.config.train.backend!r}, checkpoint={self.checkpoint!r})"
 
     # -- the trained model ---------------------------------------------------------------------
     @property
@@ -82,7 +98,7 @@ class Run:
         if self._trained is None:
             backend = registry.load_backend(self.config.train.backend)
             self._trained = backend.load(
-                self.path, self.config, tuple(self.data_info["event_shape"]), device=self._device
+                self.path, self.config, tuple(self.data_info["event_shape"]), device=self._device, which=self.checkpoint
             )
         return self._trained
 

@@ -45,8 +45,11 @@ class Backend(Protocol):
     ) -> tuple[Any, list[dict]]:
         """Train (or continue training) into ``run_dir``; return the trained model and the epoch records."""
 
-    def load(self, run_dir: Path, cfg: Any, event_shape: tuple, device: str = "auto") -> Any:
+    def load(self, run_dir: Path, cfg: Any, event_shape: tuple, device: str = "auto", which: str = "last") -> Any:
         """Rebuild the trained model of a run folder from its checkpoint (never by unpickling).
+
+        ``which`` is ``"last"`` (where training stands) or ``"best"`` (the epoch with the
+        best validation ELBO, :data:`ppvae.inference.checkpoints.BEST_FILENAME`).
 
         The trained model (also the first value ``fit`` returns) has ``compile_seconds``: the
         seconds spent compiling before training, which the run's summary records (0 where

@@ -12,6 +12,7 @@ import numpy as np
 from ppvae.cli.options import (
     CONTEXT,
     data_option,
+    checkpoint_option,
     device_option,
     force_option,
     json_option,
@@ -66,6 +67,7 @@ def _parse_classes(text: str | None) -> list[int] | None:
 @num_samples_option("Draws from q(z|x) per point (K of the IWAE bound on log p(x)).")
 @seed_option("Seed of the draws.")
 @device_option()
+@checkpoint_option()
 @click.option(
     "--latent-density",
     is_flag=True,
@@ -75,7 +77,9 @@ def _parse_classes(text: str | None) -> list[int] | None:
 @json_option("Print the summary (means, ROC AUCs, files) as JSON.")
 @force_option("Overwrite --out (and its picture) if they exist.")
 @with_plugins
-def score(run, data, labels_file, anomalous, out, num_samples, seed, device, latent_density, as_json, force):
+def score(
+    run, data, labels_file, anomalous, out, num_samples, seed, device, checkpoint, latent_density, as_json, force
+):
     """Anomaly scores per datapoint: -ELBO and -log p(x) (higher = more unusual).
 
     Both come from the same K draws z ~ q(z|x) per point: -ELBO is minus their mean log
@@ -104,7 +108,7 @@ def score(run, data, labels_file, anomalous, out, num_samples, seed, device, lat
     from ppvae import api
     from ppvae.analysis.scoring import SCORES, read_labels, score_data
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
     if labels_file is not None:
         labels = read_labels(labels_file, len(x))
@@ -270,11 +274,24 @@ def compare(spec, backends, elbos, seeds, epochs, device, out, settings, as_json
 )
 @seed_option()
 @device_option()
+@checkpoint_option()
 @json_option("Print the numbers as JSON.")
 @quiet_option("No progress messages.")
 @with_plugins
 def diagnose(
-    run, data, num_points, num_draws, reference, reference_points, gap_points, out, seed, device, as_json, quiet
+    run,
+    data,
+    num_points,
+    num_draws,
+    reference,
+    reference_points,
+    gap_points,
+    out,
+    seed,
+    device,
+    checkpoint,
+    as_json,
+    quiet,
 ):
     """How good is the encoder's q(z|x)? PSIS k-hat, gaps, collapse, NUTS.
 
@@ -299,7 +316,7 @@ def diagnose(
     from ppvae import api
     from ppvae.analysis.diagnostics import diagnose as run_diagnose
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     if r.num_classes:
         raise UsageError(
             f"ppvae diagnose does not handle conditional runs yet ({r.path} has model.conditional = "

@@ -131,6 +131,19 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
     type=float,
     help="Rescale each step's gradient to at most this global norm (default 0: no clipping).",
 )
+@click.option(
+    "--validation-fraction",
+    type=float,
+    help="Share of the training rows kept aside as a validation split (default 0: none). Each epoch "
+    "reports its ELBO; the best epoch's weights are kept as the best checkpoint.",
+)
+@click.option(
+    "--early-stopping-patience",
+    type=int,
+    metavar="EPOCHS",
+    help="Stop after this many epochs without a better validation ELBO (default 0: never; "
+    "train.early_stopping_min_delta sets what counts as better). Needs --validation-fraction.",
+)
 @click.option("--elbo", type=click.Choice(estimator_names()), help=estimators_help())
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @seed_option("Seed of every random draw in training (default 0).", default=None)
@@ -182,6 +195,8 @@ def fit(
     lr,
     lr_schedule,
     clip_grad_norm,
+    validation_fraction,
+    early_stopping_patience,
     elbo,
     num_particles,
     seed,
@@ -215,6 +230,7 @@ def fit(
       ppvae fit --likelihood normal --decoder linear --data table.csv \\
                 --set data.standardize=true --set data.binarize=none
       ppvae fit --beta 4 --beta-schedule linear --set train.warmup_steps=2000
+      ppvae fit --validation-fraction 0.1 --early-stopping-patience 10 --epochs 500
       ppvae fit --set model.conditional=true --latent-dim 2 --out runs/cvae   # labels to both networks
       ppvae fit --guide lowrank --set model.guide_options.rank=4
       ppvae fit models/beta-vae.toml --out runs/beta      # ready-made specs: ppvae models
@@ -245,6 +261,8 @@ def fit(
         lr=lr,
         lr_schedule=lr_schedule,
         clip_grad_norm=clip_grad_norm,
+        validation_fraction=validation_fraction,
+        early_stopping_patience=early_stopping_patience,
         elbo=elbo,
         num_particles=num_particles,
         seed=seed,
@@ -276,7 +294,11 @@ def fit(
     click.echo(
         f"epochs {run.summary['epochs']}, {run.summary['train_seconds']:.1f} s of training, "
         f"{fmt(last.get('images_per_s'), 0)} images/s"
+        + (" (stopped early)" if run.summary.get("stopped_early") else "")
     )
+    chosen = run.summary.get("checkpoint") or {}
+    if chosen.get("which") == "best":
+        click.echo(f"best checkpoint: epoch {chosen['epoch']} (best validation ELBO); the figures below are its")
     click.echo(
         f"held-out ELBO:   {fmt(ev['heldout_elbo'])} nats per datapoint "
         f"(reconstruction {fmt(ev['reconstruction'])}, KL {fmt(ev['kl'])})"

@@ -1,7 +1,7 @@
 """The options that several commands share, each declared once here.
 
 Every command that reads data takes ``--data`` the same way, every command that opens a run
-takes ``--device`` and validates it the same way, every command that writes a file takes
+takes ``--device`` and ``--checkpoint`` and validates them the same way, every command that writes a file takes
 ``--out`` and ``--force`` with the same meaning, and every command takes ``--plugin``. A
 command passes its own help text where the meaning is narrower than the default.
 """
@@ -22,6 +22,7 @@ __all__ = [
     "run_argument",
     "data_option",
     "device_option",
+    "checkpoint_option",
     "out_option",
     "force_option",
     "json_option",
@@ -61,6 +62,17 @@ def device_option(default: str | None = "auto", help: str = "auto, cpu, cuda or 
         show_default=default is not None,
         callback=None if default is None else _valid_device,
         help=help,
+    )
+
+
+def checkpoint_option() -> Callable:
+    """``--checkpoint best|last``: which weights of a run a command uses (default: best when there is one)."""
+    return click.option(
+        "--checkpoint",
+        type=click.Choice(["best", "last"]),
+        default=None,
+        help="Weights to use: best (the epoch with the best validation ELBO; the default when the run "
+        "was trained with a validation split) or last (where training stopped).",
     )
 
 

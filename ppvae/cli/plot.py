@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import click
 
-from ppvae.cli.options import CONTEXT, data_option, device_option, force_option, out_option, run_argument, with_plugins
+from ppvae.cli.options import (
+    CONTEXT,
+    checkpoint_option,
+    data_option,
+    device_option,
+    force_option,
+    out_option,
+    run_argument,
+    with_plugins,
+)
 from ppvae.cli.outputs import check_out
 
 __all__ = ["plot"]
@@ -34,9 +43,10 @@ def plot():
     help="Values per axis of the decoded manifold grid (2-D latents).",
 )
 @device_option()
+@checkpoint_option()
 @force_option()
 @with_plugins
-def plot_latent(run, data, out, grid_size, device, force):
+def plot_latent(run, data, out, grid_size, device, checkpoint, force):
     """The latent map: posterior means of the data, coloured by label.
 
     A 2-D latent is drawn as it is, beside the decoded manifold: the means of p(x|z) on a
@@ -52,7 +62,7 @@ def plot_latent(run, data, out, grid_size, device, force):
     from ppvae import api
     from ppvae.plotting.latents import plot_latent as draw
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
     draw(r, x, out, labels=labels, grid_size=grid_size, source=data or "held-out split")
     click.echo(f"wrote the latent map of {len(x)} points to {out}")
@@ -72,9 +82,10 @@ def plot_latent(run, data, out, grid_size, device, force):
 @data_option("Where the two points come from (default: the run's held-out split).")
 @out_option("A .png file.")
 @device_option()
+@checkpoint_option()
 @force_option()
 @with_plugins
-def plot_interpolate(run, between, steps, data, out, device, force):
+def plot_interpolate(run, between, steps, data, out, device, checkpoint, force):
     """Decode the straight line between the latent means of two datapoints.
 
     The strip shows datapoint I, the decoded means of p(x|z) for z moving in equal steps
@@ -89,7 +100,7 @@ def plot_interpolate(run, between, steps, data, out, device, force):
     from ppvae import api
     from ppvae.plotting.latents import plot_interpolation
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
     i, j = between
     plot_interpolation(r, x, i, j, out, steps=steps, labels=labels, source=data or "held-out split")

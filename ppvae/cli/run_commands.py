@@ -13,6 +13,7 @@ import numpy as np
 from ppvae.cli.options import (
     CONTEXT,
     data_option,
+    checkpoint_option,
     device_option,
     force_option,
     json_option,
@@ -55,9 +56,10 @@ def _check_label_option(r, label) -> None:
 @num_samples_option("K of the importance-weighted log p(x) bound (chunked: memory stays bounded).")
 @seed_option("Seed of the importance samples.")
 @device_option()
+@checkpoint_option()
 @json_option("Print the numbers as JSON.")
 @with_plugins
-def evaluate(run, data, num_samples, seed, device, as_json):
+def evaluate(run, data, num_samples, seed, device, checkpoint, as_json):
     """Held-out ELBO, reconstruction, KL, log p(x) and active units of a run.
 
     log p(x) is the importance-weighted (IWAE) bound with K samples from q(z|x): a lower
@@ -73,7 +75,7 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     """
     from ppvae import api
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
     _run_labels(r, labels, data)
     # None: the run's own held-out split, which the linear probe names as such.
@@ -113,9 +115,10 @@ def evaluate(run, data, num_samples, seed, device, as_json):
     "one row per class (N / classes samples each, rounded up)."
 )
 @device_option()
+@checkpoint_option()
 @force_option()
 @with_plugins
-def sample(run, num, out, seed, label, device, force):
+def sample(run, num, out, seed, label, device, checkpoint, force):
     """Generate new data: decode z drawn from the prior.
 
     \b
@@ -128,7 +131,7 @@ def sample(run, num, out, seed, label, device, force):
     check_out(out, force, (".png", ".npy"))
     from ppvae import api
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     _check_label_option(r, label)
     ncols = None
     if r.num_classes and label is None:
@@ -150,9 +153,10 @@ def sample(run, num, out, seed, label, device, force):
 @click.option("-n", "--num", type=int, default=None, help="Only the first N points.")
 @out_option("recon.png (data beside reconstructions) or recon.npy (the reconstructions).")
 @device_option()
+@checkpoint_option()
 @force_option()
 @with_plugins
-def reconstruct(run, data, num, out, device, force):
+def reconstruct(run, data, num, out, device, checkpoint, force):
     """Compress and recover: encode data to z (posterior mean) and decode it.
 
     \b
@@ -166,7 +170,7 @@ def reconstruct(run, data, num, out, device, force):
     from ppvae import api
     from ppvae.plotting.images import reconstruction_grid
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
     labels = _run_labels(r, labels, data)
     if num is not None:
@@ -190,9 +194,10 @@ def reconstruct(run, data, num, out, device, force):
     "latents.npz (arrays loc, scale and labels if any) or latents.npy (shape (n, 2, latent_dim): loc then scale)."
 )
 @device_option()
+@checkpoint_option()
 @force_option()
 @with_plugins
-def encode(run, data, out, device, force):
+def encode(run, data, out, device, checkpoint, force):
     """Encode data to the posterior q(z|x): its loc and scale per point.
 
     The loc is the compressed code; `ppvae decode` turns it back into data.
@@ -208,7 +213,7 @@ def encode(run, data, out, device, force):
     check_out(out, force, (".npz", ".npy"))
     from ppvae import api
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
     loc, scale = r.encode(x, _run_labels(r, labels, data))
     refuse_existing(out, force)
@@ -266,9 +271,10 @@ def _latent_labels(path: Path) -> np.ndarray | None:
     "in the .npz that `ppvae encode` wrote)."
 )
 @device_option()
+@checkpoint_option()
 @force_option()
 @with_plugins
-def decode(run, latents, out, label, device, force):
+def decode(run, latents, out, label, device, checkpoint, force):
     """Decode latents into data: the mean of p(x|z) (p(x|z,y) for a conditional run).
 
     \b
@@ -281,7 +287,7 @@ def decode(run, latents, out, label, device, force):
     check_out(out, force, (".png", ".npy"))
     from ppvae import api
 
-    r = api.load(run, device=device)
+    r = api.load(run, device=device, checkpoint=checkpoint)
     _check_label_option(r, label)
     z = _read_latents(latents)
     labels = label

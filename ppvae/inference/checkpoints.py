@@ -17,11 +17,22 @@ import numpy as np
 from ppvae.errors import CheckpointError
 from ppvae.runs.atomic import atomic_path
 
-__all__ = ["FILENAME", "FORMAT", "save_arrays", "load_arrays"]
+__all__ = ["FILENAME", "BEST_FILENAME", "CHOICES", "checkpoint_file", "FORMAT", "save_arrays", "load_arrays"]
 
 FORMAT = "ppvae-checkpoint"
 VERSION = "1"
+#: The last checkpoint: where training stands, what ``--resume`` continues.
 FILENAME = "checkpoint.safetensors"
+#: The weights of the epoch with the best validation ELBO (:mod:`ppvae.inference.selection`),
+#: written beside the last checkpoint by runs that have a validation split.
+BEST_FILENAME = "checkpoint-best.safetensors"
+#: ``--checkpoint`` choices: the file of each.
+CHOICES = {"last": FILENAME, "best": BEST_FILENAME}
+
+
+def checkpoint_file(run_dir: str | Path, which: str = "last") -> Path:
+    """The path of a run folder's ``"last"`` or ``"best"`` checkpoint."""
+    return Path(run_dir) / CHOICES[which]
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@
       data.json                 what the data was and how it was prepared (shape, scaling, split)
       metrics.jsonl             one JSON record per epoch
       checkpoint.safetensors    weights, optimizer state, RNG states, step (no pickle)
+      checkpoint-best.safetensors  the epoch with the best validation ELBO (runs with a validation split)
       summary.json              final held-out evaluation and run facts
       samples.png  reconstructions.png  loss.png
 
@@ -22,15 +23,17 @@ from pathlib import Path
 
 from ppvae.spec.config import Config
 from ppvae.errors import CheckpointError, UsageError
+from ppvae.inference.checkpoints import BEST_FILENAME, CHOICES, FILENAME
 from ppvae.runs.atomic import atomic_write_json, atomic_write_text
 
-__all__ = ["RunFolder", "CONFIG", "DATA", "METRICS", "SUMMARY", "CHECKPOINT", "default_run_dir"]
+__all__ = ["RunFolder", "CONFIG", "DATA", "METRICS", "SUMMARY", "CHECKPOINT", "BEST_CHECKPOINT", "default_run_dir"]
 
 CONFIG = "config.toml"
 DATA = "data.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT = FILENAME
+BEST_CHECKPOINT = BEST_FILENAME
 PICTURES = ("samples.png", "reconstructions.png", "loss.png")
 
 
@@ -74,7 +77,7 @@ class RunFolder:
             )
         if force and self.path.is_dir():
             # Remove only the files a run writes, so nothing else in the folder is lost.
-            for name in (CONFIG, DATA, METRICS, SUMMARY, CHECKPOINT, *PICTURES):
+            for name in (CONFIG, DATA, METRICS, SUMMARY, CHECKPOINT, BEST_CHECKPOINT, *PICTURES):
                 self.file(name).unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
 
@@ -91,6 +94,27 @@ class RunFolder:
                 f"run folder {str(self.path)!r} has no checkpoint yet (training never finished an epoch); "
                 "train it with ppvae fit"
             )
+
+    def choose_checkpoint(self, which: str | None = None) -> str:
+        """``"best"`` or ``"last"``: the one asked for, else the best checkpoint when there is one.
+
+        Raises
+        ------
+        UsageError
+            For an unknown choice, or ``"best"`` in a run that has no best checkpoint.
+        """
+        if which is None:
+            return "best" if self.file(BEST_CHECKPOINT).is_file() else "last"
+        if which not in CHOICES:
+            raise UsageError(f"checkpoint must be one of {', '.join(CHOICES)}, got {which!r}")
+        if not self.file(CHOICES[which]).is_file():
+            if which == "best":
+                raise UsageError(
+                    f"run folder {str(self.path)!r} has no best checkpoint (it was trained without a validation "
+                    "split: data.validation_fraction); use --checkpoint last"
+                )
+            self.check_exists()
+        return which
 
     # -- config and data ----------------------------------------------------------------------
     def write_config(self, cfg: Config) -> None:

@@ -306,6 +306,13 @@ class TrainSpec:
         Rescale each step's gradient to at most this global L2 norm before the Adam update
         (0: no clipping). Keeps a rare huge gradient (deep tanh networks, K >= 10) from
         throwing the weights off.
+    early_stopping_patience : int
+        Stop when this many epochs in a row have not raised the validation ELBO by more than
+        ``early_stopping_min_delta`` (0: train every epoch). Needs ``data.validation_fraction``.
+        With a validation split the best epoch's weights are kept beside the last ones
+        (``checkpoint-best.safetensors``) whether or not training stops early.
+    early_stopping_min_delta : float
+        Nats per datapoint an epoch must gain over the best so far to count as better.
     beta : float
         Weight of the KL term (> 0); ``1`` is the plain ELBO. Applied through
         ``poutine.scale`` around ``"z"`` in both the model and the guide.
@@ -343,6 +350,8 @@ class TrainSpec:
     lr_warmup_epochs: int = 0
     lr_min: float = 0.0
     clip_grad_norm: float = 0.0
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
     beta: float = 1.0
     beta_schedule: str = "constant"
     warmup_steps: int = 1000
@@ -404,6 +413,18 @@ class TrainSpec:
             f"train.clip_grad_norm must be a non-negative number (0: no clipping), got {self.clip_grad_norm!r}",
         )
         object.__setattr__(self, "clip_grad_norm", float(self.clip_grad_norm))
+        _check(
+            _is_int(self.early_stopping_patience) and self.early_stopping_patience >= 0,
+            "train.early_stopping_patience must be a non-negative integer (epochs; 0: no early stopping), "
+            f"got {self.early_stopping_patience!r}",
+        )
+        _check(
+            _is_number(self.early_stopping_min_delta)
+            and math.isfinite(self.early_stopping_min_delta)
+            and self.early_stopping_min_delta >= 0,
+            f"train.early_stopping_min_delta must be a non-negative number (nats), got {self.early_stopping_min_delta!r}",
+        )
+        object.__setattr__(self, "early_stopping_min_delta", float(self.early_stopping_min_delta))
         object.__setattr__(self, "beta", float(self.beta))
         validate_device(self.device, "train.device")
         _check(
@@ -462,6 +483,12 @@ class Config:
             not (estimator(self.train.elbo).gaussian_guide_only and getattr(self.model, "guide", None) == "iaf"),
             f'train.elbo = "{self.train.elbo}" needs a Gaussian guide (model.guide = diagonal, lowrank or '
             'fullrank), not model.guide = "iaf"; train the flow with --elbo iwae',
+        )
+        # Epochs are chosen on the validation split only, never on the held-out one.
+        _check(
+            not self.train.early_stopping_patience or self.data.validation_fraction > 0,
+            "train.early_stopping_patience needs a validation split to watch: set data.validation_fraction "
+            "(e.g. --validation-fraction 0.1); the held-out split is kept for the final figures",
         )
         # The estimators table says which backends implement each estimator.
         # (An unknown backend name is left to the registry, whose message lists the valid ones.)

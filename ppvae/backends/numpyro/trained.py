@@ -14,6 +14,7 @@ from ppvae.model.conditioning import require_labels
 from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.inference.metrics import evaluation_summary
+from ppvae.inference.checkpoints import checkpoint_file
 from ppvae.inference.training import fingerprint
 from ppvae.backends.numpyro import checkpoint
 from ppvae.backends.numpyro.evaluation import Evaluator, exact_log_px
@@ -197,11 +198,11 @@ def fit(
     return trained, state.records
 
 
-def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> TrainedVAE:
-    """Rebuild a trained VAE from a run folder's checkpoint (no unpickling)."""
+def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto", which: str = "last") -> TrainedVAE:
+    """Rebuild a trained VAE from a run folder's ``which`` checkpoint, last or best (no unpickling)."""
     dev = resolve_device(device)
     vae = build_vae(cfg.model, event_shape, jax.random.PRNGKey(0))
     params, _, _, _ = checkpoint.load(
-        Path(run_dir) / checkpoint.FILENAME, initial_params(vae), None, fingerprint(cfg, event_shape)
+        checkpoint_file(run_dir, which), initial_params(vae), None, fingerprint(cfg, event_shape)
     )
     return TrainedVAE(vae, jax.device_put(params, dev), dev)

@@ -29,7 +29,9 @@ from ppvae.model.conditioning import device_labels
 from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import UsageError
+from ppvae.inference.checkpoints import checkpoint_file
 from ppvae.inference.schedules import beta_at, lr_at, lr_table
+from ppvae.inference.selection import is_new_best, should_stop
 from ppvae.inference.training import (
     HELDOUT_NOISE_SEED,
     Interrupted,
@@ -144,7 +146,11 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / checkpoint.FILENAME
+        return checkpoint_file(self.run_dir, "last")
+
+    @property
+    def best_checkpoint_path(self) -> Path:
+        return checkpoint_file(self.run_dir, "best")
 
     # -- one step, one epoch -----------------------------------------------------------------
     def _loss(self, params, key, xb, beta, yb=None):
@@ -197,14 +203,19 @@ class Trainer:
         return self._programs[name]
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> None:
+    def save(self, path: Path | None = None) -> None:
+        """Write the last checkpoint (or one at ``path``)."""
         checkpoint.save(
-            self.checkpoint_path,
+            path or self.checkpoint_path,
             params=self.params,
             opt_state=self.opt_state,
             key=self.train_key,
             meta={**self.state.meta(), "fingerprint": self.fingerprint, "backend": "numpyro"},
         )
+
+    def save_best(self) -> None:
+        """Write this epoch's weights as the run's best checkpoint."""
+        self.save(self.best_checkpoint_path)
 
     def resume(self) -> None:
         """Load the run's checkpoint: params, optimizer state, key and position."""
@@ -300,7 +311,10 @@ class Trainer:
         bar = progress_bar(t.epochs, "training", self.progress, unit="epoch")
         bar.update(s.epoch)
         with SignalCatcher() as signals:
-            while s.epoch < t.epochs:
+            # A resumed run that had stopped early stays stopped (the choice is the records').
+            while s.epoch < t.epochs and not should_stop(
+                s.records, t.early_stopping_patience, t.early_stopping_min_delta
+            ):
                 params, opt_state, parts, seconds = self._train_epoch(s.epoch, n_full, rest)
                 values = np.concatenate([v for v, _ in parts])
                 self._check_finite(values)
@@ -324,7 +338,14 @@ class Trainer:
                 s.epoch += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.2f}", img_s=f"{n / seconds:.0f}")
-                stop = signals.caught is not None or (stop_after_steps is not None and s.step >= stop_after_steps)
+                stop_early = should_stop(s.records, t.early_stopping_patience, t.early_stopping_min_delta)
+                stop = (
+                    stop_early
+                    or signals.caught is not None
+                    or (stop_after_steps is not None and s.step >= stop_after_steps)
+                )
+                if is_new_best(s.records, t.early_stopping_min_delta):
+                    self.save_best()
                 if stop or s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs:
                     self.save()
                 if self.on_epoch is not None:

@@ -285,6 +285,12 @@ class Distributed:
         """Maximum over ranks (a copy; the identity in one process)."""
         return self._reduce(tensor, "MAX")
 
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """Whether ``flag`` holds on any rank (rank 0's decision, shared with the others)."""
+        if not self.active:
+            return flag
+        return bool(self.max(torch.tensor(int(flag), device=device)).item())
+
     def agree_on_stop(self, caught: int | None, first_bad: torch.Tensor) -> tuple[int | None, torch.Tensor]:
         """Share a caught signal and the first bad step, so every rank stops at the same step."""
         if not self.active:

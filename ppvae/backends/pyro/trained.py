@@ -17,6 +17,7 @@ from ppvae.backends.pyro import checkpoint
 from ppvae.backends.pyro.evaluation import elbo_terms, exact_log_px, log_px_iwae
 from ppvae.backends.pyro.model import VAE, build_vae
 from ppvae.model.priors import prior_distribution
+from ppvae.inference.checkpoints import checkpoint_file
 from ppvae.inference.training import fingerprint
 from ppvae.backends.pyro.trainer import Trainer, resolve_device
 
@@ -225,11 +226,11 @@ def fit(
     return TrainedVAE(trainer.vae, trainer.device), state.records
 
 
-def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto") -> TrainedVAE:
-    """Rebuild a trained VAE from a run folder's checkpoint (no unpickling)."""
+def load(run_dir: Path, cfg: Config, event_shape, device: str = "auto", which: str = "last") -> TrainedVAE:
+    """Rebuild a trained VAE from a run folder's ``which`` checkpoint, last or best (no unpickling)."""
     dev = resolve_device(device)
     vae = build_vae(cfg.model, event_shape)
-    path = Path(run_dir) / checkpoint.FILENAME
+    path = checkpoint_file(run_dir, which)
     model_state, _, _, _ = checkpoint.load(path, fingerprint(cfg, event_shape))
     try:
         vae.load_state_dict(model_state)

@@ -27,7 +27,9 @@ from ppvae.model.conditioning import device_labels
 from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
+from ppvae.inference.checkpoints import checkpoint_file
 from ppvae.inference.schedules import beta_at, lr_at
+from ppvae.inference.selection import is_new_best, should_stop
 from ppvae.inference.training import (
     HELDOUT_NOISE_SEED,
     Interrupted,
@@ -140,7 +142,11 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / checkpoint.FILENAME
+        return checkpoint_file(self.run_dir, "last")
+
+    @property
+    def best_checkpoint_path(self) -> Path:
+        return checkpoint_file(self.run_dir, "best")
 
     # -- checkpoints ---------------------------------------------------------------------
     def save(self) -> None:
@@ -151,6 +157,12 @@ class Trainer:
         # No rank goes on before the file is in place: whatever follows a save (a resume, a
         # reader of the run folder) sees the checkpoint on every rank.
         self.dist.barrier()
+
+    def save_best(self) -> None:
+        """Write this epoch's weights as the run's best checkpoint (rank 0 alone: no rank waits)."""
+        if self.dist.is_primary:
+            meta = {**self.state.meta(), "fingerprint": self.fingerprint, "backend": "pyro"}
+            checkpoint.save(self.best_checkpoint_path, model=self.vae, optimizer=self.optimizer, meta=meta)
 
     def resume(self) -> None:
         """Load the run's checkpoint: weights, optimizer, RNG states and position."""
@@ -237,7 +249,10 @@ class Trainer:
         if self.dist.active and self.dist.ddp is None:
             self.dist.wrap(self.vae)
         with SignalCatcher() as signals:
-            while s.epoch < t.epochs:
+            # A resumed run that had stopped early stays stopped (the choice is the records').
+            while s.epoch < t.epochs and not should_stop(
+                s.records, t.early_stopping_patience, t.early_stopping_min_delta
+            ):
                 for group in self.optimizer.param_groups:  # the schedule's rate for this epoch
                     group["lr"] = lr_at(s.epoch, t)
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
@@ -345,9 +360,16 @@ class Trainer:
                 s.records.append(record)
                 s.epoch += 1
                 s.batch, s.partial, s.partial_seconds = 0, [0.0, 0.0, 0.0, 0.0], 0.0
-                if s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs:
+                # Only rank 0 holds the validation ELBO; it decides, and every rank stops with it.
+                stop_early = should_stop(s.records, t.early_stopping_patience, t.early_stopping_min_delta)
+                stop_early = self.dist.any(stop_early, self.device)
+                if is_new_best(s.records, t.early_stopping_min_delta):
+                    self.save_best()
+                if stop_early or s.epoch % t.checkpoint_every == 0 or s.epoch == t.epochs:
                     self.save()
                 if self.on_epoch is not None:
                     self.on_epoch(list(s.records))
                 log.info("epoch %d: %s", s.epoch, json.dumps(record))
+                if stop_early:
+                    break
         return s
