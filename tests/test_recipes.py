@@ -93,8 +93,8 @@ def fit(cfg, dataset, run_dir, **kwargs):
     return _pyro.fit(cfg, dataset, run_dir, **kwargs)
 
 
-def load(run_dir, cfg, event_shape, device="auto"):
-    return _pyro.load(run_dir, cfg, event_shape, device)
+def load(run_dir, cfg, event_shape, device="auto", which="last"):
+    return _pyro.load(run_dir, cfg, event_shape, device, which)
 '''
 
 

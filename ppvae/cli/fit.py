@@ -132,6 +132,13 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
     help="Rescale each step's gradient to at most this global norm (default 0: no clipping).",
 )
 @click.option(
+    "--free-bits",
+    type=float,
+    metavar="NATS",
+    help="Floor each latent dimension's KL at NATS in the ELBO's KL term, so no dimension is pushed "
+    "onto the prior early (Kingma et al. 2016; default 0: off; meanfield or trace, diagonal guide).",
+)
+@click.option(
     "--validation-fraction",
     type=float,
     help="Share of the training rows kept aside as a validation split (default 0: none). Each epoch "
@@ -195,6 +202,7 @@ def fit(
     lr,
     lr_schedule,
     clip_grad_norm,
+    free_bits,
     validation_fraction,
     early_stopping_patience,
     elbo,
@@ -261,6 +269,7 @@ def fit(
         lr=lr,
         lr_schedule=lr_schedule,
         clip_grad_norm=clip_grad_norm,
+        free_bits=free_bits,
         validation_fraction=validation_fraction,
         early_stopping_patience=early_stopping_patience,
         elbo=elbo,

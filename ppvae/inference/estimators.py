@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from ppvae.errors import UsageError
 
 __all__ = [
+    "free_bits_refusal",
+    "free_bits_factor_refusal",
     "Estimator",
     "ESTIMATORS",
     "estimator",
@@ -120,4 +122,30 @@ def dreg_unsupported(distribution_class: str, site: str) -> UsageError:
         f"estimator 'dreg' needs log q(z|x) at stopped guide parameters, which ppvae forms for Gaussian guides "
         f"(Normal, MultivariateNormal, LowRankMultivariateNormal: model.guide = diagonal, lowrank or fullrank), "
         f"not for this guide's {distribution_class}{flow} at site {site!r}; choose a Gaussian guide, or --elbo iwae"
+    )
+
+
+def free_bits_refusal(estimator_name: str) -> str | None:
+    """Why ``train.free_bits`` cannot apply to this estimator, or ``None`` when it can.
+
+    Free bits (Kingma et al. 2016, "Improved variational inference with inverse
+    autoregressive flow", eq. 15) replace the KL term of the ELBO by
+    ``sum_d max(lambda, E_batch[KL_d])``: a latent dimension whose average KL over the
+    minibatch is below ``lambda`` nats gets no gradient pushing it further towards the prior,
+    so it is not switched off early in training. The floor acts on the KL term, which only
+    the ELBO estimators have; the importance-weighted bounds mix the KL into log w.
+    """
+    if estimator(estimator_name).importance_weighted:
+        return (
+            f'train.free_bits floors the KL term of the ELBO, which train.elbo = "{estimator_name}" does not have '
+            "(its bound mixes the KL into the importance weights); use --elbo meanfield or trace, or free_bits = 0"
+        )
+    return None
+
+
+def free_bits_factor_refusal(what: str, name: str) -> str:
+    """The message for a guide or prior that does not factorize over the latent dimensions."""
+    return (
+        f"train.free_bits floors the KL of each latent dimension, so the {what} must factorize over them "
+        f"(a diagonal guide; a normal, laplace or student_t prior); this {what} is {name}: set train.free_bits = 0"
     )

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import tomli_w
 
 from ppvae.errors import UsageError
-from ppvae.inference.estimators import estimator, estimator_names
+from ppvae.inference.estimators import estimator, estimator_names, free_bits_refusal
 from ppvae.spec.registry import BACKENDS
 
 __all__ = [
@@ -306,6 +306,12 @@ class TrainSpec:
         Rescale each step's gradient to at most this global L2 norm before the Adam update
         (0: no clipping). Keeps a rare huge gradient (deep tanh networks, K >= 10) from
         throwing the weights off.
+    free_bits : float
+        λ in nats per latent dimension (0: off): the ELBO's KL term becomes
+        ``sum_d max(λ, batch mean of KL_d)`` (Kingma et al. 2016), so no dimension is pushed
+        onto the prior before it has learned something. For the ELBO estimators (meanfield,
+        trace), a diagonal guide and a prior that factorizes over the dimensions; the
+        reported ``kl`` stays the true KL.
     early_stopping_patience : int
         Stop when this many epochs in a row have not raised the validation ELBO by more than
         ``early_stopping_min_delta`` (0: train every epoch). Needs ``data.validation_fraction``.
@@ -350,6 +356,7 @@ class TrainSpec:
     lr_warmup_epochs: int = 0
     lr_min: float = 0.0
     clip_grad_norm: float = 0.0
+    free_bits: float = 0.0
     early_stopping_patience: int = 0
     early_stopping_min_delta: float = 0.0
     beta: float = 1.0
@@ -413,6 +420,13 @@ class TrainSpec:
             f"train.clip_grad_norm must be a non-negative number (0: no clipping), got {self.clip_grad_norm!r}",
         )
         object.__setattr__(self, "clip_grad_norm", float(self.clip_grad_norm))
+        _check(
+            _is_number(self.free_bits) and math.isfinite(self.free_bits) and self.free_bits >= 0,
+            f"train.free_bits must be a non-negative number (nats per latent dimension; 0: off), got {self.free_bits!r}",
+        )
+        object.__setattr__(self, "free_bits", float(self.free_bits))
+        if self.free_bits:
+            _check(not free_bits_refusal(self.elbo), free_bits_refusal(self.elbo) or "")
         _check(
             _is_int(self.early_stopping_patience) and self.early_stopping_patience >= 0,
             "train.early_stopping_patience must be a non-negative integer (epochs; 0: no early stopping), "
@@ -483,6 +497,12 @@ class Config:
             not (estimator(self.train.elbo).gaussian_guide_only and getattr(self.model, "guide", None) == "iaf"),
             f'train.elbo = "{self.train.elbo}" needs a Gaussian guide (model.guide = diagonal, lowrank or '
             'fullrank), not model.guide = "iaf"; train the flow with --elbo iwae',
+        )
+        guide = getattr(self.model, "guide", "diagonal")
+        _check(
+            not self.train.free_bits or guide == "diagonal",
+            f'train.free_bits floors the KL of each latent dimension, which needs model.guide = "diagonal" '
+            f'(got "{guide}"): its dimensions are independent given x',
         )
         # Epochs are chosen on the validation split only, never on the held-out one.
         _check(

@@ -163,6 +163,25 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
     return log_px, kl, -sampled_kl, beta, data_scale
 
 
+def _factors(fn, what: str):
+    """The per-dimension distribution of a latent site that factorizes over its last axis."""
+    if isinstance(fn, dist.Independent) and fn.reinterpreted_batch_ndims == 1:
+        return fn.base_dist
+    raise UsageError(estimators.free_bits_factor_refusal(what, type(fn).__name__))
+
+
+def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> jax.Array:
+    """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)``: closed form, else sampled."""
+    zg, zm = guide_tr["z"], model_tr["z"]
+    q, p = _factors(zg["fn"], "guide"), _factors(zm["fn"], "prior")
+    if analytic_kl:
+        try:
+            return jnp.broadcast_to(kl_divergence(q, p), jnp.shape(zg["value"]))
+        except NotImplementedError:
+            pass
+    return q.log_prob(zg["value"]) - p.log_prob(zg["value"])
+
+
 @jax.custom_vjp
 def _scale_gradient(z, coef):
     """``z`` itself; the gradient that reaches it is multiplied by ``coef`` on the way back."""
@@ -226,12 +245,24 @@ def _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles
     return jax.lax.stop_gradient(loss) + (surrogate - jax.lax.stop_gradient(surrogate))
 
 
-def terms(model, guide, rng_key, *args, estimator: str = "meanfield", num_particles: int = 1, **kwargs) -> Terms:
+def terms(
+    model,
+    guide,
+    rng_key,
+    *args,
+    estimator: str = "meanfield",
+    num_particles: int = 1,
+    free_bits: float = 0.0,
+    **kwargs,
+) -> Terms:
     """The objective's terms for one minibatch (see :func:`ppvae.backends.pyro.terms`).
 
-    ``rng_key`` is a JAX key or its :class:`LossKeys` (the same draws, split ahead of time).
+    ``rng_key`` is a JAX key or its :class:`LossKeys` (the same draws, split ahead of time);
+    ``free_bits`` floors each latent dimension's KL as in the Pyro backend.
     """
     entry = estimators.estimator(estimator)
+    if free_bits and estimators.free_bits_refusal(estimator):
+        raise UsageError(estimators.free_bits_refusal(estimator))
     model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
     log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, entry.analytic_kl)
     if log_px.ndim == 1:
@@ -243,6 +274,10 @@ def terms(model, guide, rng_key, *args, estimator: str = "meanfield", num_partic
         loss = -(jax.scipy.special.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
         if estimator == "dreg":
             loss = _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles, guide_tr, beta)
+    elif free_bits:
+        per_dim = _kl_per_dimension(model_tr, guide_tr, entry.analytic_kl)
+        floored = jnp.maximum(per_dim.reshape(-1, per_dim.shape[-1]).mean(0), free_bits).sum()
+        loss = reconstruction + beta * floored
     else:
         loss = reconstruction + beta * kl_mean
     return Terms(

@@ -157,7 +157,15 @@ class Trainer:
         model = handlers.substitute(self.vae.model, data=params)
         guide = handlers.substitute(self.vae.guide, data=params)
         t = terms(
-            model, guide, key, xb, beta, estimator=self.cfg.train.elbo, num_particles=self.cfg.train.num_particles, y=yb
+            model,
+            guide,
+            key,
+            xb,
+            beta,
+            estimator=self.cfg.train.elbo,
+            num_particles=self.cfg.train.num_particles,
+            free_bits=self.cfg.train.free_bits,
+            y=yb,
         )
         return t.loss, jnp.stack([t.loss, t.reconstruction, t.kl])
 

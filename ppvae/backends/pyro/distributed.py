@@ -87,14 +87,16 @@ class _StepModule(nn.Module):
         super().__init__()
         self.vae = vae
 
-    def forward(self, x, beta, estimator: str, num_particles: int, scale: float, y=None):
+    def forward(self, x, beta, estimator: str, num_particles: int, scale: float, y=None, free_bits: float = 0.0):
         model, guide = self.vae.model, self.vae.guide
         if scale != 1.0:
             # Both sites scaled alike: β (a ratio of scales) is unchanged, the plate's scale
             # becomes N / (global batch).
             model, guide = poutine.scale(model, scale=scale), poutine.scale(guide, scale=scale)
         labels = {} if y is None else {"y": y}
-        tm = terms(model, guide, x, beta=beta, estimator=estimator, num_particles=num_particles, **labels)
+        tm = terms(
+            model, guide, x, beta=beta, estimator=estimator, num_particles=num_particles, free_bits=free_bits, **labels
+        )
         # Tensors only: DDP looks for them in the output.
         return tm.loss, tm.reconstruction, tm.kl, tm.beta, torch.tensor(tm.data_scale)
 
@@ -233,11 +235,14 @@ class Distributed:
         weight: float,
         scale: float,
         y: torch.Tensor | None = None,
+        free_bits: float = 0.0,
     ) -> Terms:
         """The estimator's terms through DDP; ``loss`` has this rank's value and the weighted gradient."""
         assert self.ddp is not None
         try:
-            loss, rec, kl, beta_t, data_scale = self.ddp(xb, beta, estimator, num_particles, scale, y=y)
+            loss, rec, kl, beta_t, data_scale = self.ddp(
+                xb, beta, estimator, num_particles, scale, y=y, free_bits=free_bits
+            )
         except RuntimeError as exc:
             self._peer_lost(exc)
             raise

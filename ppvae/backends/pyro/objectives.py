@@ -108,6 +108,25 @@ def _parts(model_tr, guide_tr, analytic_kl: bool):
     return log_px, sampled_kl, -sampled_kl, beta, float(data_scale)
 
 
+def _factors(fn, what: str):
+    """The per-dimension distribution of a latent site that factorizes over its last axis."""
+    if isinstance(fn, Independent) and fn.reinterpreted_batch_ndims == 1:
+        return fn.base_dist
+    raise UsageError(estimators.free_bits_factor_refusal(what, type(fn).__name__))
+
+
+def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> torch.Tensor:
+    """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)``: closed form, else sampled."""
+    zg, zm = guide_tr.nodes["z"], model_tr.nodes["z"]
+    q, p = _factors(zg["fn"], "guide"), _factors(zm["fn"], "prior")
+    if analytic_kl:
+        try:
+            return kl_divergence(q, p).expand(zg["value"].shape)
+        except NotImplementedError:
+            pass
+    return q.log_prob(zg["value"]) - p.log_prob(zg["value"])
+
+
 def _refuse(fn, name: str) -> UsageError:
     return estimators.dreg_unsupported(type(fn).__name__, name)
 
@@ -153,7 +172,9 @@ def _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta):
     return loss.detach() + (surrogate - surrogate.detach())
 
 
-def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int = 1, **kwargs) -> Terms:
+def terms(
+    model, guide, *args, estimator: str = "meanfield", num_particles: int = 1, free_bits: float = 0.0, **kwargs
+) -> Terms:
     """Compute the objective's terms for one minibatch.
 
     Parameters
@@ -167,8 +188,13 @@ def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int 
         (its guide must be a Normal, MultivariateNormal or LowRankMultivariateNormal).
     num_particles : int
         K: samples of z per datapoint.
+    free_bits : float
+        λ > 0 replaces the ELBO's KL term by ``sum_d max(λ, mean over the batch of KL_d)``
+        (:func:`ppvae.inference.estimators.free_bits_refusal`); ``kl`` stays the true KL.
     """
     entry = estimators.estimator(estimator)
+    if free_bits and estimators.free_bits_refusal(estimator):
+        raise UsageError(estimators.free_bits_refusal(estimator))
     model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
     log_px, kl, log_ratio, beta, data_scale = _parts(model_tr, guide_tr, entry.analytic_kl)
     if log_px.dim() == 1:  # one particle: add the particle dimension
@@ -181,6 +207,10 @@ def terms(model, guide, *args, estimator: str = "meanfield", num_particles: int 
         loss = -(torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
         if estimator == "dreg":
             loss = _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta)
+    elif free_bits:
+        per_dim = _kl_per_dimension(model_tr, guide_tr, entry.analytic_kl)
+        floored = per_dim.reshape(-1, per_dim.shape[-1]).mean(0).clamp(min=free_bits).sum()
+        loss = reconstruction + beta * floored
     else:
         loss = reconstruction + beta * kl_mean
     batch = loss.shape[0]

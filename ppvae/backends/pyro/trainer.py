@@ -281,6 +281,7 @@ class Trainer:
                                     beta=beta,
                                     estimator=t.elbo,
                                     num_particles=t.num_particles,
+                                    free_bits=t.free_bits,
                                     **labels,
                                 )
                             else:
@@ -289,6 +290,7 @@ class Trainer:
                                     beta=beta,
                                     estimator=t.elbo,
                                     num_particles=t.num_particles,
+                                    free_bits=t.free_bits,
                                     weight=weight,
                                     scale=scale,
                                     **labels,
