@@ -34,6 +34,7 @@ from ppvae.errors import UsageError
 from ppvae.inference.metrics import collapse_warning
 from ppvae.inference.selection import best_epoch, selection_note, should_stop
 from ppvae.runs.folder import RunFolder, default_run_dir
+from ppvae.runs.tensorboard import TensorBoardLog, require_tensorboard
 from ppvae.run import Run, load
 from ppvae.spec.plugins import with_plugins
 
@@ -243,6 +244,8 @@ def fit(
         # so the run reloads without its data. No labels, or labels out of range: a DataError.
         classes = infer_num_classes(cfg.model.num_classes, dataset.train_labels, dataset.heldout_labels, dataset.name)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
+    if cfg.train.log == "tensorboard":
+        require_tensorboard()  # before anything is written
     if resume is None and not rank:
         folder.prepare_new(force=force)
 
@@ -261,16 +264,29 @@ def fit(
         f"datapoint shape {tuple(dataset.event_shape)}; run folder {folder.path}"
     )
     started = time.perf_counter()
-    trained, records = backend.fit(
-        cfg,
-        dataset,
-        folder.path,
-        resume=resume is not None,
-        progress=progress,
-        on_start=record_config,
-        on_epoch=None if rank else folder.write_metrics,
-        stop_after_steps=stop_after_steps,
-    )
+    on_epoch = None if rank else folder.write_metrics
+    board = None
+    if cfg.train.log == "tensorboard" and not rank:
+        board = TensorBoardLog(folder.path, logged=len(folder.read_metrics()) if resume is not None else 0)
+
+        def on_epoch(records: list[dict]) -> None:
+            folder.write_metrics(records)
+            board(records)
+
+    try:
+        trained, records = backend.fit(
+            cfg,
+            dataset,
+            folder.path,
+            resume=resume is not None,
+            progress=progress,
+            on_start=record_config,
+            on_epoch=on_epoch,
+            stop_after_steps=stop_after_steps,
+        )
+    finally:
+        if board is not None:
+            board.close()
     if rank:  # rank 0 evaluates and reports; this process's Run has no summary
         return Run(folder.path, cfg=cfg, trained=trained, dataset=dataset, data_info=dataset.info())
     folder.write_metrics(records)

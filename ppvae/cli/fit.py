@@ -24,7 +24,7 @@ from ppvae.cli.outputs import fmt
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator_names
 from ppvae.inference.estimators import help_text as estimators_help
-from ppvae.spec.config import BETA_SCHEDULES, LR_SCHEDULES, format_overrides, parse_override
+from ppvae.spec.config import BETA_SCHEDULES, LOG_TARGETS, LR_SCHEDULES, format_overrides, parse_override
 
 __all__ = ["fit", "ask_for_host_devices", "worker_arguments"]
 
@@ -151,6 +151,13 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
     help="Stop after this many epochs without a better validation ELBO (default 0: never; "
     "train.early_stopping_min_delta sets what counts as better). Needs --validation-fraction.",
 )
+@click.option(
+    "--log",
+    type=click.Choice(LOG_TARGETS),
+    help="Also write each epoch's curves as TensorBoard event files to RUN/tensorboard "
+    "(training and validation ELBO, KL, active units, learning rate, gradient norm); "
+    "needs pip install 'ppvae[tensorboard]'. Watch with: tensorboard --logdir RUN.",
+)
 @click.option("--elbo", type=click.Choice(estimator_names()), help=estimators_help())
 @click.option("--num-particles", type=int, help="Samples of z per datapoint (K for iwae and dreg).")
 @seed_option("Seed of every random draw in training (default 0).", default=None)
@@ -205,6 +212,7 @@ def fit(
     free_bits,
     validation_fraction,
     early_stopping_patience,
+    log,
     elbo,
     num_particles,
     seed,
@@ -239,6 +247,7 @@ def fit(
                 --set data.standardize=true --set data.binarize=none
       ppvae fit --beta 4 --beta-schedule linear --set train.warmup_steps=2000
       ppvae fit --validation-fraction 0.1 --early-stopping-patience 10 --epochs 500
+      ppvae fit --log tensorboard --out runs/watched   # then: tensorboard --logdir runs/watched
       ppvae fit --set model.conditional=true --latent-dim 2 --out runs/cvae   # labels to both networks
       ppvae fit --guide lowrank --set model.guide_options.rank=4
       ppvae fit models/beta-vae.toml --out runs/beta      # ready-made specs: ppvae models
@@ -272,6 +281,7 @@ def fit(
         free_bits=free_bits,
         validation_fraction=validation_fraction,
         early_stopping_patience=early_stopping_patience,
+        log=log,
         elbo=elbo,
         num_particles=num_particles,
         seed=seed,

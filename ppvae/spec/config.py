@@ -51,6 +51,8 @@ ELBO_NAMES = estimator_names()
 BETA_SCHEDULES = ("constant", "linear", "cyclical")
 #: Learning-rate schedules (ppvae.inference.schedules.lr_at), in the order ``--help`` lists them.
 LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "iwae")
+#: Where training's per-epoch curves go besides metrics.jsonl (ppvae.runs.tensorboard).
+LOG_TARGETS = ("none", "tensorboard")
 BINARIZE_MODES = ("auto", "dynamic", "static", "none")
 SCALE_MODES = ("auto", "unit", "minmax", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -335,6 +337,10 @@ class TrainSpec:
         Steps between progress updates; the only points where training waits for the device.
     eval_num_samples : int
         K of the importance-weighted log p(x) estimate computed at the end of ``fit``.
+    log : {"none", "tensorboard"}
+        ``tensorboard`` also writes each epoch's record as TensorBoard scalars to
+        ``RUN/tensorboard/`` (the optional extra ``ppvae[tensorboard]``), with the mean
+        gradient norm of the epoch's steps (``grad_norm``, also recorded when clipping).
     checkpoint_every : int
         Epochs between checkpoints (the last epoch is always saved).
     num_devices : int
@@ -369,6 +375,7 @@ class TrainSpec:
     eval_num_samples: int = 1000
     checkpoint_every: int = 1
     num_devices: int = 1
+    log: str = "none"
 
     def __post_init__(self) -> None:
         _check(isinstance(self.backend, str) and self.backend, f"train.backend must be a name, got {self.backend!r}")
@@ -376,6 +383,7 @@ class TrainSpec:
         _choice("train", "elbo", self.elbo, ELBO_NAMES)
         _choice("train", "beta_schedule", self.beta_schedule, BETA_SCHEDULES)
         _choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("train", "log", self.log, LOG_TARGETS)
         for key in (
             "num_particles",
             "epochs",

@@ -30,6 +30,7 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import UsageError
 from ppvae.inference.checkpoints import checkpoint_file
+from ppvae.inference.metrics import active_units
 from ppvae.inference.schedules import beta_at, lr_at, lr_table
 from ppvae.inference.selection import is_new_best, should_stop
 from ppvae.inference.training import (
@@ -105,6 +106,9 @@ class Trainer:
         self.optimizer = optax.adam(t.lr if t.lr_schedule == "constant" else self._lr_schedule())
         if t.clip_grad_norm:  # the gradient rescaled to the norm before Adam sees it, as in the Pyro backend
             self.optimizer = optax.chain(optax.clip_by_global_norm(t.clip_grad_norm), self.optimizer)
+        # The mean gradient norm per epoch is recorded where someone watches it (TensorBoard)
+        # or where it is computed anyway (clipping); otherwise no step pays for it.
+        self.track_norm = t.log == "tensorboard" or bool(t.clip_grad_norm)
         self.params = self._place(initial_params(self.vae))
         self.opt_state = self._place(self.optimizer.init(self.params))
         # The split each epoch's ELBO is reported on: the validation split when there is one
@@ -179,6 +183,9 @@ class Trainer:
             flat = jax.random.bernoulli(binarize_key, xb.reshape(xb.shape[0], -1))
             xb = flat.astype(xb.dtype).reshape(xb.shape)
         (_, values), grads = jax.value_and_grad(self._loss, has_aux=True)(params, loss_key, xb, beta, yb)
+        if self.track_norm:  # a 4th value per step; the programs of other runs stay as they were
+            norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+            values = jnp.concatenate([values, norm[None].astype(values.dtype)])
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, values
 
@@ -244,7 +251,12 @@ class Trainer:
         )
         rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
         split = self.monitor
-        return {f"{split}_elbo": -(rec + kl), f"{split}_reconstruction": rec, f"{split}_kl": kl}
+        return {
+            f"{split}_elbo": -(rec + kl),
+            f"{split}_reconstruction": rec,
+            f"{split}_kl": kl,
+            f"{split}_active_units": active_units(t["loc"]),
+        }
 
     def _check_finite(self, values: np.ndarray) -> None:
         bad = ~np.isfinite(values[:, 0])
@@ -327,7 +339,7 @@ class Trainer:
                 values = np.concatenate([v for v, _ in parts])
                 self._check_finite(values)
                 weights = np.concatenate([np.full(len(v), b) for v, b in parts])
-                loss, rec, kl = (values * weights[:, None]).sum(0) / weights.sum()
+                loss, rec, kl = (values[:, :3] * weights[:, None]).sum(0) / weights.sum()
                 self.params, self.opt_state = params, opt_state
                 s.step += len(values)
                 record = {
@@ -340,6 +352,7 @@ class Trainer:
                     "lr": lr_at(s.epoch, t),
                     "seconds": seconds,
                     "images_per_s": n / seconds,
+                    **({"grad_norm": float(values[:, 3].mean())} if self.track_norm else {}),
                     **self._monitor_elbo(),
                 }
                 s.records.append(record)

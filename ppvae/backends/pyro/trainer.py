@@ -28,6 +28,7 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
 from ppvae.inference.checkpoints import checkpoint_file
+from ppvae.inference.metrics import active_units
 from ppvae.inference.schedules import beta_at, lr_at
 from ppvae.inference.selection import is_new_best, should_stop
 from ppvae.inference.training import (
@@ -78,7 +79,12 @@ def monitor_elbo(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, split
         torch.manual_seed(HELDOUT_NOISE_SEED)
         t = elbo_terms(vae, x, y=y)
     rec, kl = t["reconstruction"].mean().item(), t["kl"].mean().item()
-    return {f"{split}_elbo": -(rec + kl), f"{split}_reconstruction": rec, f"{split}_kl": kl}
+    return {
+        f"{split}_elbo": -(rec + kl),
+        f"{split}_reconstruction": rec,
+        f"{split}_kl": kl,
+        f"{split}_active_units": active_units(t["loc"].cpu().numpy()),
+    }
 
 
 class Trainer:
@@ -246,6 +252,9 @@ class Trainer:
         n_batches = self.dist.num_batches(n, t.batch_size)
         dynamic = self.dataset.binarize == "dynamic"
         first_step = s.step
+        # The mean gradient norm per epoch is recorded where someone watches it (TensorBoard)
+        # or where it is computed anyway (clipping); otherwise no step pays for it.
+        track_norm = t.log == "tensorboard" or bool(t.clip_grad_norm)
         if self.dist.active and self.dist.ddp is None:
             self.dist.wrap(self.vae)
         with SignalCatcher() as signals:
@@ -256,6 +265,8 @@ class Trainer:
                 for group in self.optimizer.param_groups:  # the schedule's rate for this epoch
                     group["lr"] = lr_at(s.epoch, t)
                 acc = torch.tensor(s.partial, dtype=torch.float64, device=self.device)
+                # The gradient norm, summed on the device over this session's steps of the epoch.
+                norm_sum, norm_steps = torch.zeros((), dtype=torch.float64, device=self.device), 0
                 first_bad = torch.tensor(-1, device=self.device)
                 # The step counter lives on the device too, so marking a bad step costs no transfer.
                 step_t = torch.tensor(s.step, device=self.device)
@@ -297,8 +308,14 @@ class Trainer:
                                 )
                             self.optimizer.zero_grad(set_to_none=True)
                             tm.loss.backward()
-                            if t.clip_grad_norm:
-                                torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad_norm, foreach=True)
+                            if t.clip_grad_norm:  # returns the norm before clipping
+                                norm = torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad_norm, foreach=True)
+                            elif track_norm:
+                                grads = [p.grad for p in self.params if p.grad is not None]
+                                norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+                            if track_norm:
+                                norm_sum += norm.detach().double()
+                                norm_steps += 1
                             self.optimizer.step()
                     except UsageError:
                         # A spec the estimator cannot train (e.g. dreg with a non-Gaussian
@@ -353,6 +370,7 @@ class Trainer:
                     "lr": lr_at(s.epoch, t),
                     "seconds": seconds,
                     "images_per_s": count / seconds,
+                    **({"grad_norm": norm_sum.item() / norm_steps} if norm_steps else {}),
                     **(
                         monitor_elbo(self.vae, self.x_monitor, self.y_monitor, self.monitor)
                         if self.dist.is_primary
