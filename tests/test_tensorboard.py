@@ -104,3 +104,16 @@ def test_log_tensorboard_without_the_extra_is_one_line_and_writes_nothing(tmp_pa
         "installed: pip install 'ppvae[tensorboard]' (or train without --log tensorboard)"
     ]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_resume_in_the_same_second_keeps_the_earlier_sessions_file(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)  # the second tensorboardX names its files by
+    first = tensorboard.TensorBoardLog(tmp_path)
+    first([{"epoch": 1, "loss": 3.0}])
+    first.close()
+    second = tensorboard.TensorBoardLog(tmp_path, logged=1)
+    second([{"epoch": 1, "loss": 3.0}, {"epoch": 2, "loss": 2.0}])
+    second.close()
+    assert read_scalars(tmp_path / "tensorboard")["train/loss"] == {1: 3.0, 2: 2.0}

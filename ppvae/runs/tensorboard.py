@@ -77,7 +77,10 @@ class TensorBoardLog:
 
         self.path = Path(run_dir) / DIRNAME
         self.logged = logged
-        self._writer = SummaryWriter(logdir=str(self.path), flush_secs=30)
+        # tensorboardX names a file by the second it opens and truncates one of the same name:
+        # a resume within that second would erase the earlier session's curves, so each
+        # session's file also names the first epoch it writes.
+        self._writer = SummaryWriter(logdir=str(self.path), flush_secs=30, filename_suffix=f".from-epoch-{logged + 1}")
 
     def __call__(self, records: list[dict]) -> None:
         for record in records[self.logged :]:
