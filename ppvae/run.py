@@ -172,6 +172,15 @@ class Run:
         """Posterior loc and scale of q(z|x) (q(z|x,y) given ``labels`` when conditional): the codes."""
         return self.trained.encode(self._check(x), y=labels)
 
+    def encode_layers(
+        self, x: np.ndarray, labels: np.ndarray | int | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every latent layer's posterior (loc, scale), z_1 first: one pair, or one per layer of a hierarchical VAE.
+
+        Each layer above z_1 is q(z_{l+1} | z_l) taken at the loc of the layer below.
+        """
+        return self.trained.encode_layers(self._check(x), y=labels)
+
     def decode(self, z: np.ndarray, labels: np.ndarray | int | None = None) -> np.ndarray:
         """Mean of p(x|z) (p(x|z,y) given ``labels`` when conditional) for latents ``(n, latent_dim)``."""
         z = np.asarray(z, dtype=np.float32)

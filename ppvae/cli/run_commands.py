@@ -26,6 +26,7 @@ from ppvae.cli.options import (
 )
 from ppvae.cli.outputs import check_out, fmt, refuse_existing, write_array
 from ppvae.errors import UsageError
+from ppvae.model.hierarchy import latent_sites
 from ppvae.runs.atomic import atomic_path
 
 __all__ = ["evaluate", "sample", "reconstruct", "encode", "decode"]
@@ -191,7 +192,8 @@ def reconstruct(run, data, num, out, device, checkpoint, force):
 @run_argument
 @data_option("Source to encode (default: the run's held-out split).")
 @out_option(
-    "latents.npz (arrays loc, scale and labels if any) or latents.npy (shape (n, 2, latent_dim): loc then scale)."
+    "latents.npz (arrays loc, scale and labels if any; loc_z2, scale_z2, ... for the layers above z1 of a "
+    "hierarchical run) or latents.npy (shape (n, 2, latent_dim): loc then scale of z1)."
 )
 @device_option()
 @checkpoint_option()
@@ -208,17 +210,21 @@ def encode(run, data, out, device, checkpoint, force):
       ppvae encode runs/z2 --data digits.npy --out latents.npy
 
     A conditional run encodes with the data's labels (q(z|x,y)); the .npz keeps them, so
-    `ppvae decode` uses them again.
+    `ppvae decode` uses them again. A hierarchical run (model.latent_layers) writes z1 as loc
+    and scale, and each layer above as loc_z2, scale_z2, ... (q(z2|z1) at z1's loc).
     """
     check_out(out, force, (".npz", ".npy"))
     from ppvae import api
 
     r = api.load(run, device=device, checkpoint=checkpoint)
     x, labels = r.load_data(data)
-    loc, scale = r.encode(x, _run_labels(r, labels, data))
+    layers = r.encode_layers(x, _run_labels(r, labels, data))
+    (loc, scale), above = layers[0], layers[1:]
     refuse_existing(out, force)
     if out.suffix.lower() == ".npz":
         arrays = {"loc": loc, "scale": scale, **({"labels": labels} if labels is not None else {})}
+        for site, (site_loc, site_scale) in zip(latent_sites(len(layers))[1:], above):
+            arrays.update({f"loc_{site}": site_loc, f"scale_{site}": site_scale})
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     elif out.suffix.lower() == ".npy":
@@ -226,7 +232,8 @@ def encode(run, data, out, device, checkpoint, force):
             np.save(fh, np.stack([loc, scale], axis=1))
     else:
         raise UsageError(f"--out {str(out)!r}: use a .npz or .npy file name")
-    click.echo(f"wrote loc and scale of {len(loc)} points ({loc.shape[1]} latent dimensions) to {out}")
+    sizes = " + ".join(str(layer[0].shape[1]) for layer in layers)
+    click.echo(f"wrote loc and scale of {len(loc)} points ({sizes} latent dimensions) to {out}")
 
 
 def _read_latents(path: Path) -> np.ndarray:

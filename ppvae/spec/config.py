@@ -31,6 +31,7 @@ import tomli_w
 
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator, estimator_names, free_bits_refusal
+from ppvae.model.hierarchy import plan_layers, training_refusal
 from ppvae.spec.registry import BACKENDS
 
 __all__ = [
@@ -53,6 +54,7 @@ BETA_SCHEDULES = ("constant", "linear", "cyclical")
 LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "iwae")
 #: Where training's per-epoch curves go besides metrics.jsonl (ppvae.runs.tensorboard).
 LOG_TARGETS = ("none", "tensorboard")
+INFERENCES = ("bottom_up",)
 BINARIZE_MODES = ("auto", "dynamic", "static", "none")
 SCALE_MODES = ("auto", "unit", "minmax", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -114,6 +116,17 @@ class ModelSpec:
         Number of classes C of a conditional model (labels are 0 .. C-1). ``0`` means
         "take it from the training labels" (largest label + 1) when fitting; the resolved
         value is what ``config.toml`` records.
+    latent_layers : list of int
+        Sizes of the stochastic layers above the first, ``[z2, z3, ...]``: a hierarchical VAE
+        p(z_L) ... p(z_1|z_2) p(x|z_1) with sites ``"z1"`` ... ``"zL"``, ``latent_dim`` the
+        size of ``z1`` and ``prior`` the distribution of the top layer (see
+        :mod:`ppvae.model.hierarchy`). Empty (default): the one-layer VAE with site ``"z"``.
+    latent_layer_options : dict
+        The networks between consecutive layers: ``hidden`` (default ``[100, 100]``) and
+        ``activation`` (default ``"tanh"``, as in the IWAE paper's two-layer model).
+    inference : {"bottom_up"}
+        How the guide orders the layers: ``bottom_up`` is q(z_1|x) q(z_2|z_1) ... (the IWAE
+        paper's two-layer model).
     """
 
     prior: str = "normal"
@@ -129,6 +142,9 @@ class ModelSpec:
     guide_options: dict = field(default_factory=dict)
     conditional: bool = False
     num_classes: int = 0
+    latent_layers: tuple = ()
+    latent_layer_options: dict = field(default_factory=dict)
+    inference: str = "bottom_up"
 
     def __post_init__(self) -> None:
         for key in ("prior", "likelihood", "encoder", "decoder", "guide"):
@@ -151,6 +167,17 @@ class ModelSpec:
             f"model.num_classes = {self.num_classes} is only used by a conditional model; "
             "set model.conditional = true, or drop num_classes",
         )
+        layers = self.latent_layers
+        _check(
+            isinstance(layers, (list, tuple)) and all(_is_int(d) and d > 0 for d in layers),
+            f"model.latent_layers must be a list of positive layer sizes (z2, z3, ...), got {layers!r}; "
+            "use e.g. --set model.latent_layers=[50]",
+        )
+        object.__setattr__(self, "latent_layers", tuple(int(d) for d in layers))
+        object.__setattr__(
+            self, "latent_layer_options", _freeze_options("model", "latent_layer_options", self.latent_layer_options)
+        )
+        _choice("model", "inference", self.inference, INFERENCES)
 
     def options(self, kind: str) -> dict:
         """Return the settings table for component ``kind`` (e.g. ``"encoder"``)."""
@@ -518,6 +545,11 @@ class Config:
             "train.early_stopping_patience needs a validation split to watch: set data.validation_fraction "
             "(e.g. --validation-fraction 0.1); the held-out split is kept for the final figures",
         )
+        # A hierarchical VAE's combinations, before any run folder is written.
+        if self.model.latent_layers:
+            plan_layers(self.model)
+            refusal = training_refusal(self.model, self.train.elbo, self.train.backend)
+            _check(refusal is None, refusal or "")
         # The estimators table says which backends implement each estimator.
         # (An unknown backend name is left to the registry, whose message lists the valid ones.)
         implemented = estimator(self.train.elbo).backends
@@ -638,6 +670,11 @@ class Config:
             # Likewise for the default guide family (it has no settings).
             model.pop("guide")
             model.pop("guide_options")
+        if not self.model.latent_layers and not self.model.latent_layer_options and self.model.inference == "bottom_up":
+            # And for the one-layer VAE, which has no layers above z.
+            model.pop("latent_layers")
+            model.pop("latent_layer_options")
+            model.pop("inference")
         payload = json.dumps(model, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from ppvae.errors import UsageError
 from ppvae.model.conditioning import conditional_classes, conditional_encoder
+from ppvae.model.hierarchy import LayerPlan, plan_layers
 from ppvae.model.priors import uses_encoder
 from ppvae.model.settings import prior_arguments
 from ppvae.spec import registry
@@ -95,6 +96,12 @@ class Parts:
         C of a conditional VAE (the encoder and decoder are built for ``one_hot(y)`` too), or 0.
     label_layout : {"flat", "channels"}
         How the label is attached to x for the encoder.
+    layers : LayerPlan
+        The stochastic layers (one for the plain VAE).
+    up, down : list
+        For each pair of consecutive layers (z_l, z_{l+1}): the network giving the loc and
+        scale of q(z_{l+1} | z_l), and the one giving those of p(z_l | z_{l+1}); empty for
+        one layer. Both are the backend's ``mlp`` encoder, built for the layers' sizes.
     """
 
     prior: Any
@@ -104,6 +111,9 @@ class Parts:
     guide_family: Any
     num_classes: int
     label_layout: str
+    layers: LayerPlan | None = None
+    up: list = field(default_factory=list)
+    down: list = field(default_factory=list)
 
 
 def build_parts(spec, event_shape, backend: str, extra: Callable[[str], dict] = lambda part: {}) -> Parts:
@@ -111,9 +121,12 @@ def build_parts(spec, event_shape, backend: str, extra: Callable[[str], dict] = 
 
     Component names and settings are validated against the registry; unknown ones raise
     :class:`~ppvae.errors.UsageError` listing the valid choices. ``part`` is ``"prior"``,
-    ``"likelihood"``, ``"encoder"``, ``"decoder"`` or ``"guide"``.
+    ``"likelihood"``, ``"encoder"``, ``"decoder"`` or ``"guide"``, and for a hierarchical
+    spec ``"up1"``, ``"down1"``, ... (the networks between layers 1 and 2, ...). The prior is
+    the top layer's, of that layer's size.
     """
     event_shape = tuple(event_shape)
+    layers = plan_layers(spec)
     guide_plan = plan_guide(spec, backend)  # before the networks: the encoder's size depends on it
 
     def make(kind: str, **structural):
@@ -129,7 +142,7 @@ def build_parts(spec, event_shape, backend: str, extra: Callable[[str], dict] = 
         **prior_arguments(
             prior_comp.factory,
             registry.resolve_options("prior", prior_comp.name, backend, spec.options("prior")),
-            latent_dim=spec.latent_dim,
+            latent_dim=layers.sizes[-1],
             event_shape=event_shape,
             likelihood_support=likelihood.support,
         ),
@@ -144,4 +157,11 @@ def build_parts(spec, event_shape, backend: str, extra: Callable[[str], dict] = 
     encoder, layout = conditional_encoder(make, event_shape, spec.latent_dim, num_classes)
     decoder = make("decoder", latent_dim=spec.latent_dim + num_classes, param_shape=likelihood.param_shape)
     guide_family = guide_plan.factory(latent_dim=spec.latent_dim, **guide_plan.options, **extra("guide"))
-    return Parts(prior, likelihood, encoder, decoder, guide_family, num_classes, layout)
+    up, down = [], []
+    if layers.hierarchical:
+        mlp = registry.get("encoder", "mlp", backend).factory
+        for i, (lower, upper) in enumerate(zip(layers.sizes[:-1], layers.sizes[1:]), start=1):
+            net = {"hidden": layers.hidden, "activation": layers.activation}
+            up.append(mlp(event_shape=(lower,), latent_dim=upper, **net, **extra(f"up{i}")))
+            down.append(mlp(event_shape=(upper,), latent_dim=lower, **net, **extra(f"down{i}")))
+    return Parts(prior, likelihood, encoder, decoder, guide_family, num_classes, layout, layers, up, down)

@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ppvae.spec import registry
+from ppvae.model.hierarchy import latent_sites
 from ppvae.errors import BackendUnavailableError, UsageError
 from ppvae.runs.atomic import atomic_write_json
 from ppvae.analysis.diagnostics import arviz_io
@@ -136,6 +137,12 @@ def diagnose(
         raise UsageError(f"--num-draws must be an integer of at least 20 (PSIS fits a tail), got {num_draws!r}")
     if reference not in (None, "nuts"):
         raise UsageError(f"--reference {reference!r} is not known; the reference posterior available is: nuts")
+    sites = latent_sites(1 + len(run.config.model.latent_layers))
+    if reference == "nuts" and len(sites) > 1:
+        raise UsageError(
+            f"--reference nuts samples the posterior of one latent site; this run has {len(sites)} "
+            f"({', '.join(sites)}): diagnose it without --reference (k̂ and collapse cover every layer's draws)"
+        )
     needs_jax = reference == "nuts" or gap_points > 0
     npb = None
     if needs_jax:
@@ -216,7 +223,9 @@ def diagnose(
     # The gaps measure q against the best diagonal Normal per point: defined for the diagonal
     # guide family only.
     guide = run.config.model.guide
-    if npb is not None and gap_points > 0 and guide != "diagonal":
+    if npb is not None and gap_points > 0 and len(sites) > 1:
+        say(f"skipping the inference gaps: they optimize one latent site per point, and this run has {len(sites)}")
+    elif npb is not None and gap_points > 0 and guide != "diagonal":
         say(
             f"skipping the inference gaps: they compare q with the best diagonal Normal per point, "
             f"and this run's guide is {guide!r}"

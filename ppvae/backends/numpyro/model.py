@@ -18,6 +18,8 @@ from numpyro.primitives import Messenger
 
 from ppvae.model.conditioning import LabelledInputs
 from ppvae.spec.config import ModelSpec
+from ppvae.errors import UsageError
+from ppvae.model.hierarchy import training_refusal
 from ppvae.spec.plan import build_parts
 from ppvae.backends.numpyro import conditioning
 from ppvae.backends.numpyro.guides import DiagonalGuide
@@ -153,6 +155,8 @@ def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None
 
     A conditional spec gets the same enlarged networks as in the Pyro backend.
     """
+    if spec.latent_layers:  # a Config refuses this earlier; a ModelSpec built by hand gets here
+        raise UsageError(training_refusal(spec, "meanfield", BACKEND))
     keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
     # The guide family's key is folded in rather than split off: the other parts keep the
     # initial weights they had before guide families existed.

@@ -102,6 +102,10 @@ class TrainedVAE:
         loc, scale = self._map(self._encode, x, self._labels(y, len(x)))
         return loc, scale
 
+    def encode_layers(self, x, y=None):
+        """Every latent layer's posterior (loc, scale): this backend's VAEs have one layer."""
+        return [self.encode(x, y)]
+
     def decode(self, z, y=None):
         return self._map(self._decode, z, self._labels(y, len(z)))[0]
 

@@ -97,6 +97,7 @@ def direct_traces(model, guide, args: tuple, kwargs: dict, num_particles: int):
         or getattr(model, "__func__", None) is not VAE.model
         or getattr(guide, "__func__", None) is not VAE.guide
         or vae.register_params
+        or vae.hierarchical
         or _PYRO_STACK
         or len(args) != 1
         or not set(kwargs) <= {"beta", "y"}

@@ -14,7 +14,7 @@ from pyro.distributions.kl import kl_divergence
 
 from ppvae.backends.pyro.guides import is_diagonal, location
 from ppvae.backends.pyro.model import VAE
-from ppvae.backends.pyro.objectives import log_weights
+from ppvae.backends.pyro.objectives import elbo_parts, log_weights
 from ppvae.model import linear_gaussian
 from ppvae.model.linear_gaussian import is_linear_gaussian
 from ppvae.model.priors import prior_distribution
@@ -43,26 +43,35 @@ def log_px_iwae(
     Returns a float64 tensor of shape ``(n,)``: ``log (1/K) sum_k p(x, z_k) / q(z_k|x)``.
     For a conditional VAE, ``y`` holds the labels and the estimate is of log p(x|y).
     """
+    return _unscaled(vae, lambda: _log_px_iwae(vae, x, num_samples, batch_size, max_elements, y))
+
+
+def _unscaled(vae: VAE, compute):
+    """``compute()`` with the VAE's plate unscaled and Pyro's param store left alone."""
     saved = vae.dataset_size, vae.register_params
     vae.dataset_size, vae.register_params = None, False
     try:
-        features = max(1, math.prod(vae.likelihood.param_shape))
-        out = []
-        for sl in _batches(x.shape[0], batch_size):
-            xb = x[sl]
-            labels = {} if y is None else {"y": y[sl]}
-            chunk = max(1, min(num_samples, max_elements // (features * xb.shape[0])))
-            total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
-            done = 0
-            while done < num_samples:
-                k = min(chunk, num_samples - done)
-                lw = log_weights(vae.model, vae.guide, xb, beta=1.0, num_particles=k, **labels).double()
-                total = torch.logaddexp(total, torch.logsumexp(lw, 0))
-                done += k
-            out.append(total - math.log(num_samples))
-        return torch.cat(out)
+        return compute()
     finally:
         vae.dataset_size, vae.register_params = saved
+
+
+def _log_px_iwae(vae, x, num_samples, batch_size, max_elements, y):
+    features = max(1, math.prod(vae.likelihood.param_shape))
+    out = []
+    for sl in _batches(x.shape[0], batch_size):
+        xb = x[sl]
+        labels = {} if y is None else {"y": y[sl]}
+        chunk = max(1, min(num_samples, max_elements // (features * xb.shape[0])))
+        total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        done = 0
+        while done < num_samples:
+            k = min(chunk, num_samples - done)
+            lw = log_weights(vae.model, vae.guide, xb, beta=1.0, num_particles=k, **labels).double()
+            total = torch.logaddexp(total, torch.logsumexp(lw, 0))
+            done += k
+        out.append(total - math.log(num_samples))
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -81,6 +90,16 @@ def elbo_terms(
     for sl in _batches(x.shape[0], batch_size):
         xb = x[sl]
         yb = None if y is None else y[sl]
+        if vae.hierarchical:
+            # Several latent sites: the terms of the traces, summed over the layers; the KL
+            # per dimension has no single meaning and the codes are z_1's.
+            log_px, kl = _unscaled(vae, lambda: elbo_parts(vae.model, vae.guide, xb, beta=1.0))
+            recs.append(-log_px.double())
+            kls.append(kl.double())
+            loc = vae.encode_layers(xb)[0][0]
+            kl_dims.append(torch.full(loc.shape, math.nan, dtype=torch.float64, device=x.device))
+            locs.append(loc.double())
+            continue
         q = vae.posterior(xb, yb)
         p = prior_distribution(vae.prior, vae.encoder)
         z = q.rsample()

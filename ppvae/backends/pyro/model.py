@@ -5,6 +5,11 @@
 - β weights the KL through ``poutine.scale(scale=beta)`` around ``"z"`` in **both** the
   model and the guide, so the objective is ``reconstruction + β·KL`` (wrapping only the
   model's site would give ``β·log p(z) - log q(z|x)``, which is not β·KL).
+- With stochastic layers above z (``model.latent_layers``, :mod:`ppvae.model.hierarchy`)
+  the sites are ``"z1"`` ... ``"zL"``: the model p(z_L) p(z_{L-1}|z_L) ... p(x|z_1), the
+  guide bottom-up q(z_1|x) q(z_2|z_1) ..., every latent site inside the β scale in both.
+  The pieces below keep their meaning for z_1: ``posterior`` is q(z_1|x), ``decode`` maps
+  z_1, ``latent_dim`` is the size of z_1.
 
 ``model`` and ``guide`` are ordinary Pyro callables: pass them to ``pyro.infer.SVI``,
 ``Predictive`` or ``Importance``.
@@ -19,6 +24,7 @@ from pyro import poutine
 from torch import nn
 
 from ppvae.model.conditioning import LabelledInputs
+from ppvae.model.hierarchy import latent_sites
 from ppvae.spec.config import ModelSpec
 from ppvae.spec.plan import build_parts
 from ppvae.backends.pyro import conditioning
@@ -57,6 +63,9 @@ class VAE(nn.Module, LabelledInputs):
         The family of q(z|x) (registry kind ``"guide"``): called with the encoder's
         outputs ``(loc, scale[, extra])``, it returns the distribution of z. Defaults to
         the diagonal Normal. Kept as ``vae.guide_family`` (``vae.guide`` is the guide).
+    up, down : list of torch.nn.Module, optional
+        A hierarchical VAE's networks between consecutive layers (z_l, z_{l+1}): the
+        (loc, scale) of q(z_{l+1}|z_l) and of p(z_l|z_{l+1}). ``prior`` is then p(z_L).
 
     Examples
     --------
@@ -83,6 +92,8 @@ class VAE(nn.Module, LabelledInputs):
         num_classes: int = 0,
         label_layout: str = "flat",
         guide_family: nn.Module | None = None,
+        up=(),
+        down=(),
     ):
         super().__init__()
         self.prior = prior
@@ -99,6 +110,38 @@ class VAE(nn.Module, LabelledInputs):
         self.num_classes = int(num_classes)
         self.label_layout = label_layout
         self.beta = 1.0
+        if len(up) != len(down):
+            raise ValueError(
+                f"a hierarchical VAE needs one up and one down network per pair of layers, got {len(up)} and {len(down)}"
+            )
+        # Only a hierarchical VAE holds these: a one-layer VAE's state dict keeps its keys.
+        if up:
+            self.up = nn.ModuleList(up)
+            self.down = nn.ModuleList(down)
+        #: The latent sites, z_1 first: ``("z",)`` for one layer.
+        self.sites = latent_sites(len(up) + 1)
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the VAE has stochastic layers above z (sites ``"z1"`` ... ``"zL"``)."""
+        return len(self.sites) > 1
+
+    @staticmethod
+    def _layer(net: nn.Module, z: torch.Tensor) -> dist.Distribution:
+        loc, scale = net(z)[:2]
+        return dist.Normal(loc, scale).to_event(1)
+
+    def top_down(self, z_top: torch.Tensor, site=None) -> torch.Tensor:
+        """z_1 from a draw of the top layer: each layer below drawn from p(z_l|z_{l+1}).
+
+        ``site(name, distribution)`` draws a layer (``pyro.sample`` inside the model); by
+        default each distribution is sampled directly. The identity for one layer.
+        """
+        site = site or (lambda name, fn: fn.sample())
+        z = z_top
+        for i in reversed(range(len(self.sites) - 1)):
+            z = site(self.sites[i], self._layer(self.down[i], z))
+        return z
 
     # -- pieces (the label handling comes from LabelledInputs) ---------------------------------
     def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dist.Distribution:
@@ -129,9 +172,12 @@ class VAE(nn.Module, LabelledInputs):
             pyro.module("ppvae_prior", self.prior)
             if uses_encoder(self.prior):  # the VampPrior shares the encoder's weights
                 pyro.module("ppvae_encoder", self.encoder)
+            if self.hierarchical:
+                pyro.module("ppvae_down", self.down)
         with self._plate(x):
             with poutine.scale(scale=beta):
-                z = pyro.sample("z", prior_distribution(self.prior, self.encoder))
+                z = pyro.sample(self.sites[-1], prior_distribution(self.prior, self.encoder))
+                z = self.top_down(z, pyro.sample)
             pyro.sample("x", self.observation(z, y), obs=x)
         return z
 
@@ -145,18 +191,37 @@ class VAE(nn.Module, LabelledInputs):
             pyro.module("ppvae_encoder", self.encoder)
             if any(True for _ in self.guide_family.parameters()):
                 pyro.module("ppvae_guide", self.guide_family)
+            if self.hierarchical:
+                pyro.module("ppvae_up", self.up)
         with self._plate(x):
             q = self.posterior(x, y)
             with poutine.scale(scale=beta):
-                return pyro.sample("z", q)
+                z = first = pyro.sample(self.sites[0], q)
+                for i in range(len(self.sites) - 1):  # bottom-up: q(z_{l+1} | z_l)
+                    z = pyro.sample(self.sites[i + 1], self._layer(self.up[i], z))
+                return first
 
     # -- everyday uses -----------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Means of p(x|z) (p(x|z,y) for labels ``y`` of shape ``(n,)``) for ``n`` draws z ~ p(z)."""
+        """Means of p(x|z) (p(x|z,y) for labels ``y`` of shape ``(n,)``) for ``n`` draws z ~ p(z).
+
+        A hierarchical VAE draws ancestrally: z_L ~ p(z_L), ..., z_1 ~ p(z_1|z_2).
+        """
         self.check_labels(y)
         z = prior_distribution(self.prior, self.encoder).sample((n,))
-        return self.decode(z, y)
+        return self.decode(self.top_down(z), y)
+
+    @torch.no_grad()
+    def encode_layers(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's posterior (loc, scale), z_1 first; each layer above is taken at the loc of the one below."""
+        self.check_labels(y)
+        loc, scale = self.encoder(self.encoder_input(x, y))[:2]
+        out = [(loc, scale)]
+        for net in getattr(self, "up", ()):
+            loc, scale = net(loc)[:2]
+            out.append((loc, scale))
+        return out
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -203,4 +268,6 @@ def build_vae(
         num_classes=parts.num_classes,
         label_layout=parts.label_layout,
         guide_family=parts.guide_family,
+        up=parts.up,
+        down=parts.down,
     )

@@ -12,7 +12,9 @@ batch, otherwise the result is a bound on the whole batch's likelihood, not a su
 per-datapoint bounds (the pitfall behind Pyro issues 3104 and 2220 with ``RenyiELBO``).
 
 β is read off the traces, as the ratio of the ``"z"`` site's scale to the ``"x"`` site's
-scale; the guide's and the model's ``"z"`` must carry the same scale.
+scale; the guide's and the model's ``"z"`` must carry the same scale. A model with several
+latent sites (a hierarchical VAE's ``"z1"`` ... ``"zL"``) has every term summed over them,
+each carrying the same β.
 
 ``dreg`` has the IWAE bound's value but the doubly-reparameterized gradient (DReG): the
 guide's parameters get ``sum_k c_k * dlog w_k/dz_k * dz_k/dphi`` with log q evaluated at
@@ -36,13 +38,15 @@ import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
 from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal
 
 from ppvae.errors import UsageError
 from ppvae.inference import estimators
+from ppvae.model.hierarchy import analytic_sites, dreg_refusal
 from ppvae.backends.pyro.direct import direct_traces
 
-__all__ = ["Terms", "terms", "log_weights", "VAEObjective"]
+__all__ = ["Terms", "terms", "elbo_parts", "log_densities", "log_weights", "latent_site_names", "VAEObjective"]
 
 
 @dataclass
@@ -81,31 +85,78 @@ def _site_log_prob(site) -> torch.Tensor:
     return site["fn"].log_prob(site["value"])
 
 
+def latent_site_names(trace) -> list[str]:
+    """The latent sample sites of a trace, in the order they were sampled (``"x"`` and plates left out)."""
+    names = []
+    for name, site in trace.nodes.items():
+        if name == "x" or site.get("type", "sample") != "sample" or site.get("is_observed", False):
+            continue
+        if "type" in site and site_is_subsample(site):  # a plate's subsample site
+            continue
+        names.append(name)
+    return names
+
+
+def _latent_sites(model_tr, guide_tr) -> list[str]:
+    """The guide's latent sites, checked against the model's; the contract's error where one is missing."""
+    names = latent_site_names(guide_tr)
+    if "x" not in model_tr.nodes:
+        raise UsageError("the model/guide pair has no sample site 'x'; ppvae needs sites 'z' and 'x'")
+    if not names:
+        raise UsageError("the model/guide pair has no sample site 'z'; ppvae needs sites 'z' and 'x'")
+    missing = [n for n in names if n not in model_tr.nodes]
+    if missing:
+        raise UsageError(
+            f"the guide samples {missing[0]!r} but the model has no such site; name the latent sites alike"
+        )
+    return names
+
+
+def _beta(model_tr, guide_tr, names, data_scale):
+    """β of the latent sites: each site's scale over the data scale, the same in model and guide and for every site."""
+    betas = []
+    for name in names:
+        zm, zg = model_tr.nodes[name], guide_tr.nodes[name]
+        if not torch.is_tensor(zm["scale"]) and not torch.is_tensor(zg["scale"]) and zm["scale"] != zg["scale"]:
+            raise UsageError(
+                "the {!r} site has scale {} in the model but {} in the guide: wrap it in "
+                "poutine.scale(scale=beta) in both".format(name, zm["scale"], zg["scale"])
+            )
+        betas.append(zg["scale"] / data_scale)
+    if any(torch.is_tensor(b) for b in betas) or len(set(betas)) == 1:
+        return betas[0]
+    raise UsageError(
+        f"the latent sites {', '.join(names)} carry different β scales ({', '.join(str(b) for b in betas)}); "
+        "wrap every latent site in the same poutine.scale(scale=beta)"
+    )
+
+
 def _parts(model_tr, guide_tr, analytic_kl: bool):
     """Per-datapoint log p(x|z), KL part, log p(z) - log q(z|x), β and the data scale.
 
-    With ``analytic_kl`` and a closed-form KL, ``log p(z) - log q(z|x)`` is ``None``.
+    Summed over every latent site. With ``analytic_kl``, a site's KL is taken in closed form
+    where one exists and the orders of the two traces allow it
+    (:func:`ppvae.model.hierarchy.analytic_sites`), and sampled otherwise; ``log p(z) -
+    log q(z|x)`` is then ``None`` (it is computed only when used).
     """
-    try:
-        x_site, zm, zg = model_tr.nodes["x"], model_tr.nodes["z"], guide_tr.nodes["z"]
-    except KeyError as exc:  # a user's model without the contract's sites
-        raise UsageError(f"the model/guide pair has no sample site {exc}; ppvae needs sites 'z' and 'x'") from None
+    names = _latent_sites(model_tr, guide_tr)
+    x_site = model_tr.nodes["x"]
     data_scale = x_site["scale"]
-    if not torch.is_tensor(zm["scale"]) and not torch.is_tensor(zg["scale"]) and zm["scale"] != zg["scale"]:
-        raise UsageError(
-            "the 'z' site has scale {} in the model but {} in the guide: wrap it in "
-            "poutine.scale(scale=beta) in both".format(zm["scale"], zg["scale"])
-        )
-    beta = zg["scale"] / data_scale
+    beta = _beta(model_tr, guide_tr, names, data_scale)
     log_px = _site_log_prob(x_site)
-    if analytic_kl:
-        try:
-            # log p(z) - log q(z|x) is not needed then: None (it is computed only when used).
-            return log_px, kl_divergence(zg["fn"], zm["fn"]).expand_as(log_px), None, beta, float(data_scale)
-        except NotImplementedError:
-            pass  # no closed form: fall back to the sampled estimate
-    sampled_kl = _site_log_prob(zg) - _site_log_prob(zm)
-    return log_px, sampled_kl, -sampled_kl, beta, float(data_scale)
+    closed_form = analytic_sites(latent_site_names(model_tr), names) if analytic_kl else set()
+    kl, log_ratio = 0.0, 0.0
+    for name in names:
+        zm, zg = model_tr.nodes[name], guide_tr.nodes[name]
+        if name in closed_form:
+            try:
+                kl = kl + kl_divergence(zg["fn"], zm["fn"]).expand_as(log_px)
+                continue
+            except NotImplementedError:
+                pass  # no closed form: fall back to the sampled estimate
+        sampled = _site_log_prob(zg) - _site_log_prob(zm)
+        kl, log_ratio = kl + sampled, log_ratio - sampled
+    return log_px, kl, None if analytic_kl else log_ratio, beta, float(data_scale)
 
 
 def _factors(fn, what: str):
@@ -115,16 +166,22 @@ def _factors(fn, what: str):
     raise UsageError(estimators.free_bits_factor_refusal(what, type(fn).__name__))
 
 
-def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> torch.Tensor:
-    """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)``: closed form, else sampled."""
-    zg, zm = guide_tr.nodes["z"], model_tr.nodes["z"]
-    q, p = _factors(zg["fn"], "guide"), _factors(zm["fn"], "prior")
-    if analytic_kl:
-        try:
-            return kl_divergence(q, p).expand(zg["value"].shape)
-        except NotImplementedError:
-            pass
-    return q.log_prob(zg["value"]) - p.log_prob(zg["value"])
+def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> list[torch.Tensor]:
+    """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)`` per latent site: closed form, else sampled."""
+    names = _latent_sites(model_tr, guide_tr)
+    closed_form = analytic_sites(latent_site_names(model_tr), names) if analytic_kl else set()
+    out = []
+    for name in names:
+        zg, zm = guide_tr.nodes[name], model_tr.nodes[name]
+        q, p = _factors(zg["fn"], "guide"), _factors(zm["fn"], "prior")
+        if name in closed_form:
+            try:
+                out.append(kl_divergence(q, p).expand(zg["value"].shape))
+                continue
+            except NotImplementedError:
+                pass
+        out.append(q.log_prob(zg["value"]) - p.log_prob(zg["value"]))
+    return out
 
 
 def _refuse(fn, name: str) -> UsageError:
@@ -154,13 +211,16 @@ def _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta):
     the guide's parameters see ``z`` only, and a hook on ``z`` multiplies the gradient
     that reaches it by ``(1 - β) + β w~_k`` (known once the forward pass is done).
     """
-    zg = guide_tr.nodes["z"]
+    names = _latent_sites(model_tr, guide_tr)
+    if len(names) > 1:
+        raise UsageError(dreg_refusal(names))
+    zg = guide_tr.nodes[names[0]]
     fn, z = zg["fn"], zg["value"]
     if not fn.has_rsample:
         raise UsageError(f"estimator 'dreg' needs a reparameterized guide; {type(fn).__name__} has no rsample")
     q_stopped = _stopped(fn)
     log_w_stopped = _site_log_prob(model_tr.nodes["x"]) + beta * (
-        _site_log_prob(model_tr.nodes["z"]) - q_stopped.log_prob(z)
+        _site_log_prob(model_tr.nodes[names[0]]) - q_stopped.log_prob(z)
     )
     log_w_stopped = log_w_stopped.reshape(log_w.shape)
     w = torch.softmax(log_w.detach(), 0)
@@ -208,14 +268,48 @@ def terms(
         if estimator == "dreg":
             loss = _with_dreg_gradient(loss, log_w, model_tr, guide_tr, beta)
     elif free_bits:
-        per_dim = _kl_per_dimension(model_tr, guide_tr, entry.analytic_kl)
-        floored = per_dim.reshape(-1, per_dim.shape[-1]).mean(0).clamp(min=free_bits).sum()
+        floored = sum(
+            per_dim.reshape(-1, per_dim.shape[-1]).mean(0).clamp(min=free_bits).sum()
+            for per_dim in _kl_per_dimension(model_tr, guide_tr, entry.analytic_kl)
+        )
         loss = reconstruction + beta * floored
     else:
         loss = reconstruction + beta * kl_mean
     batch = loss.shape[0]
     beta_t = torch.as_tensor(beta, dtype=loss.dtype, device=loss.device)
     return Terms(loss.mean(), reconstruction.mean(), kl_mean.mean(), beta_t, data_scale, batch)
+
+
+def elbo_parts(model, guide, *args, num_particles: int = 1, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-datapoint ``(log p(x|z), KL)`` of one draw (of each of ``num_particles``), summed over every latent site.
+
+    Each site's KL is in closed form where :func:`terms`' ``meanfield`` takes it so, and
+    sampled otherwise; both are unscaled by the plate, shape ``(B,)``, or ``(K, B)`` for
+    K > 1 particles.
+    """
+    model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
+    log_px, kl, _, _, _ = _parts(model_tr, guide_tr, analytic_kl=True)
+    return log_px, kl
+
+
+def log_densities(model, guide, *args, num_particles: int, **kwargs) -> dict[str, torch.Tensor]:
+    """The log densities of ``num_particles`` draws per datapoint, each ``(K, B)``, and the first latent site's draws.
+
+    ``log_lik`` is log p(x|z), ``log_prior`` the model's log density of every latent site at
+    the draw (log p(z_L) + ... + log p(z_1|z_2) for a hierarchical VAE), ``log_q`` the
+    guide's, and ``z`` the draws of the guide's first latent site, ``(K, B, Z)``.
+    """
+    model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
+    names = _latent_sites(model_tr, guide_tr)
+    out = {
+        "log_lik": _site_log_prob(model_tr.nodes["x"]),
+        "log_prior": sum(_site_log_prob(model_tr.nodes[n]) for n in names),
+        "log_q": sum(_site_log_prob(guide_tr.nodes[n]) for n in names),
+        "z": guide_tr.nodes[names[0]]["value"],
+    }
+    if num_particles == 1:
+        out = {k: v[None] for k, v in out.items()}
+    return out
 
 
 def log_weights(model, guide, *args, num_particles: int, **kwargs) -> torch.Tensor:

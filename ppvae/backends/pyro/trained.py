@@ -14,6 +14,7 @@ from ppvae.data import Dataset
 from ppvae.errors import CheckpointError
 from ppvae.inference.metrics import evaluation_summary
 from ppvae.backends.pyro import checkpoint
+from ppvae.backends.pyro.objectives import log_densities
 from ppvae.backends.pyro.evaluation import elbo_terms, exact_log_px, log_px_iwae
 from ppvae.backends.pyro.model import VAE, build_vae
 from ppvae.model.priors import prior_distribution
@@ -98,6 +99,15 @@ class TrainedVAE:
         loc, scale = self._map(encoder, x, self._labels(y, len(x)))[:2]
         return loc, scale
 
+    def encode_layers(self, x: np.ndarray, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every latent layer's posterior (loc, scale), z_1 first (one pair for a one-layer VAE)."""
+
+        def layers(xb, yb=None):
+            return tuple(t for pair in self.vae.encode_layers(xb, yb) for t in pair)
+
+        flat = self._map(layers, x, self._labels(y, len(x)))
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
     def decode(self, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
         """Mean of p(x|z) (p(x|z,y) when conditional) for latents ``z`` of shape ``(n, latent_dim)``."""
         return self._map(self.vae.decode, z, self._labels(y, len(z)))[0]
@@ -168,6 +178,8 @@ class TrainedVAE:
         xt, yt = self._tensor(x), self._labels(y, len(x))
         devices = [self.device] if self.device.type == "cuda" else []
         outs: dict[str, list] = {"z": [], "log_lik": [], "log_prior": [], "log_q": [], "x_mean": []}
+        if self.vae.hierarchical:
+            return self._layered_draws(xt, num_draws, seed, predictive_draws, x.shape)
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             q = self.vae.posterior(xt, yt)
@@ -184,6 +196,24 @@ class TrainedVAE:
                     outs["x_mean"].append(self.vae.likelihood.mean(out)[: predictive_draws - start])
         result = {k: torch.cat(v).cpu().numpy() for k, v in outs.items() if v}
         result.setdefault("x_mean", np.zeros((0, *x.shape), np.float32))
+        return result
+
+    def _layered_draws(self, xt, num_draws: int, seed: int, predictive_draws: int, shape) -> dict:
+        """:meth:`draws` of a hierarchical VAE: z is z_1's draw, the densities those of all layers together."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        outs: dict[str, list] = {"z": [], "log_lik": [], "log_prior": [], "log_q": [], "x_mean": []}
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            per_chunk = max(1, (2**20) // max(1, xt[0].numel() * len(xt)))
+            for start in range(0, num_draws, per_chunk):
+                d = log_densities(self.vae.model, self.vae.guide, xt, num_particles=min(per_chunk, num_draws - start))
+                for key in ("z", "log_lik", "log_prior", "log_q"):
+                    outs[key].append(d[key])
+                if start < predictive_draws:
+                    z = d["z"][: predictive_draws - start]
+                    outs["x_mean"].append(self.vae.likelihood.mean(self.vae.decoder(z)))
+        result = {k: torch.cat(v).cpu().numpy() for k, v in outs.items() if v}
+        result.setdefault("x_mean", np.zeros((0, *shape), np.float32))
         return result
 
     def per_point_log_px(
