@@ -163,15 +163,12 @@ def dreg_refusal(sites) -> str:
 def training_refusal(spec, elbo: str, backend: str) -> str | None:
     """Why a hierarchical ``spec`` cannot be trained with ``elbo`` on ``backend``, or ``None``.
 
-    Checked with the rest of a configuration, before any run folder is written.
+    Checked with the rest of a configuration, before any run folder is written. Both
+    backends train hierarchical VAEs; ``backend`` stays in the signature for refusals that
+    hold on one of them only.
     """
     if not spec.latent_layers:
         return None
-    if backend == "numpyro":
-        return (
-            "model.latent_layers (a hierarchical VAE) runs on the pyro backend so far; "
-            "train it with --backend pyro, or drop model.latent_layers"
-        )
     if elbo == "dreg":
         return dreg_refusal(latent_sites(1 + len(spec.latent_layers)))
     return None

@@ -4,9 +4,13 @@ The Equinox networks mirror the PyTorch ones name for name, so a Pyro state dict
 onto the JAX params mechanically; two layouts differ and are converted: a convolution's
 bias is ``(C, 1, 1)`` in Equinox, and a transposed convolution's kernel is stored
 ``(out, in, kh, kw)`` and flipped in space relative to PyTorch's ``(in, out, kh, kw)``.
+A hierarchical VAE's networks between layers, parts ``"up<l>"`` / ``"down<l>"`` here, are
+entries ``l - 1`` of the Pyro VAE's ``up`` / ``down`` module lists.
 """
 
 from __future__ import annotations
+
+import re
 
 import equinox as eqx
 import jax
@@ -20,10 +24,19 @@ from ppvae.backends.numpyro.model import VAE, initial_params
 # NumPyro part name -> attribute of the Pyro VAE, where they differ: the Pyro VAE's
 # ``guide`` is its guide method, so the guide family lives in ``guide_family``.
 _TORCH_PART = {"guide": "guide_family"}
+#: ``up1``, ``down2``, ...: a network between layers, numbered from 1 here and from 0 in torch's list.
+_LAYER_PART = re.compile(r"^(up|down)([1-9][0-9]*)$")
+
+
+def _torch_part(part: str) -> str:
+    layer = _LAYER_PART.match(part)
+    if layer:
+        return f"{layer.group(1)}.{int(layer.group(2)) - 1}"
+    return _TORCH_PART.get(part, part)
 
 
 def _torch_name(part: str, path, module=None) -> str:
-    names = [_TORCH_PART.get(part, part)]
+    names = [_torch_part(part)]
     obj = module
     for entry in path:
         if isinstance(entry, jax.tree_util.GetAttrKey):

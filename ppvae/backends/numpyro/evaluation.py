@@ -19,7 +19,7 @@ from ppvae.backends.numpyro.model import VAE
 from ppvae.model import linear_gaussian
 from ppvae.model.linear_gaussian import is_linear_gaussian
 from ppvae.model.priors import prior_distribution
-from ppvae.backends.numpyro.objectives import log_weights
+from ppvae.backends.numpyro.objectives import elbo_parts, log_weights
 
 # Bound on the largest per-chunk tensor (chunk, batch, features), as in the Pyro backend.
 MAX_ELEMENTS = 2**20
@@ -33,7 +33,22 @@ class Evaluator:
         self._terms = jax.jit(self._elbo_terms)
         self._log_px_batch = jax.jit(self._log_px_batch_fn, static_argnums=(3, 4))
 
+    def _layered_terms(self, params, key, x):
+        """:meth:`_elbo_terms` of a hierarchical VAE, from the traces, summed over the layers.
+
+        The KL per dimension has no single meaning across layers (NaN), and the codes are z_1's.
+        """
+        model = handlers.substitute(self.vae.model, data=params)
+        guide = handlers.substitute(self.vae.guide, data=params)
+        log_px, kl, by_site = elbo_parts(model, guide, key, x, 1.0)
+        modules = self.vae.with_params(params)
+        loc = modules["encoder"](self.vae.encoder_input(x, None))[0]
+        above = {site: layer_loc for site, (layer_loc, _) in zip(self.vae.sites[1:], self.vae.bottom_up(modules, loc))}
+        return -log_px, kl, jnp.full(loc.shape, jnp.nan), loc, by_site, above
+
     def _elbo_terms(self, params, key, x, y=None):
+        if self.vae.hierarchical:  # no conditional hierarchical VAE: plan_layers refuses it
+            return self._layered_terms(params, key, x)
         m = self.vae.with_params(params)
         q_z = self.vae.posterior(m, x, y)
         p = prior_distribution(m["prior"], m["encoder"])
@@ -77,14 +92,21 @@ class Evaluator:
     def elbo_terms(self, params, x: jax.Array, key, batch_size: int = 500, y=None) -> dict[str, np.ndarray]:
         """Per-datapoint reconstruction (one draw), KL (analytic where it exists), KL per dim, loc.
 
-        ``y``: the labels of a conditional VAE.
+        ``y``: the labels of a conditional VAE. A hierarchical VAE adds ``kl_sites`` (each
+        latent site's part of the KL) and ``loc_sites`` (the codes of the layers above z_1).
         """
         outs = []
         for i, start in enumerate(range(0, x.shape[0], batch_size)):
             yb = None if y is None else y[start : start + batch_size]
             outs.append(self._terms(params, jax.random.fold_in(key, i), x[start : start + batch_size], yb))
         rec, kl, per_dim, loc = (np.concatenate([np.asarray(o[j], dtype=np.float64) for o in outs]) for j in range(4))
-        return {"reconstruction": rec, "kl": kl, "kl_per_dim": per_dim, "loc": loc}
+        terms = {"reconstruction": rec, "kl": kl, "kl_per_dim": per_dim, "loc": loc}
+        if self.vae.hierarchical:  # each layer's KL, and the codes of the layers above z_1
+            terms["kl_sites"] = {s: np.concatenate([np.asarray(o[4][s], np.float64) for o in outs]) for s in outs[0][4]}
+            terms["loc_sites"] = {
+                s: np.concatenate([np.asarray(o[5][s], np.float64) for o in outs]) for s in outs[0][5]
+            }
+        return terms
 
     def log_px(
         self,
@@ -114,10 +136,13 @@ class Evaluator:
 def exact_log_px(vae: VAE, params, x, y=None) -> np.ndarray | None:
     """Exact log p(x) (log p(x|y) when conditional) for the linear-Gaussian model, else ``None``.
 
-    See :mod:`ppvae.model.linear_gaussian`.
+    See :mod:`ppvae.model.linear_gaussian`. A hierarchical VAE gets ``None``: the formula is
+    the one-layer model's, and p(z_1|z_2) need not be linear-Gaussian.
     """
     from ppvae.backends.numpyro.nets import LinearDecoder
 
+    if vae.hierarchical:
+        return None
     m = vae.with_params(params)
     if not (isinstance(m["decoder"], LinearDecoder) and is_linear_gaussian(m["prior"], m["likelihood"])):
         return None

@@ -26,6 +26,7 @@ import optax
 
 from ppvae.backends.numpyro.evaluation import MAX_ELEMENTS
 from ppvae.backends.numpyro.guides import require_diagonal
+from ppvae.errors import UsageError
 from ppvae.model.priors import prior_distribution
 
 __all__ = ["local_gaps"]
@@ -190,6 +191,11 @@ def local_gaps(
         the optimization has levelled off. ``"mean"``: the averages over points of the
         per-point entries. Values are float64 numpy arrays (computed in float32).
     """
+    if vae.hierarchical:  # written for the one site "z": a hierarchical VAE's z1 alone is not its posterior
+        raise UsageError(
+            f"the inference gaps optimize one latent site per point; this VAE has {len(vae.sites)} "
+            f"({', '.join(vae.sites)})"
+        )
     if log_px_from not in LOG_PX_CHOICES:
         raise ValueError(f"log_px_from must be one of {', '.join(LOG_PX_CHOICES)}, got {log_px_from!r}")
     # q* is a diagonal Normal: against a richer amortized family the two gaps lose their meaning.

@@ -4,6 +4,12 @@ Sites ``"z"`` and ``"x"`` sit in one plate ``"data"`` sized to the full dataset;
 ``handlers.scale(scale=beta)`` wraps ``"z"`` in both the model and the guide. The networks
 and components are Equinox modules registered with ``eqx_module``, so their arrays are
 NumPyro params that ``numpyro.infer.SVI`` (or ppvae's trainer) optimizes.
+
+With stochastic layers above z (``model.latent_layers``, :mod:`ppvae.model.hierarchy`) the
+sites are ``"z1"`` ... ``"zL"`` as in the Pyro backend: the model p(z_L) p(z_{L-1}|z_L) ...
+p(x|z_1), the guide bottom-up q(z_1|x) q(z_2|z_1) ..., every latent site inside the β scale
+in both. The networks between layers are parts ``"up1"``, ``"down1"``, ... (params
+``"up1$params"`` ...); a one-layer VAE has none, so its params dict is unchanged.
 """
 
 from __future__ import annotations
@@ -12,14 +18,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpyro
+import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.contrib.module import eqx_module
 from numpyro.primitives import Messenger
 
 from ppvae.model.conditioning import LabelledInputs
 from ppvae.spec.config import ModelSpec
-from ppvae.errors import UsageError
-from ppvae.model.hierarchy import training_refusal
+from ppvae.model.hierarchy import latent_sites
 from ppvae.spec.plan import build_parts
 from ppvae.backends.numpyro import conditioning
 from ppvae.backends.numpyro.guides import DiagonalGuide
@@ -72,6 +78,10 @@ class VAE(LabelledInputs):
         The family of q(z|x) (registry kind ``"guide"``), called with the encoder's outputs
         ``(loc, scale[, extra])``; default the diagonal Normal. Its part name is
         ``"guide"``, so a family with weights has params ``"guide$params"``.
+    up, down : sequence of equinox.Module, optional
+        A hierarchical VAE's networks between consecutive layers (z_l, z_{l+1}): the
+        (loc, scale) of q(z_{l+1}|z_l) and of p(z_l|z_{l+1}), parts ``"up<l>"`` and
+        ``"down<l>"``. ``prior`` is then p(z_L).
     """
 
     labels = conditioning
@@ -88,7 +98,13 @@ class VAE(LabelledInputs):
         num_classes=0,
         label_layout="flat",
         guide_family=None,
+        up=(),
+        down=(),
     ):
+        if len(up) != len(down):
+            raise ValueError(
+                f"a hierarchical VAE needs one up and one down network per pair of layers, got {len(up)} and {len(down)}"
+            )
         self.modules = {
             "prior": prior,
             "likelihood": likelihood,
@@ -96,11 +112,47 @@ class VAE(LabelledInputs):
             "decoder": decoder,
             "guide": DiagonalGuide(latent_dim) if guide_family is None else guide_family,
         }
+        # Only a hierarchical VAE holds these: a one-layer VAE's params keep their names.
+        for i, (net_up, net_down) in enumerate(zip(up, down), start=1):
+            self.modules[f"up{i}"], self.modules[f"down{i}"] = net_up, net_down
+        #: The latent sites, z_1 first: ``("z",)`` for one layer.
+        self.sites = latent_sites(len(up) + 1)
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
         self.dataset_size = dataset_size
         self.num_classes = int(num_classes)
         self.label_layout = label_layout
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the VAE has stochastic layers above z (sites ``"z1"`` ... ``"zL"``)."""
+        return len(self.sites) > 1
+
+    @staticmethod
+    def layer(net, z):
+        """The diagonal Normal of a layer given the one next to it: ``net``'s (loc, scale) at ``z``."""
+        loc, scale = net(z)[:2]
+        return dist.Normal(loc, scale).to_event(1)
+
+    def top_down(self, modules: dict, z_top, site):
+        """z_1 from a draw of the top layer: each layer below drawn by ``site(i, distribution)``.
+
+        ``i`` is the layer's index in :attr:`sites` (0 for z_1); ``modules`` holds the
+        ``"down<l>"`` networks (registered parts or ``with_params(params)``). The identity
+        for one layer.
+        """
+        z = z_top
+        for i in reversed(range(len(self.sites) - 1)):
+            z = site(i, self.layer(modules[f"down{i + 1}"], z))
+        return z
+
+    def bottom_up(self, modules: dict, loc):
+        """Every layer's (loc, scale) above z_1, each q(z_{l+1}|z_l) taken at the loc of the layer below."""
+        out = []
+        for i in range(1, len(self.sites)):
+            loc, scale = modules[f"up{i}"](loc)[:2]
+            out.append((loc, scale))
+        return out
 
     # -- registration -------------------------------------------------------------------
     def _part(self, name: str):
@@ -128,40 +180,57 @@ class VAE(LabelledInputs):
             return numpyro.plate("data", size, subsample_size=batch, dim=-1)
 
     # -- the probabilistic program ----------------------------------------------------------------
+    def _parts_named(self, prefix: str) -> dict:
+        return {name: self._part(name) for name in self.modules if name.startswith(prefix)}
+
     def model(self, x, beta=1.0, *, y=None):
-        """p(z) p(x|z) (p(x|z,y) given labels ``y`` when conditional), β around ``"z"``."""
+        """p(z) p(x|z) (p(x|z,y) given labels ``y`` when conditional), β around ``"z"``.
+
+        A hierarchical VAE: p(z_L) ... p(z_1|z_2) p(x|z_1), β around every latent site.
+        """
         self.check_labels(y)
         prior, likelihood, decoder = self._part("prior"), self._part("likelihood"), self._part("decoder")
         # The VampPrior shares the encoder's weights: the model registers them too.
         encoder = self._part("encoder") if uses_encoder(prior) else None
+        down = self._parts_named("down")
         with self._plate(x):
             with handlers.scale(scale=beta):
-                z = numpyro.sample("z", prior_distribution(prior, encoder))
+                z = numpyro.sample(self.sites[-1], prior_distribution(prior, encoder))
+                z = self.top_down(down, z, lambda i, fn: numpyro.sample(self.sites[i], fn))
             numpyro.sample("x", likelihood(decoder(self.decoder_input(z, y))), obs=x)
         return z
 
     def guide(self, x, beta=1.0, *, y=None):
-        """q(z|x) (q(z|x,y) when conditional): the amortized encoder, β around ``"z"`` as in the model."""
+        """q(z|x) (q(z|x,y) when conditional): the amortized encoder, β around ``"z"`` as in the model.
+
+        A hierarchical VAE: q(z_1|x) q(z_2|z_1) ..., β around every latent site; returns z_1.
+        """
         self.check_labels(y)
         encoder, family = self._part("encoder"), self._part("guide")
+        up = self._parts_named("up")
         with self._plate(x):
             q = family(*encoder(self.encoder_input(x, y)))
             with handlers.scale(scale=beta):
-                return numpyro.sample("z", q)
+                z = first = numpyro.sample(self.sites[0], q)
+                for i in range(1, len(self.sites)):  # bottom-up: q(z_{l+1} | z_l)
+                    z = numpyro.sample(self.sites[i], self.layer(up[f"up{i}"], z))
+                return first
 
 
 def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None) -> VAE:
     """Build a :class:`VAE` from a spec (see :func:`ppvae.spec.plan.build_parts`); ``key`` seeds the initial weights.
 
-    A conditional spec gets the same enlarged networks as in the Pyro backend.
+    A conditional spec gets the same enlarged networks as in the Pyro backend; a
+    hierarchical one (``spec.latent_layers``) gets the networks ``"up<l>"`` and ``"down<l>"``
+    between its layers.
     """
-    if spec.latent_layers:  # a Config refuses this earlier; a ModelSpec built by hand gets here
-        raise UsageError(training_refusal(spec, "meanfield", BACKEND))
     keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
     # The guide family's key is folded in rather than split off: the other parts keep the
     # initial weights they had before guide families existed.
     keys["guide"] = jax.random.fold_in(key, len(PARTS))
-    parts = build_parts(spec, event_shape, BACKEND, lambda part: {"key": keys[part]})
+    parts = build_parts(
+        spec, event_shape, BACKEND, lambda part: {"key": keys[part] if part in keys else _layer_key(key, part)}
+    )
     return VAE(
         parts.prior,
         parts.likelihood,
@@ -173,7 +242,21 @@ def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None
         num_classes=parts.num_classes,
         label_layout=parts.label_layout,
         guide_family=parts.guide_family,
+        up=parts.up,
+        down=parts.down,
     )
+
+
+def _layer_key(key, part: str):
+    """The key of a network between layers (``"up<l>"`` / ``"down<l>"``), folded in from ``key``.
+
+    Folded in, like the guide family's, rather than split off: the other parts keep the
+    initial weights they have in a one-layer VAE. ``up`` and ``down`` fold in indices past
+    the guide's, then the layer's number.
+    """
+    kind, layer = ("up", part[2:]) if part.startswith("up") else ("down", part[4:])
+    branch = len(PARTS) + (1 if kind == "up" else 2)
+    return jax.random.fold_in(jax.random.fold_in(key, branch), int(layer))
 
 
 def initial_params(vae: VAE) -> dict:

@@ -3,7 +3,10 @@
 
 The same mathematics as :mod:`ppvae.backends.pyro.objectives`: one guide trace, the model
 replayed on it, every term formed per datapoint (``(K, B)``) before the dataset scale is
-applied, β read off the ``"z"`` site's scale relative to the ``"x"`` site's.
+applied, β read off the ``"z"`` site's scale relative to the ``"x"`` site's. A model with
+several latent sites (a hierarchical VAE's ``"z1"`` ... ``"zL"``) has every term summed over
+them, each carrying the same β, a site's KL in closed form only where
+:func:`ppvae.model.hierarchy.analytic_sites` allows it.
 
 ``dreg`` is the IWAE bound with the doubly-reparameterized gradient, as in the Pyro backend
 (see there for the formula). JAX has no gradient hooks, so the weights ``(1 - β) + β w~_k``
@@ -16,6 +19,8 @@ subexpressions): a compiled DReG step costs what an IWAE step costs.
 from __future__ import annotations
 
 import math
+import operator
+from functools import reduce
 from typing import NamedTuple
 
 import jax
@@ -29,6 +34,19 @@ from numpyro.primitives import Messenger
 
 from ppvae.errors import UsageError
 from ppvae.inference import estimators
+from ppvae.model.hierarchy import analytic_sites, dreg_refusal
+
+__all__ = [
+    "Terms",
+    "LossKeys",
+    "loss_keys",
+    "terms",
+    "elbo_parts",
+    "log_densities",
+    "log_weights",
+    "latent_site_names",
+    "VAEObjective",
+]
 
 
 class Terms(NamedTuple):
@@ -130,37 +148,106 @@ def _site_log_prob(site) -> jax.Array:
     return fn.log_prob(value)
 
 
-def _parts(model_tr, guide_tr, analytic_kl: bool):
-    try:
-        x_site, zm, zg = model_tr["x"], model_tr["z"], guide_tr["z"]
-    except KeyError as exc:
-        raise UsageError(f"the model/guide pair has no sample site {exc}; ppvae needs sites 'z' and 'x'") from None
-    data_scale = 1.0 if x_site["scale"] is None else x_site["scale"]
-    z_scale = 1.0 if zg["scale"] is None else zg["scale"]
-    zm_scale = 1.0 if zm["scale"] is None else zm["scale"]
-    if isinstance(z_scale, float) and isinstance(zm_scale, float) and z_scale != zm_scale:
+def latent_site_names(trace) -> list[str]:
+    """The sample sites of a trace other than ``"x"``, in the order they were sampled (plates and params left out).
+
+    Of a guide's trace, these are the latent sites. A site conditioned on a value
+    (``handlers.condition``, as when two backends are compared on one draw of z) is
+    observed in the trace but stays a latent site of the objective.
+    """
+    return [name for name, site in trace.items() if name != "x" and site.get("type") == "sample"]
+
+
+def _model_order(model_tr, names) -> list[str]:
+    """The order in which the model samples the latent sites ``names`` (its other sites are data)."""
+    return [name for name in latent_site_names(model_tr) if name in names]
+
+
+def _latent_sites(model_tr, guide_tr) -> list[str]:
+    """The guide's latent sites, checked against the model's; the contract's error where one is missing."""
+    names = latent_site_names(guide_tr)
+    if "x" not in model_tr:
+        raise UsageError("the model/guide pair has no sample site 'x'; ppvae needs sites 'z' and 'x'")
+    if not names:
+        raise UsageError("the model/guide pair has no sample site 'z'; ppvae needs sites 'z' and 'x'")
+    missing = [n for n in names if n not in model_tr]
+    if missing:
         raise UsageError(
-            f"the 'z' site has scale {zm_scale} in the model but {z_scale} in the guide: "
-            "wrap it in handlers.scale(scale=beta) in both"
+            f"the guide samples {missing[0]!r} but the model has no such site; name the latent sites alike"
         )
-    beta = z_scale / data_scale
-    log_px = _site_log_prob(x_site)
-    log_pz = zm["fn"].log_prob(zm["value"])
+    return names
+
+
+def _scale(site):
+    return 1.0 if site["scale"] is None else site["scale"]
+
+
+def _beta(model_tr, guide_tr, names, data_scale):
+    """β of the latent sites: each site's scale over the data scale, the same in model and guide and for every site.
+
+    Scales known only while tracing (a β passed into a compiled function) cannot be
+    compared; plain numbers are.
+    """
+    betas = []
+    for name in names:
+        z_scale, zm_scale = _scale(guide_tr[name]), _scale(model_tr[name])
+        if isinstance(z_scale, float) and isinstance(zm_scale, float) and z_scale != zm_scale:
+            raise UsageError(
+                f"the {name!r} site has scale {zm_scale} in the model but {z_scale} in the guide: "
+                "wrap it in handlers.scale(scale=beta) in both"
+            )
+        betas.append(z_scale / data_scale)
+    if not all(isinstance(b, float) for b in betas) or len(set(betas)) == 1:
+        return betas[0]
+    raise UsageError(
+        f"the latent sites {', '.join(names)} carry different β scales ({', '.join(str(b) for b in betas)}); "
+        "wrap every latent site in the same handlers.scale(scale=beta)"
+    )
+
+
+def _total(values):
+    """The sum of a non-empty list, starting from its first element: one site's term is that term, bit for bit."""
+    return reduce(operator.add, values)
+
+
+def _guide_log_prob(site) -> jax.Array:
     # A flow guide (guide "iaf") records its intermediates when sampling: scoring with them
     # needs no inversion of the flow.
-    log_qz = (
-        zg["fn"].log_prob(zg["value"], zg["intermediates"])
-        if zg.get("intermediates")
-        else zg["fn"].log_prob(zg["value"])
-    )
-    sampled_kl = log_qz - log_pz
-    kl = sampled_kl
-    if analytic_kl:
-        try:
-            kl = jnp.broadcast_to(kl_divergence(zg["fn"], zm["fn"]), log_px.shape)
-        except NotImplementedError:
-            kl = sampled_kl  # no closed form: the sampled estimate
-    return log_px, kl, -sampled_kl, beta, data_scale
+    if site.get("intermediates"):
+        return site["fn"].log_prob(site["value"], site["intermediates"])
+    return site["fn"].log_prob(site["value"])
+
+
+def _parts(model_tr, guide_tr, analytic_kl: bool, by_site: dict | None = None):
+    """Per-datapoint log p(x|z), KL part, log p(z) - log q(z|x), β and the data scale.
+
+    Summed over every latent site. With ``analytic_kl``, a site's KL is taken in closed form
+    where one exists and the orders of the two traces allow it
+    (:func:`ppvae.model.hierarchy.analytic_sites`), and sampled otherwise; the third value
+    is always the sampled log-ratio. ``by_site``, a dict, receives each latent site's part of
+    the KL.
+    """
+    names = _latent_sites(model_tr, guide_tr)
+    x_site = model_tr["x"]
+    data_scale = _scale(x_site)
+    beta = _beta(model_tr, guide_tr, names, data_scale)
+    log_px = _site_log_prob(x_site)
+    closed_form = analytic_sites(_model_order(model_tr, names), names) if analytic_kl else set()
+    kls, sampled = [], []
+    for name in names:
+        zm, zg = model_tr[name], guide_tr[name]
+        sampled_kl = _guide_log_prob(zg) - zm["fn"].log_prob(zm["value"])
+        sampled.append(sampled_kl)
+        kl = sampled_kl
+        if name in closed_form:
+            try:
+                kl = jnp.broadcast_to(kl_divergence(zg["fn"], zm["fn"]), log_px.shape)
+            except NotImplementedError:
+                pass  # no closed form: the sampled estimate
+        kls.append(kl)
+        if by_site is not None:
+            by_site[name] = kl
+    return log_px, _total(kls), -_total(sampled), beta, data_scale
 
 
 def _factors(fn, what: str):
@@ -170,16 +257,22 @@ def _factors(fn, what: str):
     raise UsageError(estimators.free_bits_factor_refusal(what, type(fn).__name__))
 
 
-def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> jax.Array:
-    """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)``: closed form, else sampled."""
-    zg, zm = guide_tr["z"], model_tr["z"]
-    q, p = _factors(zg["fn"], "guide"), _factors(zm["fn"], "prior")
-    if analytic_kl:
-        try:
-            return jnp.broadcast_to(kl_divergence(q, p), jnp.shape(zg["value"]))
-        except NotImplementedError:
-            pass
-    return q.log_prob(zg["value"]) - p.log_prob(zg["value"])
+def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> list[jax.Array]:
+    """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)`` per latent site: closed form, else sampled."""
+    names = _latent_sites(model_tr, guide_tr)
+    closed_form = analytic_sites(_model_order(model_tr, names), names) if analytic_kl else set()
+    out = []
+    for name in names:
+        zg, zm = guide_tr[name], model_tr[name]
+        q, p = _factors(zg["fn"], "guide"), _factors(zm["fn"], "prior")
+        if name in closed_form:
+            try:
+                out.append(jnp.broadcast_to(kl_divergence(q, p), jnp.shape(zg["value"])))
+                continue
+            except NotImplementedError:
+                pass
+        out.append(q.log_prob(zg["value"]) - p.log_prob(zg["value"]))
+    return out
 
 
 @jax.custom_vjp
@@ -227,18 +320,22 @@ def _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles
     log q at stopped guide parameters: the model's parameters get the IWAE gradient, the
     guide's parameters (reached through ``z`` only) the DReG one.
     """
-    zg = guide_tr["z"]
+    names = latent_site_names(guide_tr)
+    if len(names) > 1:
+        raise UsageError(dreg_refusal(names))
+    site = names[0]
+    zg = guide_tr[site]
     fn, z = zg["fn"], zg["value"]
     if not fn.has_rsample:
         raise UsageError(f"estimator 'dreg' needs a reparameterized guide; {type(fn).__name__} has no rsample")
-    q_stopped = _stopped(fn)
+    q_stopped = _stopped(fn, site)
     w = jax.nn.softmax(jax.lax.stop_gradient(log_w), axis=0)
     coef = ((1.0 - beta) + beta * w).reshape(fn.batch_shape + (1,) * len(fn.event_shape))
     z_scaled = _scale_gradient(z, jax.lax.stop_gradient(coef))
-    replay_tr = {**guide_tr, "z": {**zg, "value": z_scaled}}
+    replay_tr = {**guide_tr, site: {**zg, "value": z_scaled}}
     model_key = (rng_key if isinstance(rng_key, LossKeys) else loss_keys(rng_key)).model  # the first replay's
     model_tr = _replayed(model, model_key, replay_tr, args, kwargs, num_particles)
-    x_site, zm = model_tr["x"], model_tr["z"]
+    x_site, zm = model_tr["x"], model_tr[site]
     log_w_stopped = _site_log_prob(x_site) + beta * (zm["fn"].log_prob(z_scaled) - q_stopped.log_prob(z_scaled))
     surrogate = -(w * log_w_stopped.reshape(log_w.shape)).sum(0)
     # The value stays the IWAE bound exactly: surrogate - stop(surrogate) is 0.
@@ -274,15 +371,52 @@ def terms(
         loss = -(jax.scipy.special.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
         if estimator == "dreg":
             loss = _with_dreg_gradient(loss, log_w, model, rng_key, args, kwargs, num_particles, guide_tr, beta)
-    elif free_bits:
-        per_dim = _kl_per_dimension(model_tr, guide_tr, entry.analytic_kl)
-        floored = jnp.maximum(per_dim.reshape(-1, per_dim.shape[-1]).mean(0), free_bits).sum()
+    elif free_bits:  # each site's dimensions floored, summed over the sites
+        floored = _total(
+            [
+                jnp.maximum(per_dim.reshape(-1, per_dim.shape[-1]).mean(0), free_bits).sum()
+                for per_dim in _kl_per_dimension(model_tr, guide_tr, entry.analytic_kl)
+            ]
+        )
         loss = reconstruction + beta * floored
     else:
         loss = reconstruction + beta * kl_mean
     return Terms(
         loss.mean(), reconstruction.mean(), kl_mean.mean(), jnp.asarray(beta, loss.dtype), data_scale, loss.shape[0]
     )
+
+
+def elbo_parts(model, guide, rng_key, *args, num_particles: int = 1, **kwargs) -> tuple[jax.Array, jax.Array, dict]:
+    """Per-datapoint ``(log p(x|z), KL, KL by latent site)`` of one draw (of each of ``num_particles``).
+
+    The KL is summed over every latent site; each site's is in closed form where
+    :func:`terms`' ``meanfield`` takes it so, and sampled otherwise. All are unscaled by the
+    plate, shape ``(B,)``, or ``(K, B)`` for K > 1 particles.
+    """
+    model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
+    by_site: dict = {}
+    log_px, kl, _, _, _ = _parts(model_tr, guide_tr, analytic_kl=True, by_site=by_site)
+    return log_px, kl, by_site
+
+
+def log_densities(model, guide, rng_key, *args, num_particles: int, **kwargs) -> dict[str, jax.Array]:
+    """The log densities of ``num_particles`` draws per datapoint, each ``(K, B)``, and the first latent site's draws.
+
+    ``log_lik`` is log p(x|z), ``log_prior`` the model's log density of every latent site at
+    the draw (log p(z_L) + ... + log p(z_1|z_2) for a hierarchical VAE), ``log_q`` the
+    guide's, and ``z`` the draws of the guide's first latent site, ``(K, B, Z)``.
+    """
+    model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
+    names = _latent_sites(model_tr, guide_tr)
+    out = {
+        "log_lik": _site_log_prob(model_tr["x"]),
+        "log_prior": _total([model_tr[n]["fn"].log_prob(model_tr[n]["value"]) for n in names]),
+        "log_q": _total([_guide_log_prob(guide_tr[n]) for n in names]),
+        "z": guide_tr[names[0]]["value"],
+    }
+    if num_particles == 1:
+        out = {k: v[None] for k, v in out.items()}
+    return out
 
 
 def log_weights(model, guide, rng_key, *args, num_particles: int, **kwargs) -> jax.Array:

@@ -24,6 +24,7 @@ from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 
+from ppvae.errors import UsageError
 from ppvae.model.priors import prior_distribution
 
 __all__ = ["compare_to_q", "nuts_reference"]
@@ -104,6 +105,11 @@ def nuts_reference(
         after warm-up (all chains); ``"seconds"``: wall time of the run, compilation
         included; ``"init"``: the chains' starting points (chains, n, Z).
     """
+    if vae.hierarchical:  # written for the one site "z": a hierarchical VAE's z1 alone is not its posterior
+        raise UsageError(
+            f"the NUTS reference samples the posterior of one latent site; this VAE has {len(vae.sites)} "
+            f"({', '.join(vae.sites)})"
+        )
     x = jnp.asarray(np.asarray(x, dtype=np.float32))
     modules = vae.with_params(params)
     loc, scale = modules["encoder"](x)[:2]  # the encoder's Normal, whatever the guide family

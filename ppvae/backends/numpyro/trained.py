@@ -20,6 +20,7 @@ from ppvae.backends.numpyro import checkpoint
 from ppvae.backends.numpyro.evaluation import Evaluator, exact_log_px
 from ppvae.backends.numpyro.guides import sample_with_log_prob
 from ppvae.backends.numpyro.model import VAE, build_vae, initial_params
+from ppvae.backends.numpyro.objectives import log_densities
 from ppvae.model.priors import prior_distribution
 from ppvae.backends.numpyro.trainer import Trainer, resolve_device
 
@@ -49,8 +50,14 @@ class TrainedVAE:
         self.evaluator = Evaluator(vae)
         # (loc, scale) only: an encoder serving a richer guide family also returns its extra values.
         self._encode = jax.jit(lambda p, x, y=None: vae.with_params(p)["encoder"](vae.encoder_input(x, y))[:2])
+        self._encode_layers = jax.jit(self._encode_layers_fn)
         self._decode = jax.jit(self._decode_fn)
         self._sample = jax.jit(self._sample_fn, static_argnums=(2,))
+
+    def _encode_layers_fn(self, params, x, y=None):
+        m = self.vae.with_params(params)
+        loc, scale = m["encoder"](self.vae.encoder_input(x, y))[:2]
+        return tuple(t for pair in [(loc, scale), *self.vae.bottom_up(m, loc)] for t in pair)
 
     def _decode_fn(self, params, z, y=None):
         m = self.vae.with_params(params)
@@ -59,6 +66,9 @@ class TrainedVAE:
     def _sample_fn(self, params, key, n, y=None):
         m = self.vae.with_params(params)
         z = prior_distribution(m["prior"], m["encoder"]).sample(key, (n,))
+        # A hierarchical VAE draws ancestrally, layer i with a key folded in from the top
+        # layer's (a one-layer VAE's draw is the one it always was).
+        z = self.vae.top_down(m, z, lambda i, fn: fn.sample(jax.random.fold_in(key, i + 1)))
         return self._decode_fn(params, z, y)
 
     @property
@@ -103,8 +113,12 @@ class TrainedVAE:
         return loc, scale
 
     def encode_layers(self, x, y=None):
-        """Every latent layer's posterior (loc, scale): this backend's VAEs have one layer."""
-        return [self.encode(x, y)]
+        """Every latent layer's posterior (loc, scale), z_1 first (one pair for a one-layer VAE).
+
+        Each layer above z_1 is q(z_{l+1}|z_l) taken at the loc of the layer below.
+        """
+        flat = self._map(self._encode_layers, x, self._labels(y, len(x)))
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def decode(self, z, y=None):
         return self._map(self._decode, z, self._labels(y, len(z)))[0]
@@ -150,11 +164,20 @@ class TrainedVAE:
         log_prior = prior_distribution(m["prior"], m["encoder"]).log_prob(z)
         return (z, m["likelihood"](out).log_prob(x), log_prior, log_q, m["likelihood"].mean(out))
 
+    def _layered_draws_fn(self, params, key, x, k, y=None):
+        """:meth:`_draws_fn` of a hierarchical VAE: z is z_1's draw, the densities those of all layers together."""
+        model = handlers.substitute(self.vae.model, data=params)
+        guide = handlers.substitute(self.vae.guide, data=params)
+        d = log_densities(model, guide, key, x, 1.0, num_particles=k)
+        m = self.vae.with_params(params)
+        x_mean = m["likelihood"].mean(m["decoder"](d["z"]))
+        return d["z"], d["log_lik"], d["log_prior"], d["log_q"], x_mean
+
     def draws(self, x: np.ndarray, num_draws: int, seed: int = 0, predictive_draws: int = 0, y=None) -> dict:
         """Draws z_s ~ q(z|x) with log p(x|z), log p(z), log q(z|x); see the Pyro backend's ``draws``."""
         xj, yj = self._put(x), self._labels(y, len(x))
         per_chunk = max(1, (2**20) // max(1, int(np.prod(x.shape))))
-        fn = jax.jit(self._draws_fn, static_argnums=(3,))
+        fn = jax.jit(self._layered_draws_fn if self.vae.hierarchical else self._draws_fn, static_argnums=(3,))
         names = ("z", "log_lik", "log_prior", "log_q", "x_mean")
         outs: dict[str, list] = {k: [] for k in names}
         key = jax.random.PRNGKey(seed)

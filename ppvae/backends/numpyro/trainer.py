@@ -251,12 +251,18 @@ class Trainer:
         )
         rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
         split = self.monitor
-        return {
+        record = {
             f"{split}_elbo": -(rec + kl),
             f"{split}_reconstruction": rec,
             f"{split}_kl": kl,
             f"{split}_active_units": active_units(t["loc"]),
         }
+        # A hierarchical VAE: each layer's KL and, above z_1, its active units (as the Pyro backend records).
+        for site, site_kl in t.get("kl_sites", {}).items():
+            record[f"{split}_kl_{site}"] = float(site_kl.mean())
+        for site, loc in t.get("loc_sites", {}).items():
+            record[f"{split}_active_units_{site}"] = active_units(loc)
+        return record
 
     def _check_finite(self, values: np.ndarray) -> None:
         bad = ~np.isfinite(values[:, 0])

@@ -84,18 +84,22 @@ def elbo_terms(
 
     Returns float64 tensors: ``reconstruction`` (n,), ``kl`` (n,), ``kl_per_dim`` (n, Z) where
     the KL factorizes over dimensions (else NaN), and ``loc`` (n, Z), the posterior means
-    (for a flow guide, the means of the Normal it transforms).
+    (for a flow guide, the means of the Normal it transforms). A hierarchical VAE adds
+    ``kl_sites``: each latent site's part of the KL, ``{"z1": (n,), ...}``.
     """
     recs, kls, kl_dims, locs = [], [], [], []
+    kl_sites: dict[str, list] = {}
     for sl in _batches(x.shape[0], batch_size):
         xb = x[sl]
         yb = None if y is None else y[sl]
         if vae.hierarchical:
             # Several latent sites: the terms of the traces, summed over the layers; the KL
             # per dimension has no single meaning and the codes are z_1's.
-            log_px, kl = _unscaled(vae, lambda: elbo_parts(vae.model, vae.guide, xb, beta=1.0))
+            log_px, kl, by_site = _unscaled(vae, lambda: elbo_parts(vae.model, vae.guide, xb, beta=1.0))
             recs.append(-log_px.double())
             kls.append(kl.double())
+            for site, site_kl in by_site.items():
+                kl_sites.setdefault(site, []).append(site_kl.double())
             loc = vae.encode_layers(xb)[0][0]
             kl_dims.append(torch.full(loc.shape, math.nan, dtype=torch.float64, device=x.device))
             locs.append(loc.double())
@@ -122,6 +126,7 @@ def elbo_terms(
         "kl": torch.cat(kls),
         "kl_per_dim": torch.cat(kl_dims),
         "loc": torch.cat(locs),
+        **({"kl_sites": {site: torch.cat(parts) for site, parts in kl_sites.items()}} if kl_sites else {}),
     }
 
 
@@ -132,7 +137,10 @@ def exact_log_px(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> to
     """
     from ppvae.backends.pyro.nets import LinearDecoder
 
-    if not (isinstance(vae.decoder, LinearDecoder) and is_linear_gaussian(vae.prior, vae.likelihood)):
+    # One stochastic layer only: a hierarchical VAE's marginal is not the one-layer formula's.
+    if vae.hierarchical or not (
+        isinstance(vae.decoder, LinearDecoder) and is_linear_gaussian(vae.prior, vae.likelihood)
+    ):
         return None
     with torch.no_grad():
 

@@ -85,13 +85,19 @@ def _site_log_prob(site) -> torch.Tensor:
     return site["fn"].log_prob(site["value"])
 
 
-def latent_site_names(trace) -> list[str]:
-    """The latent sample sites of a trace, in the order they were sampled (``"x"`` and plates left out)."""
+def latent_site_names(trace, include_observed: bool = False) -> list[str]:
+    """The latent sample sites of a trace, in the order they were sampled (``"x"`` and plates left out).
+
+    ``include_observed`` keeps sites whose value was given (a guide under
+    ``poutine.condition`` still defines q at the fixed z).
+    """
     names = []
     for name, site in trace.nodes.items():
-        if name == "x" or site.get("type", "sample") != "sample" or site.get("is_observed", False):
+        if name == "x" or site.get("type", "sample") != "sample":
             continue
         if "type" in site and site_is_subsample(site):  # a plate's subsample site
+            continue
+        if site.get("is_observed", False) and not include_observed:
             continue
         names.append(name)
     return names
@@ -99,7 +105,7 @@ def latent_site_names(trace) -> list[str]:
 
 def _latent_sites(model_tr, guide_tr) -> list[str]:
     """The guide's latent sites, checked against the model's; the contract's error where one is missing."""
-    names = latent_site_names(guide_tr)
+    names = latent_site_names(guide_tr, include_observed=True)
     if "x" not in model_tr.nodes:
         raise UsageError("the model/guide pair has no sample site 'x'; ppvae needs sites 'z' and 'x'")
     if not names:
@@ -110,6 +116,11 @@ def _latent_sites(model_tr, guide_tr) -> list[str]:
             f"the guide samples {missing[0]!r} but the model has no such site; name the latent sites alike"
         )
     return names
+
+
+def _closed_form_sites(model_tr, names) -> set[str]:
+    """The sites among ``names`` (the guide's order) whose KL may be taken in closed form."""
+    return analytic_sites([n for n in model_tr.nodes if n in names], names)
 
 
 def _beta(model_tr, guide_tr, names, data_scale):
@@ -131,31 +142,37 @@ def _beta(model_tr, guide_tr, names, data_scale):
     )
 
 
-def _parts(model_tr, guide_tr, analytic_kl: bool):
+def _parts(model_tr, guide_tr, analytic_kl: bool, by_site: dict | None = None):
     """Per-datapoint log p(x|z), KL part, log p(z) - log q(z|x), β and the data scale.
 
     Summed over every latent site. With ``analytic_kl``, a site's KL is taken in closed form
     where one exists and the orders of the two traces allow it
     (:func:`ppvae.model.hierarchy.analytic_sites`), and sampled otherwise; ``log p(z) -
-    log q(z|x)`` is then ``None`` (it is computed only when used).
+    log q(z|x)`` is then ``None`` (it is computed only when used). ``by_site``, a dict, receives
+    each latent site's part of the KL.
     """
     names = _latent_sites(model_tr, guide_tr)
     x_site = model_tr.nodes["x"]
     data_scale = x_site["scale"]
     beta = _beta(model_tr, guide_tr, names, data_scale)
     log_px = _site_log_prob(x_site)
-    closed_form = analytic_sites(latent_site_names(model_tr), names) if analytic_kl else set()
+    closed_form = _closed_form_sites(model_tr, names) if analytic_kl else set()
     kl, log_ratio = 0.0, 0.0
     for name in names:
         zm, zg = model_tr.nodes[name], guide_tr.nodes[name]
         if name in closed_form:
             try:
-                kl = kl + kl_divergence(zg["fn"], zm["fn"]).expand_as(log_px)
+                site_kl = kl_divergence(zg["fn"], zm["fn"]).expand_as(log_px)
+                kl = kl + site_kl
+                if by_site is not None:
+                    by_site[name] = site_kl
                 continue
             except NotImplementedError:
                 pass  # no closed form: fall back to the sampled estimate
         sampled = _site_log_prob(zg) - _site_log_prob(zm)
         kl, log_ratio = kl + sampled, log_ratio - sampled
+        if by_site is not None:
+            by_site[name] = sampled
     return log_px, kl, None if analytic_kl else log_ratio, beta, float(data_scale)
 
 
@@ -169,7 +186,7 @@ def _factors(fn, what: str):
 def _kl_per_dimension(model_tr, guide_tr, analytic_kl: bool) -> list[torch.Tensor]:
     """KL(q || p) of each latent dimension per datapoint, ``(..., B, D)`` per latent site: closed form, else sampled."""
     names = _latent_sites(model_tr, guide_tr)
-    closed_form = analytic_sites(latent_site_names(model_tr), names) if analytic_kl else set()
+    closed_form = _closed_form_sites(model_tr, names) if analytic_kl else set()
     out = []
     for name in names:
         zg, zm = guide_tr.nodes[name], model_tr.nodes[name]
@@ -280,16 +297,17 @@ def terms(
     return Terms(loss.mean(), reconstruction.mean(), kl_mean.mean(), beta_t, data_scale, batch)
 
 
-def elbo_parts(model, guide, *args, num_particles: int = 1, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-datapoint ``(log p(x|z), KL)`` of one draw (of each of ``num_particles``), summed over every latent site.
+def elbo_parts(model, guide, *args, num_particles: int = 1, **kwargs) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Per-datapoint ``(log p(x|z), KL, KL by latent site)`` of one draw (of each of ``num_particles``).
 
-    Each site's KL is in closed form where :func:`terms`' ``meanfield`` takes it so, and
-    sampled otherwise; both are unscaled by the plate, shape ``(B,)``, or ``(K, B)`` for
-    K > 1 particles.
+    The KL is summed over every latent site; each site's is in closed form where
+    :func:`terms`' ``meanfield`` takes it so, and sampled otherwise. All are unscaled by the
+    plate, shape ``(B,)``, or ``(K, B)`` for K > 1 particles.
     """
     model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
-    log_px, kl, _, _, _ = _parts(model_tr, guide_tr, analytic_kl=True)
-    return log_px, kl
+    by_site: dict = {}
+    log_px, kl, _, _, _ = _parts(model_tr, guide_tr, analytic_kl=True, by_site=by_site)
+    return log_px, kl, by_site
 
 
 def log_densities(model, guide, *args, num_particles: int, **kwargs) -> dict[str, torch.Tensor]:

@@ -79,12 +79,19 @@ def monitor_elbo(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, split
         torch.manual_seed(HELDOUT_NOISE_SEED)
         t = elbo_terms(vae, x, y=y)
     rec, kl = t["reconstruction"].mean().item(), t["kl"].mean().item()
-    return {
+    record = {
         f"{split}_elbo": -(rec + kl),
         f"{split}_reconstruction": rec,
         f"{split}_kl": kl,
         f"{split}_active_units": active_units(t["loc"].cpu().numpy()),
     }
+    # A hierarchical VAE: each layer's KL and, above z_1, its active units (a collapsed top
+    # layer hides behind an active z_1).
+    for site, site_kl in t.get("kl_sites", {}).items():
+        record[f"{split}_kl_{site}"] = site_kl.mean().item()
+    for site, (loc, _) in list(zip(vae.sites, vae.encode_layers(x, y)))[1:]:
+        record[f"{split}_active_units_{site}"] = active_units(loc.cpu().numpy())
+    return record
 
 
 class Trainer:
