@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
+import linear_chain
 import ppvae
 from conftest import FAST
 from ppvae.backends.pyro import VAEObjective, build_vae, log_weights, terms
@@ -148,18 +149,9 @@ def test_dreg_with_several_latent_sites_is_refused_in_one_line():
 
 # ------------------------------------------------------------------ the exact two-layer oracle
 def linear_two_layer(d=6):
-    """z2 ~ N(m, s^2), z1 | z2 ~ N(A z2 + a, s1^2), x | z1 ~ N(W z1 + b, sigma^2): every marginal Gaussian."""
+    """The two-layer linear-Gaussian model of :mod:`linear_chain` on the Pyro backend."""
     torch.manual_seed(2)
-    spec = ModelSpec(
-        latent_dim=3,
-        latent_layers=(2,),
-        likelihood="normal",
-        decoder="linear",
-        encoder_options={"hidden": []},
-        latent_layer_options={"hidden": []},
-        likelihood_options={"scale_mode": "shared"},
-    )
-    vae = build_vae(spec, (d,), dataset_size=2000, register_params=False)
+    vae = build_vae(ModelSpec(**linear_chain.SPEC), (d,), dataset_size=2000, register_params=False)
     # p(z1 | z2)'s scale must not depend on z2 for the model to stay linear-Gaussian.
     vae.down[0].head.raw_scale.weight.data.zero_()
     vae.down[0].head.raw_scale.weight.requires_grad_(False)
@@ -167,25 +159,26 @@ def linear_two_layer(d=6):
 
 
 def exact_two_layer_log_px(vae, x):
-    from scipy.stats import multivariate_normal
-
     def np_(t):
         return t.detach().double().numpy()
 
-    m, s = np_(vae.prior.loc), np_(vae.prior.scale)
-    A, a = np_(vae.down[0].head.loc.weight), np_(vae.down[0].head.loc.bias)
-    s1 = np_(torch.nn.functional.softplus(vae.down[0].head.raw_scale.bias) + 1e-5)
-    W, b = np_(vae.decoder.linear.weight), np_(vae.decoder.linear.bias)
-    sigma = np.broadcast_to(np_(vae.likelihood.log_scale.exp()), (W.shape[0],))
-    mean1, cov1 = A @ m + a, (A * s**2) @ A.T + np.diag(s1**2)
-    return multivariate_normal(W @ mean1 + b, W @ cov1 @ W.T + np.diag(sigma**2)).logpdf(x.double().numpy())
+    head = vae.down[0].head
+    return linear_chain.exact_log_px(
+        np_(x),
+        np_(vae.prior.loc),
+        np_(vae.prior.scale),
+        np_(head.loc.weight),
+        np_(head.loc.bias),
+        np_(torch.nn.functional.softplus(head.raw_scale.bias) + 1e-5),
+        np_(vae.decoder.linear.weight),
+        np_(vae.decoder.linear.bias),
+        np_(vae.likelihood.log_scale.exp()),
+    )
 
 
 @pytest.fixture(scope="module")
 def trained_linear():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 3)) + 0.3 * rng.normal(size=(2000, 3))
-    x = torch.as_tensor((z @ rng.normal(size=(3, 6)) + 0.5 * rng.normal(size=(2000, 6))).astype(np.float32))
+    x = torch.as_tensor(linear_chain.chain_data())
     vae = linear_two_layer()
     opt = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=0.02)
     for _ in range(500):

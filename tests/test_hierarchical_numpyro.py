@@ -18,6 +18,7 @@ import numpyro  # noqa: E402
 import optax  # noqa: E402
 from numpyro import handlers  # noqa: E402
 
+import linear_chain  # noqa: E402
 import ppvae  # noqa: E402
 from conftest import FAST  # noqa: E402
 from ppvae.backends.numpyro import build_vae, initial_params, log_weights, params_from_torch, terms  # noqa: E402
@@ -192,38 +193,26 @@ def _frozen_raw_scale(params):
 
 
 def exact_two_layer_log_px(vae, params, x):
-    """z2 ~ N(m, s^2), z1 | z2 ~ N(A z2 + a, s1^2), x | z1 ~ N(W z1 + b, sigma^2): x is Gaussian."""
-    from scipy.stats import multivariate_normal
-
+    """The exact log p(x) of :mod:`linear_chain` at the NumPyro model's weights."""
     m = vae.with_params(params)
-
-    def np_(t):
-        return np.asarray(t, np.float64)
-
-    mu, s = np_(m["prior"].loc), np_(m["prior"].scale)
     head = m["down1"].head
-    A, a = np_(head.loc.weight), np_(head.loc.bias)
-    s1 = np_(jax.nn.softplus(head.raw_scale.bias) + 1e-5)
-    W, b = np_(m["decoder"].linear.weight), np_(m["decoder"].linear.bias)
-    sigma = np.broadcast_to(np.exp(np_(m["likelihood"].log_scale)), (W.shape[0],))
-    mean1, cov1 = A @ mu + a, (A * s**2) @ A.T + np.diag(s1**2)
-    return multivariate_normal(W @ mean1 + b, W @ cov1 @ W.T + np.diag(sigma**2)).logpdf(np_(x))
+    return linear_chain.exact_log_px(
+        np.asarray(x, np.float64),
+        m["prior"].loc,
+        m["prior"].scale,
+        head.loc.weight,
+        head.loc.bias,
+        jax.nn.softplus(head.raw_scale.bias) + 1e-5,
+        m["decoder"].linear.weight,
+        m["decoder"].linear.bias,
+        np.exp(np.asarray(m["likelihood"].log_scale, np.float64)),
+    )
 
 
 @pytest.fixture(scope="module")
 def trained_linear():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(2000, 2)) @ rng.normal(size=(2, 3)) + 0.3 * rng.normal(size=(2000, 3))
-    x = jnp.asarray((z @ rng.normal(size=(3, 6)) + 0.5 * rng.normal(size=(2000, 6))).astype(np.float32))
-    spec = ModelSpec(
-        latent_dim=3,
-        latent_layers=(2,),
-        likelihood="normal",
-        decoder="linear",
-        encoder_options={"hidden": []},
-        latent_layer_options={"hidden": []},
-        likelihood_options={"scale_mode": "shared"},
-    )
+    x = jnp.asarray(linear_chain.chain_data())
+    spec = ModelSpec(**linear_chain.SPEC)
     vae = build_vae(spec, (6,), jax.random.PRNGKey(2), dataset_size=2000)
     params = initial_params(vae)
     params = eqx.tree_at(_frozen_raw_scale, params, jnp.zeros_like(_frozen_raw_scale(params)))
