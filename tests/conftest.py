@@ -76,3 +76,16 @@ def tiny_run(_trained_run, tmp_path) -> Path:
     dest = tmp_path / "run"
     shutil.copytree(_trained_run, dest)
     return dest
+
+
+def fit_two_layer(out: Path, data: Path, backend: str = "pyro", epochs: int = 2, **overrides):
+    """A small two-layer VAE (z1 of 6, z2 of 3) fitted on ``data``: the hierarchical tests' run.
+
+    ``overrides`` are spec settings by dotted key, e.g. ``{"model.inference": "ladder"}``.
+    """
+    import ppvae
+
+    settings = {**FAST, "model.latent_layers": [3], "model.latent_layer_options.hidden": [16], **overrides}
+    return ppvae.fit(
+        data=str(data), out=out, latent_dim=6, epochs=epochs, backend=backend, overrides=settings, pictures=False
+    )

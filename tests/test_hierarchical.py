@@ -15,7 +15,7 @@ from pyro.infer import Trace_ELBO
 
 import linear_chain
 import ppvae
-from conftest import FAST
+from conftest import FAST, fit_two_layer
 from ppvae.backends.pyro import VAEObjective, build_vae, log_weights, terms
 from ppvae.backends.pyro.evaluation import elbo_terms, log_px_iwae
 from ppvae.backends.pyro.objectives import elbo_parts, log_densities
@@ -100,10 +100,11 @@ def test_beta_one_reproduces_the_unscaled_loss_exactly():
     assert ours.item() == pytest.approx(pyro_loss.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
 @pytest.mark.parametrize("estimator", ["trace", "meanfield"])
 @pytest.mark.parametrize("beta", [0.5, 4.0])
-def test_loss_is_reconstruction_plus_beta_kl_over_all_sites(estimator, beta):
-    vae, x = two_layer(), binary_batch()
+def test_loss_is_reconstruction_plus_beta_kl_over_all_sites(estimator, beta, inference):
+    vae, x = two_layer(inference=inference), binary_batch()
     t = seeded(lambda: terms(vae.model, vae.guide, x, beta=beta, estimator=estimator))
     assert t.loss.item() == pytest.approx(t.reconstruction.item() + beta * t.kl.item(), rel=1e-6)
     # The KL is both layers': log q(z1|x) + log q(z2|z1) - log p(z2) - log p(z1|z2) on the draw.
@@ -121,8 +122,9 @@ def test_loss_is_reconstruction_plus_beta_kl_over_all_sites(estimator, beta):
         assert (t.loss * t.batch * t.data_scale).item() == pytest.approx(pyro_loss.item(), rel=1e-5)
 
 
-def test_iwae_with_one_sample_equals_the_elbo_on_the_same_draw():
-    vae, x = two_layer(), binary_batch()
+@pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
+def test_iwae_with_one_sample_equals_the_elbo_on_the_same_draw(inference):
+    vae, x = two_layer(inference=inference), binary_batch()
     iwae = seeded(lambda: terms(vae.model, vae.guide, x, beta=1.0, estimator="iwae", num_particles=1))
     elbo = seeded(lambda: terms(vae.model, vae.guide, x, beta=1.0, estimator="trace"))
     assert torch.equal(iwae.loss, elbo.loss)
@@ -141,6 +143,31 @@ def test_closed_form_and_sampled_kl_agree_in_expectation():
     assert abs(mf.mean().item() - tr.mean().item()) < 4 * se
 
 
+def test_the_ladder_guide_draws_top_down_and_takes_every_kl_in_closed_form():
+    """Sønderby et al.'s guide: z2 from the bottom-up pass, then z1 from the precision-weighted
+    combination of its bottom-up Normal with the model's p(z1 | z2)."""
+    vae, x = two_layer(inference="ladder"), binary_batch()
+    torch.manual_seed(3)
+    guide = poutine.trace(vae.guide).get_trace(x, beta=0.5)
+    model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x, beta=0.5)
+    assert [n for n, s in guide.nodes.items() if s["type"] == "sample" and n != "data"] == ["z2", "z1"]
+    assert all(guide.nodes[n]["scale"] == pytest.approx(0.5 * N_DATA / len(x)) for n in ("z1", "z2"))
+    # q(z1 | z2, x): precisions of the bottom-up estimate and of p(z1 | z2) add.
+    loc1, scale1 = vae.encoder(x)
+    prior = model.nodes["z1"]["fn"].base_dist
+    q = guide.nodes["z1"]["fn"].base_dist
+    assert torch.allclose(q.scale**-2, scale1**-2 + prior.scale**-2, rtol=1e-4)
+    assert torch.allclose(q.loc * q.scale**-2, loc1 * scale1**-2 + prior.loc * prior.scale**-2, rtol=1e-4, atol=1e-5)
+    # meanfield: both sites' KL in closed form on the same draw (the guide draws z2 first).
+    torch.manual_seed(3)
+    t = terms(vae.model, vae.guide, x, beta=0.5, estimator="meanfield")
+    from pyro.distributions.kl import kl_divergence
+
+    closed = sum(kl_divergence(guide.nodes[n]["fn"], model.nodes[n]["fn"]) for n in ("z1", "z2"))
+    assert t.kl.item() == pytest.approx(closed.mean().item(), rel=1e-5)
+    assert [lc.shape for lc, _ in vae.encode_layers(x)] == [(len(x), 4), (len(x), 3)]
+
+
 def test_dreg_with_several_latent_sites_is_refused_in_one_line():
     vae, x = two_layer(), binary_batch()
     with pytest.raises(UsageError, match="estimator 'dreg' trains a model with one latent site; this one has 2"):
@@ -148,10 +175,11 @@ def test_dreg_with_several_latent_sites_is_refused_in_one_line():
 
 
 # ------------------------------------------------------------------ the exact two-layer oracle
-def linear_two_layer(d=6):
+def linear_two_layer(d=6, inference="bottom_up"):
     """The two-layer linear-Gaussian model of :mod:`linear_chain` on the Pyro backend."""
     torch.manual_seed(2)
-    vae = build_vae(ModelSpec(**linear_chain.SPEC), (d,), dataset_size=2000, register_params=False)
+    spec = ModelSpec(**linear_chain.SPEC, inference=inference)
+    vae = build_vae(spec, (d,), dataset_size=2000, register_params=False)
     # p(z1 | z2)'s scale must not depend on z2 for the model to stay linear-Gaussian.
     vae.down[0].head.raw_scale.weight.data.zero_()
     vae.down[0].head.raw_scale.weight.requires_grad_(False)
@@ -176,10 +204,10 @@ def exact_two_layer_log_px(vae, x):
     )
 
 
-@pytest.fixture(scope="module")
-def trained_linear():
+@pytest.fixture(scope="module", params=["bottom_up", "ladder"])
+def trained_linear(request):
     x = torch.as_tensor(linear_chain.chain_data())
-    vae = linear_two_layer()
+    vae = linear_two_layer(inference=request.param)
     opt = torch.optim.Adam([p for p in vae.parameters() if p.requires_grad], lr=0.02)
     for _ in range(500):
         idx = torch.randint(0, len(x), (256,))
@@ -230,14 +258,7 @@ def test_elbo_terms_sum_both_layers_and_report_z1_codes(trained_linear):
 # ------------------------------------------------------------------------------ fit and its use
 @pytest.fixture(scope="module")
 def two_layer_run(tmp_path_factory, digits_npy):
-    return ppvae.fit(
-        data=str(digits_npy),
-        out=tmp_path_factory.mktemp("hier") / "run",
-        latent_dim=6,
-        epochs=2,
-        overrides={**FAST, "model.latent_layers": [3], "model.latent_layer_options.hidden": [16]},
-        pictures=False,
-    )
+    return fit_two_layer(tmp_path_factory.mktemp("hier") / "run", digits_npy)
 
 
 def test_fit_samples_encodes_and_evaluates_a_two_layer_model(tmp_path, two_layer_run):
@@ -278,6 +299,20 @@ def test_draws_carry_the_densities_of_every_layer_so_scores_match_the_iwae_estim
     assert abs(from_draws - ev.mean()) < 4 * spread + 1.0
     scores = run.score(x, num_samples=30)
     assert np.isfinite(scores["neg_log_px"]).all()
+
+
+def test_a_ladder_model_fits_samples_and_encodes_every_layer(tmp_path, digits_npy):
+    run = fit_two_layer(tmp_path / "run", digits_npy, **{"model.inference": "ladder"})
+    loaded = ppvae.load(run.path)
+    assert loaded.config.model.inference == "ladder"
+    x = loaded.heldout()[:10]
+    layers = loaded.encode_layers(x)
+    assert [lc.shape for lc, _ in layers] == [(10, 6), (10, 3)]
+    np.testing.assert_allclose(loaded.encode(x)[0], layers[0][0], rtol=1e-6)  # z1's q, not the bottom-up estimate
+    assert loaded.sample(4).shape == (4, *x.shape[1:])
+    assert math.isfinite(loaded.evaluate(x, num_samples=10)["heldout_log_px"])
+    # The diagnostics' draws are z1's although the ladder's guide draws z2 first.
+    assert loaded.trained.draws(x, 5, seed=0)["z"].shape == (5, 10, 6)
 
 
 def test_diagnose_covers_every_layer_and_refuses_a_one_site_reference(two_layer_run, tmp_path):
@@ -326,10 +361,42 @@ def test_bad_latent_layers_are_one_line():
     for overrides, message in (
         ({"model.latent_layers": [0]}, "model.latent_layers must be a list of positive layer sizes"),
         ({"model.latent_layer_options.hidden": [8]}, "model.latent_layers is empty"),
-        ({"model.inference": "sideways"}, "model.inference = 'sideways' is not valid"),
+        (
+            {"model.inference": "ladder"},
+            "model.inference = 'ladder' orders the latent layers, but model.latent_layers is empty",
+        ),
+        (
+            {"model.inference": "sideways"},
+            "model.inference = 'sideways' is not valid; choose one of: bottom_up, ladder",
+        ),
     ):
         from ppvae.spec.config import Config
         from ppvae.spec.plan import build_parts
 
         with pytest.raises(UsageError, match=message):
             build_parts(Config().with_overrides(overrides).model, (4,), "pyro")
+
+
+def test_compare_runs_a_hierarchical_spec_on_both_backends(tmp_path, digits_npy):
+    pytest.importorskip("numpyro")
+    from ppvae.analysis.compare import compare
+
+    result = compare(
+        {"model": {"latent_dim": 4, "latent_layers": [2]}},
+        backends="pyro,numpyro",
+        elbos="iwae",
+        epochs=1,
+        out=tmp_path / "cmp",
+        overrides={**FAST, "data.source": str(digits_npy), "model.latent_layer_options.hidden": [8]},
+    )
+    assert [(r["backend"], r["elbo"]) for r in result.rows] == [("pyro", "iwae"), ("numpyro", "iwae")]
+    for row in result.rows:
+        assert math.isfinite(row["metrics"]["heldout_log_px"]["mean"]), row["backend"]
+
+
+@pytest.mark.parametrize("prior,likelihood", [("laplace", "normal"), ("mog", "continuous_bernoulli")])
+def test_priors_and_likelihoods_of_the_zoo_plug_into_the_top_and_bottom(tmp_path, digits_npy, prior, likelihood):
+    overrides = {"model.prior": prior, "model.likelihood": likelihood, "data.binarize": "none"}
+    run = fit_two_layer(tmp_path / "run", digits_npy, epochs=1, **overrides)
+    record = run.metrics()[-1]
+    assert math.isfinite(record["heldout_elbo"]) and math.isfinite(record["heldout_kl_z2"])

@@ -17,14 +17,16 @@ import jax.numpy as jnp  # noqa: E402
 import numpyro  # noqa: E402
 import optax  # noqa: E402
 from numpyro import handlers  # noqa: E402
+from numpyro.distributions.kl import kl_divergence  # noqa: E402
 
 import linear_chain  # noqa: E402
 import ppvae  # noqa: E402
-from conftest import FAST  # noqa: E402
+from conftest import fit_two_layer  # noqa: E402
 from ppvae.backends.numpyro import build_vae, initial_params, log_weights, params_from_torch, terms  # noqa: E402
 from ppvae.backends.numpyro.evaluation import Evaluator  # noqa: E402
 from ppvae.backends.numpyro.objectives import elbo_parts  # noqa: E402
 from ppvae.errors import UsageError  # noqa: E402
+from ppvae.model.hierarchy import precision_weighted  # noqa: E402
 from ppvae.model.priors import prior_distribution  # noqa: E402
 from ppvae.spec.config import Config, ModelSpec  # noqa: E402
 
@@ -209,10 +211,11 @@ def exact_two_layer_log_px(vae, params, x):
     )
 
 
-@pytest.fixture(scope="module")
-def trained_linear():
+@pytest.fixture(scope="module", params=["bottom_up", "ladder"])
+def trained_linear(request):
+    """The linear chain trained with each guide order (the ladder's guide uses down1 too)."""
     x = jnp.asarray(linear_chain.chain_data())
-    spec = ModelSpec(**linear_chain.SPEC)
+    spec = ModelSpec(**linear_chain.SPEC, inference=request.param)
     vae = build_vae(spec, (6,), jax.random.PRNGKey(2), dataset_size=2000)
     params = initial_params(vae)
     params = eqx.tree_at(_frozen_raw_scale, params, jnp.zeros_like(_frozen_raw_scale(params)))
@@ -246,7 +249,7 @@ def test_every_bound_sits_below_the_exact_log_px_of_the_two_layer_linear_model(t
     guide = handlers.substitute(vae.guide, data=params)
 
     @jax.jit
-    def meanfield(key):  # the ELBO of each point averaged over 20 draws, z2's KL in closed form
+    def meanfield(key):  # the ELBO of each point averaged over 20 draws, closed-form KLs where allowed
         log_px, kl, _ = elbo_parts(model, guide, key, x, 1.0, num_particles=20)
         return (log_px - kl).mean(0)
 
@@ -287,15 +290,7 @@ def test_elbo_terms_sum_both_layers_and_report_z1_codes(trained_linear):
 
 # ------------------------------------------------------------------------------ fit and its use
 def test_fit_samples_encodes_and_evaluates_a_two_layer_model(tmp_path, digits_npy):
-    run = ppvae.fit(
-        data=str(digits_npy),
-        out=tmp_path / "run",
-        latent_dim=6,
-        epochs=2,
-        backend="numpyro",
-        overrides={**FAST, "model.latent_layers": [3], "model.latent_layer_options.hidden": [16]},
-        pictures=False,
-    )
+    run = fit_two_layer(tmp_path / "run", digits_npy, backend="numpyro")
     assert run.config.model.latent_layers == (3,) and run.config.train.backend == "numpyro"
     assert all(math.isfinite(r["loss"]) for r in run.metrics())
     # Each epoch records every layer's KL (summing to the KL) and the active units above z1, as on Pyro.
@@ -315,5 +310,133 @@ def test_fit_samples_encodes_and_evaluates_a_two_layer_model(tmp_path, digits_np
     assert math.isfinite(ev["heldout_log_px"]) and ev["heldout_log_px"] >= ev["heldout_elbo"] - 1.0
     # draws carry z1 and the densities of both layers.
     d = loaded.trained.draws(x[:5], 8, seed=1, predictive_draws=2)
+    assert d["z"].shape == (8, 5, 6) and d["x_mean"].shape == (2, 5, *x.shape[1:])
+    assert np.isfinite(d["log_prior"]).all() and np.isfinite(d["log_q"]).all()
+
+
+# ======================================================================= the ladder guide
+# model.inference = "ladder" (Sønderby et al. 2016): its top-down order and β scale, closed-form
+# KL for every site, the estimators' identities and a fit that samples, encodes and evaluates.
+LADDER_SPEC = dict(
+    latent_dim=4,
+    latent_layers=(3,),
+    inference="ladder",
+    encoder_options={"hidden": [16]},
+    decoder_options={"hidden": [16]},
+    latent_layer_options={"hidden": [8]},
+)
+
+
+@pytest.fixture(scope="module")
+def ladder():
+    """A small two-layer ladder VAE, its initial params, and the model and guide with them substituted."""
+    vae = build_vae(ModelSpec(**LADDER_SPEC), (12,), jax.random.PRNGKey(1), dataset_size=N_DATA)
+    params = initial_params(vae)
+    return vae, params, handlers.substitute(vae.model, data=params), handlers.substitute(vae.guide, data=params)
+
+
+def traces(model, guide, key, x, beta):
+    """The guide's and the replayed model's traces on the keys :func:`terms` derives from ``key``."""
+    guide_key, model_key = jax.random.split(key)
+    guide_tr = handlers.trace(handlers.seed(guide, guide_key)).get_trace(x, beta)
+    model_tr = handlers.trace(handlers.replay(handlers.seed(model, model_key), guide_tr)).get_trace(x, beta)
+    return guide_tr, model_tr
+
+
+# ------------------------------------------------------------------------------------- contract
+def test_the_guide_draws_top_down_inside_the_plate_and_the_beta_scale(ladder):
+    vae, params, model, guide = ladder
+    assert vae.inference == "ladder"
+    # The ladder adds no networks: it shares the model's down1 (same params as bottom-up).
+    assert sorted(params) == ["decoder$params", "down1$params", "encoder$params", "prior$params", "up1$params"]
+    x = binary_batch()
+    guide_tr, model_tr = traces(model, guide, KEY, x, 0.25)
+    scale = N_DATA / len(x)
+    for tr, order in ((guide_tr, ["z2", "z1"]), (model_tr, ["z2", "z1", "x"])):
+        assert [n for n, s in tr.items() if s["type"] == "sample"] == order
+        for name in order:
+            assert "data" in [f.name for f in tr[name]["cond_indep_stack"]]
+            assert tr[name]["scale"] == pytest.approx(scale if name == "x" else 0.25 * scale)
+    # The guide's Normals are the ladder's: z2's the bottom-up estimate, z1's its estimate
+    # combined with the model's p(z1 | z2) at the guide's z2.
+    m = vae.with_params(params)
+    loc1, scale1 = m["encoder"](x)[:2]
+    loc2, scale2 = m["up1"](loc1)[:2]
+    z2 = guide_tr["z2"]["value"]
+    prior_loc, prior_scale = m["down1"](z2)[:2]
+    want = {"z2": (loc2, scale2), "z1": precision_weighted(loc1, scale1, prior_loc, prior_scale, jnp.sqrt)}
+    for site, (loc, sd) in want.items():
+        np.testing.assert_allclose(guide_tr[site]["fn"].base_dist.loc, loc, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(guide_tr[site]["fn"].base_dist.scale, sd, rtol=1e-5, atol=1e-6)
+    # ... and the same numbers the model scores z1 with: the guide's down1 is the model's.
+    np.testing.assert_allclose(model_tr["z1"]["fn"].base_dist.loc, prior_loc, rtol=1e-6)
+    np.testing.assert_array_equal(model_tr["z1"]["value"], guide_tr["z1"]["value"])
+    # posterior_layers (behind encode_layers) follows the ladder with z2 at its loc.
+    layers = vae.posterior_layers(m, loc1, scale1)
+    at_loc = precision_weighted(loc1, scale1, *m["down1"](loc2)[:2], jnp.sqrt)
+    for got, expected in zip(layers, [at_loc, (loc2, scale2)]):
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- identities
+@pytest.mark.parametrize("beta", [0.5, 4.0])
+def test_meanfield_is_reconstruction_plus_beta_kl_with_both_sites_in_closed_form(ladder, beta):
+    _, _, model, guide = ladder
+    x = binary_batch()
+    mf = terms(model, guide, KEY, x, beta, estimator="meanfield")
+    tr = terms(model, guide, KEY, x, beta, estimator="trace")
+    for t in (mf, tr):
+        assert float(t.loss) == pytest.approx(float(t.reconstruction) + beta * float(t.kl), rel=1e-6)
+    # The guide draws z2 before z1, as the model does, so both KLs have the closed form
+    # (analytic_sites), each at the guide's draw of the layer above.
+    guide_tr, model_tr = traces(model, guide, KEY, x, beta)
+    closed = sum(kl_divergence(guide_tr[s]["fn"], model_tr[s]["fn"]) for s in ("z1", "z2"))
+    assert float(mf.kl) == pytest.approx(float(closed.mean()), rel=1e-5)
+    sampled = sum(
+        guide_tr[s]["fn"].log_prob(guide_tr[s]["value"]) - model_tr[s]["fn"].log_prob(model_tr[s]["value"])
+        for s in ("z1", "z2")
+    )
+    assert float(tr.kl) == pytest.approx(float(sampled.mean()), rel=1e-5)
+    assert float(mf.reconstruction) == float(tr.reconstruction) and float(mf.kl) != float(tr.kl)
+
+
+def test_the_ladders_iwae_with_one_sample_equals_its_elbo_on_the_same_draw(ladder):
+    _, _, model, guide = ladder
+    x = binary_batch()
+    iwae = terms(model, guide, KEY, x, 1.0, estimator="iwae", num_particles=1)
+    elbo = terms(model, guide, KEY, x, 1.0, estimator="trace")
+    assert float(iwae.loss) == float(elbo.loss)
+
+
+# (The exact two-layer oracle runs for the ladder guide above: trained_linear is parametrized
+# over both inference orders.)
+
+
+# ------------------------------------------------------------------------------ fit and its use
+def test_fit_samples_encodes_and_evaluates_a_two_layer_ladder_model(tmp_path, digits_npy):
+    run = fit_two_layer(tmp_path / "run", digits_npy, backend="numpyro", **{"model.inference": "ladder"})
+    assert run.config.model.inference == "ladder" and run.config.train.backend == "numpyro"
+    assert all(math.isfinite(r["loss"]) for r in run.metrics())
+    record = run.metrics()[-1]
+    assert record["heldout_kl_z1"] + record["heldout_kl_z2"] == pytest.approx(record["heldout_kl"])
+    # The checkpoint's VAE is rebuilt with the ladder guide (the spec carries the inference).
+    assert ppvae.load(run.path).trained.vae.inference == "ladder"
+    # The rest on the fitted run itself, all held-out points: the programs fit's own final
+    # evaluation compiled are reused (a reload would compile them again, ~5 s).
+    x = run.heldout()
+    layers = run.encode_layers(x)
+    assert [lc.shape for lc, _ in layers] == [(len(x), 6), (len(x), 3)] and all((s > 0).all() for _, s in layers)
+    # z1's pair is the ladder's precision-weighted one (what encode returns, as on Pyro): tighter
+    # than the encoder's estimate alone.
+    np.testing.assert_allclose(run.encode(x)[0], layers[0][0], rtol=1e-6)
+    modules = run.trained.vae.with_params(run.trained.params)
+    _, encoder_scale = modules["encoder"](jnp.asarray(x))[:2]
+    assert (layers[0][1] < np.asarray(encoder_scale)).all()
+    assert run.sample(5).shape == (5, *x.shape[1:])
+    ev = run.evaluate(x, num_samples=20)
+    assert math.isfinite(ev["heldout_log_px"]) and ev["heldout_log_px"] >= ev["heldout_elbo"] - 1.0
+    # draws carry z1 (drawn last by the ladder guide) and the densities of both layers.
+    d = run.trained.draws(x[:5], 8, seed=1, predictive_draws=2)
     assert d["z"].shape == (8, 5, 6) and d["x_mean"].shape == (2, 5, *x.shape[1:])
     assert np.isfinite(d["log_prior"]).all() and np.isfinite(d["log_q"]).all()

@@ -8,7 +8,13 @@ with ``z_1`` of size ``model.latent_dim``, the spec's prior as p(z_L) and a diag
 for every conditional p(z_l | z_{l+1}), its loc and scale from a network ("down" network).
 The guide is bottom-up (``model.inference = "bottom_up"``, the IWAE paper's two-layer
 model): q(z_1 | x) from the spec's encoder and guide family, then q(z_{l+1} | z_l), a
-diagonal Normal from an "up" network. The sample sites are ``"z1"`` ... ``"zL"`` and
+diagonal Normal from an "up" network. Or it is the ladder's top-down guide
+(``model.inference = "ladder"``, Sønderby et al. 2016): a deterministic bottom-up pass
+gives each layer a Normal N(mu_hat_l, sigma_hat_l) (the encoder's for z_1, then each "up"
+network at the loc below), and the guide draws z_L ~ N(mu_hat_L, sigma_hat_L), then each
+z_l from the precision-weighted combination of N(mu_hat_l, sigma_hat_l) with the model's
+own p(z_l | z_{l+1}) (:func:`precision_weighted`): the generative top-down pass is shared
+with inference, and every site's KL has a closed form. The sample sites are ``"z1"`` ... ``"zL"`` and
 ``"x"`` in the plate ``"data"``, β through ``poutine.scale`` around every latent site in the
 model and in the guide, so each backend's estimators sum their terms over all the sites.
 
@@ -35,6 +41,8 @@ __all__ = [
     "analytic_sites",
     "training_refusal",
     "dreg_refusal",
+    "precision_weighted",
+    "nearest_to_x",
 ]
 
 #: Settings of the networks between two latent layers (``model.latent_layer_options``).
@@ -60,12 +68,15 @@ class LayerPlan:
         Hidden sizes of every network between two layers (up and down).
     activation : str
         Their activation.
+    inference : {"bottom_up", "ladder"}
+        The guide's order (``model.inference``, see :func:`precision_weighted`).
     """
 
     sizes: tuple
     sites: tuple
     hidden: list
     activation: str
+    inference: str = "bottom_up"
 
     @property
     def hierarchical(self) -> bool:
@@ -95,6 +106,11 @@ def plan_layers(spec) -> LayerPlan:
             "model.latent_layer_options sets the networks between latent layers, but model.latent_layers "
             "is empty; add layers (e.g. --set model.latent_layers=[50]) or drop the options"
         )
+    if not spec.latent_layers and spec.inference != "bottom_up":
+        raise UsageError(
+            f"model.inference = {spec.inference!r} orders the latent layers, but model.latent_layers is empty; "
+            "add layers (e.g. --set model.latent_layers=[50]) or drop model.inference"
+        )
     hidden = options.get("hidden", LAYER_DEFAULTS["hidden"])
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         hidden = [hidden]
@@ -104,7 +120,7 @@ def plan_layers(spec) -> LayerPlan:
             f"got {hidden!r}"
         )
     activation = options.get("activation", LAYER_DEFAULTS["activation"])
-    plan = LayerPlan(sizes, latent_sites(len(sizes)), list(hidden), activation)
+    plan = LayerPlan(sizes, latent_sites(len(sizes)), list(hidden), activation, spec.inference)
     if plan.hierarchical:
         if spec.guide != "diagonal":
             raise UsageError(
@@ -122,6 +138,12 @@ def plan_layers(spec) -> LayerPlan:
                 "or drop model.latent_layers"
             )
     return plan
+
+
+def nearest_to_x(names) -> str:
+    """The latent site next to x among ``names``: ``"z1"`` of a hierarchical VAE (whichever order
+    its guide samples the layers in), else the only or first site."""
+    return "z1" if "z1" in names else names[0]
 
 
 def analytic_sites(model_order, guide_order) -> set[str]:
@@ -172,3 +194,21 @@ def training_refusal(spec, elbo: str, backend: str) -> str | None:
     if elbo == "dreg":
         return dreg_refusal(latent_sites(1 + len(spec.latent_layers)))
     return None
+
+
+def precision_weighted(loc_a, scale_a, loc_b, scale_b, sqrt):
+    """The (loc, scale) of the Normal proportional to N(loc_a, scale_a^2) N(loc_b, scale_b^2), per dimension.
+
+    The ladder guide's combination of the bottom-up estimate with the model's top-down
+    prior: precisions add, and the loc is the precision-weighted mean. Written once for both
+    backends on their arrays (``sqrt`` is the backend's square root).
+
+    Examples
+    --------
+    >>> import math
+    >>> precision_weighted(0.0, 1.0, 2.0, 1.0, math.sqrt)
+    (1.0, 0.7071067811865476)
+    """
+    precision_a, precision_b = scale_a**-2, scale_b**-2
+    variance = 1.0 / (precision_a + precision_b)
+    return (loc_a * precision_a + loc_b * precision_b) * variance, sqrt(variance)

@@ -54,7 +54,7 @@ BETA_SCHEDULES = ("constant", "linear", "cyclical")
 LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "iwae")
 #: Where training's per-epoch curves go besides metrics.jsonl (ppvae.runs.tensorboard).
 LOG_TARGETS = ("none", "tensorboard")
-INFERENCES = ("bottom_up",)
+INFERENCES = ("bottom_up", "ladder")
 BINARIZE_MODES = ("auto", "dynamic", "static", "none")
 SCALE_MODES = ("auto", "unit", "minmax", "none")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -124,9 +124,11 @@ class ModelSpec:
     latent_layer_options : dict
         The networks between consecutive layers: ``hidden`` (default ``[100, 100]``) and
         ``activation`` (default ``"tanh"``, as in the IWAE paper's two-layer model).
-    inference : {"bottom_up"}
+    inference : {"bottom_up", "ladder"}
         How the guide orders the layers: ``bottom_up`` is q(z_1|x) q(z_2|z_1) ... (the IWAE
-        paper's two-layer model).
+        paper's two-layer model); ``ladder`` is top-down, q(z_L|x) q(z_{L-1}|z_L, x) ..., each
+        layer's Normal the precision-weighted combination of a deterministic bottom-up pass
+        and the model's own p(z_l|z_{l+1}) (the ladder VAE, Sønderby et al. 2016).
     """
 
     prior: str = "normal"
@@ -546,10 +548,9 @@ class Config:
             "(e.g. --validation-fraction 0.1); the held-out split is kept for the final figures",
         )
         # A hierarchical VAE's combinations, before any run folder is written.
-        if self.model.latent_layers:
-            plan_layers(self.model)
-            refusal = training_refusal(self.model, self.train.elbo, self.train.backend)
-            _check(refusal is None, refusal or "")
+        plan_layers(self.model)
+        refusal = training_refusal(self.model, self.train.elbo, self.train.backend)
+        _check(refusal is None, refusal or "")
         # The estimators table says which backends implement each estimator.
         # (An unknown backend name is left to the registry, whose message lists the valid ones.)
         implemented = estimator(self.train.elbo).backends

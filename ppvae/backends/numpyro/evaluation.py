@@ -36,14 +36,17 @@ class Evaluator:
     def _layered_terms(self, params, key, x):
         """:meth:`_elbo_terms` of a hierarchical VAE, from the traces, summed over the layers.
 
-        The KL per dimension has no single meaning across layers (NaN), and the codes are z_1's.
+        The KL per dimension has no single meaning across layers (NaN), and the codes are z_1's,
+        every layer's the locs of q (:meth:`~ppvae.backends.numpyro.model.VAE.posterior_layers`:
+        for a ladder VAE those of its top-down pass, not the encoder's).
         """
         model = handlers.substitute(self.vae.model, data=params)
         guide = handlers.substitute(self.vae.guide, data=params)
         log_px, kl, by_site = elbo_parts(model, guide, key, x, 1.0)
         modules = self.vae.with_params(params)
-        loc = modules["encoder"](self.vae.encoder_input(x, None))[0]
-        above = {site: layer_loc for site, (layer_loc, _) in zip(self.vae.sites[1:], self.vae.bottom_up(modules, loc))}
+        layers = self.vae.posterior_layers(modules, *modules["encoder"](self.vae.encoder_input(x, None))[:2])
+        loc = layers[0][0]
+        above = {site: layer_loc for site, (layer_loc, _) in zip(self.vae.sites[1:], layers[1:])}
         return -log_px, kl, jnp.full(loc.shape, jnp.nan), loc, by_site, above
 
     def _elbo_terms(self, params, key, x, y=None):

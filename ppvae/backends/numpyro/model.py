@@ -7,8 +7,9 @@ NumPyro params that ``numpyro.infer.SVI`` (or ppvae's trainer) optimizes.
 
 With stochastic layers above z (``model.latent_layers``, :mod:`ppvae.model.hierarchy`) the
 sites are ``"z1"`` ... ``"zL"`` as in the Pyro backend: the model p(z_L) p(z_{L-1}|z_L) ...
-p(x|z_1), the guide bottom-up q(z_1|x) q(z_2|z_1) ..., every latent site inside the β scale
-in both. The networks between layers are parts ``"up1"``, ``"down1"``, ... (params
+p(x|z_1), the guide bottom-up q(z_1|x) q(z_2|z_1) ... or, with ``model.inference =
+"ladder"``, the ladder's top-down guide (:meth:`VAE.ladder`), every latent site inside the β
+scale in both. The networks between layers are parts ``"up1"``, ``"down1"``, ... (params
 ``"up1$params"`` ...); a one-layer VAE has none, so its params dict is unchanged.
 """
 
@@ -25,7 +26,7 @@ from numpyro.primitives import Messenger
 
 from ppvae.model.conditioning import LabelledInputs
 from ppvae.spec.config import ModelSpec
-from ppvae.model.hierarchy import latent_sites
+from ppvae.model.hierarchy import latent_sites, precision_weighted
 from ppvae.spec.plan import build_parts
 from ppvae.backends.numpyro import conditioning
 from ppvae.backends.numpyro.guides import DiagonalGuide
@@ -82,6 +83,10 @@ class VAE(LabelledInputs):
         A hierarchical VAE's networks between consecutive layers (z_l, z_{l+1}): the
         (loc, scale) of q(z_{l+1}|z_l) and of p(z_l|z_{l+1}), parts ``"up<l>"`` and
         ``"down<l>"``. ``prior`` is then p(z_L).
+    inference : {"bottom_up", "ladder"}
+        The guide of a hierarchical VAE (``model.inference``): bottom-up q(z_1|x)
+        q(z_2|z_1) ..., or the ladder's top-down guide (:meth:`ladder`), which shares the
+        model's ``"down<l>"`` networks. The model is the same for both.
     """
 
     labels = conditioning
@@ -100,7 +105,10 @@ class VAE(LabelledInputs):
         guide_family=None,
         up=(),
         down=(),
+        inference="bottom_up",
     ):
+        if inference not in ("bottom_up", "ladder"):
+            raise ValueError(f"inference must be 'bottom_up' or 'ladder', got {inference!r}")
         if len(up) != len(down):
             raise ValueError(
                 f"a hierarchical VAE needs one up and one down network per pair of layers, got {len(up)} and {len(down)}"
@@ -122,6 +130,7 @@ class VAE(LabelledInputs):
         self.dataset_size = dataset_size
         self.num_classes = int(num_classes)
         self.label_layout = label_layout
+        self.inference = inference
 
     @property
     def hierarchical(self) -> bool:
@@ -153,6 +162,42 @@ class VAE(LabelledInputs):
             loc, scale = modules[f"up{i}"](loc)[:2]
             out.append((loc, scale))
         return out
+
+    def ladder(self, modules: dict, loc, scale, site):
+        """The ladder's top-down pass from the encoder's (loc, scale) of x; returns z_1.
+
+        A deterministic bottom-up pass (:meth:`bottom_up`) gives every layer an estimate
+        N(mu_hat_l, sigma_hat_l); z_L is drawn from its own, then each z_l from the
+        precision-weighted product of its estimate with the model's p(z_l|z_{l+1}) at the
+        draw above (Sønderby et al. 2016). Each layer is drawn by ``site(i, distribution)``
+        as in :meth:`top_down`; ``modules`` holds the ``"up<l>"`` and ``"down<l>"`` networks.
+        """
+        estimates = [(loc, scale), *self.bottom_up(modules, loc)]
+        top = len(self.sites) - 1
+        z = site(top, dist.Normal(*estimates[top]).to_event(1))
+        for i in reversed(range(top)):
+            prior_loc, prior_scale = modules[f"down{i + 1}"](z)[:2]
+            q_loc, q_scale = precision_weighted(*estimates[i], prior_loc, prior_scale, jnp.sqrt)
+            z = site(i, dist.Normal(q_loc, q_scale).to_event(1))
+        return z
+
+    def posterior_layers(self, modules: dict, loc, scale) -> list:
+        """Every layer's (loc, scale) of q, z_1 first, from the encoder's (loc, scale) of x.
+
+        Bottom-up: each q(z_{l+1}|z_l) at the loc of the layer below. Ladder: the
+        top-down pass of :meth:`ladder` with each z_{l+1} held at its loc. One pair for a
+        one-layer VAE.
+        """
+        if self.inference != "ladder":
+            return [(loc, scale), *self.bottom_up(modules, loc)]
+        layers = {}
+
+        def at_loc(i, fn):  # record the layer's Normal, go on from its loc
+            layers[i] = (fn.base_dist.loc, fn.base_dist.scale)
+            return fn.base_dist.loc
+
+        self.ladder(modules, loc, scale, at_loc)
+        return [layers[i] for i in range(len(self.sites))]
 
     # -- registration -------------------------------------------------------------------
     def _part(self, name: str):
@@ -204,10 +249,20 @@ class VAE(LabelledInputs):
         """q(z|x) (q(z|x,y) when conditional): the amortized encoder, β around ``"z"`` as in the model.
 
         A hierarchical VAE: q(z_1|x) q(z_2|z_1) ..., β around every latent site; returns z_1.
+        A ladder VAE (``inference="ladder"``) draws top-down instead (:meth:`ladder`), z_L
+        first, with the model's ``"down<l>"`` networks registered under the same names.
         """
         self.check_labels(y)
         encoder, family = self._part("encoder"), self._part("guide")
         up = self._parts_named("up")
+        if self.inference == "ladder" and self.hierarchical:
+            # plan_layers allows only the diagonal family here: the encoder's (loc, scale)
+            # are mu_hat_1, sigma_hat_1 as they are.
+            nets = {**up, **self._parts_named("down")}
+            with self._plate(x):
+                loc, scale = encoder(self.encoder_input(x, y))[:2]
+                with handlers.scale(scale=beta):
+                    return self.ladder(nets, loc, scale, lambda i, fn: numpyro.sample(self.sites[i], fn))
         with self._plate(x):
             q = family(*encoder(self.encoder_input(x, y)))
             with handlers.scale(scale=beta):
@@ -222,7 +277,7 @@ def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None
 
     A conditional spec gets the same enlarged networks as in the Pyro backend; a
     hierarchical one (``spec.latent_layers``) gets the networks ``"up<l>"`` and ``"down<l>"``
-    between its layers.
+    between its layers, and the guide ``spec.inference`` names.
     """
     keys = dict(zip(PARTS, jax.random.split(key, len(PARTS))))
     # The guide family's key is folded in rather than split off: the other parts keep the
@@ -244,6 +299,8 @@ def build_vae(spec: ModelSpec, event_shape, key, dataset_size: int | None = None
         guide_family=parts.guide_family,
         up=parts.up,
         down=parts.down,
+        # A spec's plan always carries it; Parts built by hand may have no plan.
+        inference=parts.layers.inference if parts.layers is not None else "bottom_up",
     )
 
 

@@ -34,7 +34,7 @@ from numpyro.primitives import Messenger
 
 from ppvae.errors import UsageError
 from ppvae.inference import estimators
-from ppvae.model.hierarchy import analytic_sites, dreg_refusal
+from ppvae.model.hierarchy import analytic_sites, dreg_refusal, nearest_to_x
 
 __all__ = [
     "Terms",
@@ -400,11 +400,11 @@ def elbo_parts(model, guide, rng_key, *args, num_particles: int = 1, **kwargs) -
 
 
 def log_densities(model, guide, rng_key, *args, num_particles: int, **kwargs) -> dict[str, jax.Array]:
-    """The log densities of ``num_particles`` draws per datapoint, each ``(K, B)``, and the first latent site's draws.
+    """The log densities of ``num_particles`` draws per datapoint, each ``(K, B)``, and the draws of z_1.
 
     ``log_lik`` is log p(x|z), ``log_prior`` the model's log density of every latent site at
     the draw (log p(z_L) + ... + log p(z_1|z_2) for a hierarchical VAE), ``log_q`` the
-    guide's, and ``z`` the draws of the guide's first latent site, ``(K, B, Z)``.
+    guide's, and ``z`` the draws of the latent site next to x (z_1), ``(K, B, Z)``.
     """
     model_tr, guide_tr = _traces(model, guide, rng_key, args, kwargs, num_particles)
     names = _latent_sites(model_tr, guide_tr)
@@ -412,7 +412,7 @@ def log_densities(model, guide, rng_key, *args, num_particles: int, **kwargs) ->
         "log_lik": _site_log_prob(model_tr["x"]),
         "log_prior": _total([model_tr[n]["fn"].log_prob(model_tr[n]["value"]) for n in names]),
         "log_q": _total([_guide_log_prob(guide_tr[n]) for n in names]),
-        "z": guide_tr[names[0]]["value"],
+        "z": guide_tr[nearest_to_x(names)]["value"],
     }
     if num_particles == 1:
         out = {k: v[None] for k, v in out.items()}

@@ -57,7 +57,7 @@ class TrainedVAE:
     def _encode_layers_fn(self, params, x, y=None):
         m = self.vae.with_params(params)
         loc, scale = m["encoder"](self.vae.encoder_input(x, y))[:2]
-        return tuple(t for pair in [(loc, scale), *self.vae.bottom_up(m, loc)] for t in pair)
+        return tuple(t for pair in self.vae.posterior_layers(m, loc, scale) for t in pair)
 
     def _decode_fn(self, params, z, y=None):
         m = self.vae.with_params(params)
@@ -109,13 +109,17 @@ class TrainedVAE:
         return [np.concatenate(parts) for parts in zip(*outs)] if outs else []
 
     def encode(self, x, y=None):
+        if self.vae.hierarchical:  # z_1's q as the guide builds it (the ladder's combines both passes)
+            return self.encode_layers(x, y)[0]
         loc, scale = self._map(self._encode, x, self._labels(y, len(x)))
         return loc, scale
 
     def encode_layers(self, x, y=None):
         """Every latent layer's posterior (loc, scale), z_1 first (one pair for a one-layer VAE).
 
-        Each layer above z_1 is q(z_{l+1}|z_l) taken at the loc of the layer below.
+        Each layer above z_1 is q(z_{l+1}|z_l) taken at the loc of the layer below. A ladder
+        VAE's come from its top-down pass, each z_{l+1} taken at its loc: z_1's pair is then
+        the precision-weighted one (what :meth:`encode` returns), not the encoder's alone.
         """
         flat = self._map(self._encode_layers, x, self._labels(y, len(x)))
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]

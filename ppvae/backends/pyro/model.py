@@ -24,7 +24,7 @@ from pyro import poutine
 from torch import nn
 
 from ppvae.model.conditioning import LabelledInputs
-from ppvae.model.hierarchy import latent_sites
+from ppvae.model.hierarchy import latent_sites, precision_weighted
 from ppvae.spec.config import ModelSpec
 from ppvae.spec.plan import build_parts
 from ppvae.backends.pyro import conditioning
@@ -66,6 +66,9 @@ class VAE(nn.Module, LabelledInputs):
     up, down : list of torch.nn.Module, optional
         A hierarchical VAE's networks between consecutive layers (z_l, z_{l+1}): the
         (loc, scale) of q(z_{l+1}|z_l) and of p(z_l|z_{l+1}). ``prior`` is then p(z_L).
+    inference : {"bottom_up", "ladder"}
+        A hierarchical VAE's guide: q(z_1|x) q(z_2|z_1) ..., or the ladder's top-down
+        q(z_L|x) ... q(z_1|z_2, x) (see :mod:`ppvae.model.hierarchy`).
 
     Examples
     --------
@@ -94,6 +97,7 @@ class VAE(nn.Module, LabelledInputs):
         guide_family: nn.Module | None = None,
         up=(),
         down=(),
+        inference: str = "bottom_up",
     ):
         super().__init__()
         self.prior = prior
@@ -120,6 +124,8 @@ class VAE(nn.Module, LabelledInputs):
             self.down = nn.ModuleList(down)
         #: The latent sites, z_1 first: ``("z",)`` for one layer.
         self.sites = latent_sites(len(up) + 1)
+        #: The guide's order of a hierarchical VAE: ``"bottom_up"`` or ``"ladder"``.
+        self.inference = inference
 
     @property
     def hierarchical(self) -> bool:
@@ -193,13 +199,55 @@ class VAE(nn.Module, LabelledInputs):
                 pyro.module("ppvae_guide", self.guide_family)
             if self.hierarchical:
                 pyro.module("ppvae_up", self.up)
+                if self.inference == "ladder":  # the top-down pass is the model's own
+                    pyro.module("ppvae_down", self.down)
         with self._plate(x):
+            if self.hierarchical and self.inference == "ladder":
+                return self._ladder_guide(x, y, beta)
             q = self.posterior(x, y)
             with poutine.scale(scale=beta):
                 z = first = pyro.sample(self.sites[0], q)
                 for i in range(len(self.sites) - 1):  # bottom-up: q(z_{l+1} | z_l)
                     z = pyro.sample(self.sites[i + 1], self._layer(self.up[i], z))
                 return first
+
+    def _bottom_up_pass(self, x: torch.Tensor, y=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The deterministic (loc, scale) of every layer: the encoder's, then each up network at the loc below."""
+        loc, scale = self.encoder(self.encoder_input(x, y))[:2]
+        out = [(loc, scale)]
+        for net in getattr(self, "up", ()):
+            loc, scale = net(loc)[:2]
+            out.append((loc, scale))
+        return out
+
+    def _ladder_layers(self, x: torch.Tensor, y=None, site=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The ladder guide's layers top-down: z_L from the bottom-up pass, then each z_l from the
+        precision-weighted combination of its bottom-up Normal with p(z_l|z_{l+1}).
+
+        ``site(name, distribution)`` draws a layer (``pyro.sample`` in the guide); without it
+        each layer is taken at its loc. Returns every layer's (loc, scale), z_1 first.
+        """
+        estimates = self._bottom_up_pass(x, y)
+        loc, scale = estimates[-1]
+        layers = [(loc, scale)]
+        z = site(self.sites[-1], dist.Normal(loc, scale).to_event(1)) if site else loc
+        for i in reversed(range(len(self.sites) - 1)):
+            prior_loc, prior_scale = self.down[i](z)[:2]
+            loc, scale = precision_weighted(*estimates[i], prior_loc, prior_scale, torch.sqrt)
+            layers.insert(0, (loc, scale))
+            z = site(self.sites[i], dist.Normal(loc, scale).to_event(1)) if site else loc
+        return layers
+
+    def _ladder_guide(self, x, y, beta) -> torch.Tensor:
+        with poutine.scale(scale=beta):
+            draws = {}
+
+            def site(name, fn):
+                draws[name] = pyro.sample(name, fn)
+                return draws[name]
+
+            self._ladder_layers(x, y, site)
+        return draws[self.sites[0]]
 
     # -- everyday uses -----------------------------------------------------------------------
     @torch.no_grad()
@@ -214,14 +262,15 @@ class VAE(nn.Module, LabelledInputs):
 
     @torch.no_grad()
     def encode_layers(self, x: torch.Tensor, y: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every layer's posterior (loc, scale), z_1 first; each layer above is taken at the loc of the one below."""
+        """Every layer's posterior (loc, scale), z_1 first.
+
+        Bottom-up, each layer above is q(z_{l+1}|z_l) at the loc of the one below; for the
+        ladder, each layer below is q(z_l|z_{l+1}, x) at the loc of the one above.
+        """
         self.check_labels(y)
-        loc, scale = self.encoder(self.encoder_input(x, y))[:2]
-        out = [(loc, scale)]
-        for net in getattr(self, "up", ()):
-            loc, scale = net(loc)[:2]
-            out.append((loc, scale))
-        return out
+        if self.hierarchical and self.inference == "ladder":
+            return self._ladder_layers(x, y)
+        return self._bottom_up_pass(x, y)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -237,6 +286,8 @@ class VAE(nn.Module, LabelledInputs):
         mean of the Normal the flows transform.
         """
         self.check_labels(y)
+        if self.hierarchical:  # z_1's loc as the guide has it (the ladder's combines both passes)
+            return self.decode(self.encode_layers(x, y)[0][0], y)
         loc = self.encoder(self.encoder_input(x, y))[0]
         return self.decode(loc, y)
 
@@ -270,4 +321,5 @@ def build_vae(
         guide_family=parts.guide_family,
         up=parts.up,
         down=parts.down,
+        inference=parts.layers.inference,
     )

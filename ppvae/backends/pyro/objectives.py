@@ -43,7 +43,7 @@ from torch.distributions import Independent, LowRankMultivariateNormal, Multivar
 
 from ppvae.errors import UsageError
 from ppvae.inference import estimators
-from ppvae.model.hierarchy import analytic_sites, dreg_refusal
+from ppvae.model.hierarchy import analytic_sites, dreg_refusal, nearest_to_x
 from ppvae.backends.pyro.direct import direct_traces
 
 __all__ = ["Terms", "terms", "elbo_parts", "log_densities", "log_weights", "latent_site_names", "VAEObjective"]
@@ -311,11 +311,11 @@ def elbo_parts(model, guide, *args, num_particles: int = 1, **kwargs) -> tuple[t
 
 
 def log_densities(model, guide, *args, num_particles: int, **kwargs) -> dict[str, torch.Tensor]:
-    """The log densities of ``num_particles`` draws per datapoint, each ``(K, B)``, and the first latent site's draws.
+    """The log densities of ``num_particles`` draws per datapoint, each ``(K, B)``, and the draws of z_1.
 
     ``log_lik`` is log p(x|z), ``log_prior`` the model's log density of every latent site at
     the draw (log p(z_L) + ... + log p(z_1|z_2) for a hierarchical VAE), ``log_q`` the
-    guide's, and ``z`` the draws of the guide's first latent site, ``(K, B, Z)``.
+    guide's, and ``z`` the draws of the latent site next to x (z_1), ``(K, B, Z)``.
     """
     model_tr, guide_tr = _traces(model, guide, args, kwargs, num_particles)
     names = _latent_sites(model_tr, guide_tr)
@@ -323,7 +323,7 @@ def log_densities(model, guide, *args, num_particles: int, **kwargs) -> dict[str
         "log_lik": _site_log_prob(model_tr.nodes["x"]),
         "log_prior": sum(_site_log_prob(model_tr.nodes[n]) for n in names),
         "log_q": sum(_site_log_prob(guide_tr.nodes[n]) for n in names),
-        "z": guide_tr.nodes[names[0]]["value"],
+        "z": guide_tr.nodes[nearest_to_x(names)]["value"],
     }
     if num_particles == 1:
         out = {k: v[None] for k, v in out.items()}

@@ -93,6 +93,8 @@ class TrainedVAE:
         """
 
         def encoder(xb, yb=None):
+            if self.vae.hierarchical:  # z_1's q as the guide builds it (the ladder's combines both passes)
+                return self.vae.encode_layers(xb, yb)[0]
             return self.vae.encoder(self.vae.encoder_input(xb, yb))
 
         # (loc, scale) only: an encoder serving a richer guide family also returns its extra values.
