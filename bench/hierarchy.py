@@ -62,6 +62,7 @@ def run_one(name: str, seed: int, args) -> dict:
         **model["overrides"],
         "train.num_particles": args.num_particles,
         "train.eval_num_samples": 1,  # the figure is computed below, with --eval-samples
+        "train.init_decoder_bias": args.init_decoder_bias,
     }
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -94,6 +95,9 @@ def main(argv=None) -> None:
     parser.add_argument("--num-particles", type=int, default=5, help="K of the training bound")
     parser.add_argument("--eval-samples", type=int, default=1000, help="K of the held-out log p(x)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--init-decoder-bias", action="store_true", help="both models start their decoder at the data's log-odds"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hierarchy.json")
     args = parser.parse_args(argv)
 
@@ -108,6 +112,7 @@ def main(argv=None) -> None:
         "epochs": args.epochs,
         "num_particles": args.num_particles,
         "eval_samples": args.eval_samples,
+        "init_decoder_bias": args.init_decoder_bias,
         "runs": [],
         "complete": False,
     }

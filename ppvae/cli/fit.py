@@ -139,6 +139,12 @@ def _fit_on_processes(num_processes, spec, resume, out, overrides, plugins, shor
     "onto the prior early (Kingma et al. 2016; default 0: off; meanfield or trace, diagonal guide).",
 )
 @click.option(
+    "--init-decoder-bias/--no-init-decoder-bias",
+    default=None,
+    help="Start the decoder's output bias at the training data's log-odds (Bernoulli), so it draws the "
+    "average image before training: keeps a VampPrior with tanh networks from collapsing.",
+)
+@click.option(
     "--validation-fraction",
     type=float,
     help="Share of the training rows kept aside as a validation split (default 0: none). Each epoch "
@@ -210,6 +216,7 @@ def fit(
     lr_schedule,
     clip_grad_norm,
     free_bits,
+    init_decoder_bias,
     validation_fraction,
     early_stopping_patience,
     log,
@@ -279,6 +286,7 @@ def fit(
         lr_schedule=lr_schedule,
         clip_grad_norm=clip_grad_norm,
         free_bits=free_bits,
+        init_decoder_bias=init_decoder_bias,
         validation_fraction=validation_fraction,
         early_stopping_patience=early_stopping_patience,
         log=log,

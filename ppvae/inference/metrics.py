@@ -130,7 +130,8 @@ def collapse_warning(records: list[dict]) -> str | None:
         return None
     return (
         f"the KL of the last epoch is {kl:.3g} nats per datapoint (below {COLLAPSE_KL:g}): the posterior has "
-        "collapsed and the decoder ignores z. Recipes that help: a KL warm-up (--beta-schedule linear "
-        "--set train.warmup_steps=5000), a smaller --beta, a lower --lr or --lr-schedule cosine with "
-        "--set train.lr_warmup_epochs=5, or a smaller decoder"
+        "collapsed and the decoder ignores z. Recipes that help: --init-decoder-bias (a Bernoulli decoder "
+        "that starts at the average image: what frees tanh networks and VampPriors), --free-bits 0.5, a KL "
+        "warm-up (--beta-schedule linear --set train.warmup_steps=5000), a smaller --beta, a lower --lr, "
+        "or a smaller decoder"
     )

@@ -32,6 +32,7 @@ import tomli_w
 from ppvae.errors import UsageError
 from ppvae.inference.estimators import estimator, estimator_names, free_bits_refusal
 from ppvae.model.hierarchy import plan_layers, training_refusal
+from ppvae.inference.initialization import init_bias_refusal
 from ppvae.spec.registry import BACKENDS
 
 __all__ = [
@@ -333,6 +334,10 @@ class TrainSpec:
         Epochs of linear warm-up before the cosine (0: none).
     lr_min : float
         Where the cosine ends (0 <= lr_min < lr).
+    init_decoder_bias : bool
+        Start the decoder's output bias at the training data's log-odds (Bernoulli), so the
+        untrained decoder draws the average image (:mod:`ppvae.inference.initialization`):
+        the recipe that keeps a VampPrior with tanh networks from collapsing.
     clip_grad_norm : float
         Rescale each step's gradient to at most this global L2 norm before the Adam update
         (0: no clipping). Keeps a rare huge gradient (deep tanh networks, K >= 10) from
@@ -405,6 +410,7 @@ class TrainSpec:
     checkpoint_every: int = 1
     num_devices: int = 1
     log: str = "none"
+    init_decoder_bias: bool = False
 
     def __post_init__(self) -> None:
         _check(isinstance(self.backend, str) and self.backend, f"train.backend must be a name, got {self.backend!r}")
@@ -457,6 +463,10 @@ class TrainSpec:
             f"train.clip_grad_norm must be a non-negative number (0: no clipping), got {self.clip_grad_norm!r}",
         )
         object.__setattr__(self, "clip_grad_norm", float(self.clip_grad_norm))
+        _check(
+            isinstance(self.init_decoder_bias, bool),
+            f"train.init_decoder_bias must be true or false, got {self.init_decoder_bias!r}",
+        )
         _check(
             _is_number(self.free_bits) and math.isfinite(self.free_bits) and self.free_bits >= 0,
             f"train.free_bits must be a non-negative number (nats per latent dimension; 0: off), got {self.free_bits!r}",
@@ -551,6 +561,9 @@ class Config:
         plan_layers(self.model)
         refusal = training_refusal(self.model, self.train.elbo, self.train.backend)
         _check(refusal is None, refusal or "")
+        if self.train.init_decoder_bias:
+            refusal = init_bias_refusal(self.model.likelihood, self.model.decoder, self.data.stream is True)
+            _check(refusal is None, refusal or "")
         # The estimators table says which backends implement each estimator.
         # (An unknown backend name is left to the registry, whose message lists the valid ones.)
         implemented = estimator(self.train.elbo).backends

@@ -174,6 +174,19 @@ class MLPDecoder(eqx.Module):
         return batched(lambda v: self.net(v).reshape(self.param_shape), z, 1)
 
 
+def output_bias(decoder):
+    """Where a decoder's output-layer bias sits: a function of the decoder for ``eqx.tree_at``.
+
+    ``mlp`` and ``linear`` decoders have one bias per output value
+    (:mod:`ppvae.inference.initialization`).
+    """
+    if isinstance(decoder, MLPDecoder):
+        return lambda d: d.net.layers[-1].bias
+    if isinstance(decoder, LinearDecoder):
+        return lambda d: d.linear.bias
+    raise TypeError(f"{type(decoder).__name__} has no single output bias")
+
+
 @register("decoder", "linear", backend=BACKEND)
 class LinearDecoder(eqx.Module):
     """Affine decoder W z + b; with a normal likelihood this is probabilistic PCA."""

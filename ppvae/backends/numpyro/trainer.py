@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +31,7 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import UsageError
 from ppvae.inference.checkpoints import checkpoint_file
+from ppvae.inference.initialization import decoder_output_bias, init_bias_refusal
 from ppvae.inference.metrics import active_units
 from ppvae.inference.schedules import beta_at, lr_at, lr_table
 from ppvae.inference.selection import is_new_best, should_stop
@@ -46,6 +48,7 @@ from ppvae.inference.training import (
 from ppvae.backends.numpyro import checkpoint
 from ppvae.backends.numpyro.evaluation import Evaluator
 from ppvae.backends.numpyro.model import build_vae, initial_params
+from ppvae.backends.numpyro.nets import output_bias
 from ppvae.backends.numpyro.objectives import LossKeys, loss_keys, terms
 from ppvae.backends.numpyro.sharding import data_parallel
 
@@ -79,6 +82,16 @@ def step_keys(key) -> tuple[jax.Array, LossKeys]:
     return binarize_key, loss_keys(loss_key)
 
 
+def start_output_bias(params: dict, vae, train, likelihood: str) -> dict:
+    """``params`` with the decoder's output bias at the training data's log-odds (``train.init_decoder_bias``)."""
+    if not isinstance(train, np.ndarray):
+        raise UsageError(init_bias_refusal(likelihood, "mlp", stream=True))
+    where = output_bias(vae.modules["decoder"])
+    decoder = params["decoder$params"]
+    bias = jnp.asarray(decoder_output_bias(train, likelihood)).reshape(where(decoder).shape)
+    return {**params, "decoder$params": eqx.tree_at(where, decoder, bias)}
+
+
 class Trainer:
     """Trains one VAE on one dataset into one run folder (NumPyro backend)."""
 
@@ -109,7 +122,10 @@ class Trainer:
         # The mean gradient norm per epoch is recorded where someone watches it (TensorBoard)
         # or where it is computed anyway (clipping); otherwise no step pays for it.
         self.track_norm = t.log == "tensorboard" or bool(t.clip_grad_norm)
-        self.params = self._place(initial_params(self.vae))
+        params = initial_params(self.vae)
+        if t.init_decoder_bias:  # before any resume, which replaces the params
+            params = start_output_bias(params, self.vae, dataset.train, cfg.model.likelihood)
+        self.params = self._place(params)
         self.opt_state = self._place(self.optimizer.init(self.params))
         # The split each epoch's ELBO is reported on: the validation split when there is one
         # (the held-out split then stays off the device until the final evaluation).

@@ -139,6 +139,18 @@ class MLPDecoder(nn.Module):
         return self.net(z).reshape(*z.shape[:-1], *self.param_shape)
 
 
+def output_bias(decoder: nn.Module) -> torch.Tensor:
+    """The bias of a decoder's output layer (one value per output), for data-dependent initialization.
+
+    ``mlp`` and ``linear`` decoders have one (:mod:`ppvae.inference.initialization`).
+    """
+    if isinstance(decoder, MLPDecoder):
+        return decoder.net[-1].bias
+    if isinstance(decoder, LinearDecoder):
+        return decoder.linear.bias
+    raise TypeError(f"{type(decoder).__name__} has no single output bias")
+
+
 @register("decoder", "linear", backend="pyro")
 class LinearDecoder(nn.Module):
     """Affine decoder W z + b; with a normal likelihood this is probabilistic PCA."""

@@ -28,6 +28,7 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
 from ppvae.inference.checkpoints import checkpoint_file
+from ppvae.inference.initialization import decoder_output_bias, init_bias_refusal
 from ppvae.inference.metrics import active_units
 from ppvae.inference.schedules import beta_at, lr_at
 from ppvae.inference.selection import is_new_best, should_stop
@@ -45,6 +46,7 @@ from ppvae.backends.pyro import checkpoint
 from ppvae.backends.pyro.distributed import Distributed
 from ppvae.backends.pyro.evaluation import elbo_terms
 from ppvae.backends.pyro.model import VAE, build_vae
+from ppvae.backends.pyro.nets import output_bias
 from ppvae.backends.pyro.objectives import terms
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,15 @@ def monitor_elbo(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, split
     return record
 
 
+@torch.no_grad()
+def start_output_bias(vae: VAE, train, likelihood: str) -> None:
+    """Set the decoder's output bias to the training data's log-odds (``train.init_decoder_bias``)."""
+    if not isinstance(train, np.ndarray):
+        raise UsageError(init_bias_refusal(likelihood, "mlp", stream=True))
+    bias = output_bias(vae.decoder)
+    bias.copy_(torch.as_tensor(decoder_output_bias(train, likelihood), device=bias.device).reshape(bias.shape))
+
+
 class Trainer:
     """Trains one VAE on one dataset into one run folder.
 
@@ -131,6 +142,8 @@ class Trainer:
         self.vae = build_vae(
             cfg.model, dataset.event_shape, dataset_size=dataset.train.shape[0], register_params=False
         ).to(self.device)
+        if t.init_decoder_bias:  # before any resume's load_state_dict, which replaces it
+            start_output_bias(self.vae, dataset.train, cfg.model.likelihood)
         self.dist.seed_noise(t.seed)  # the same initial weights on every rank, then its own noise
         # foreach: one multi-tensor kernel per update term instead of a Python loop over the
         # parameters; the same numbers as the loop (tests/test_pyro_golden.py), ~5 % less Adam
