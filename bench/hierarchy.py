@@ -22,7 +22,6 @@ machine changes the seconds, not the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -47,11 +46,10 @@ MODELS = {"one-layer": ONE_LAYER, "two-layer": TWO_LAYER}
 
 
 def _write(path: Path, payload: dict) -> None:
+    from ppvae.runs.atomic import atomic_write_json
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, payload)
 
 
 def run_one(name: str, seed: int, args) -> dict:

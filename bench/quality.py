@@ -36,12 +36,9 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -287,37 +284,6 @@ def summarize(entry: dict) -> None:
 
 
 # -- the report -------------------------------------------------------------------------------
-def machine() -> dict:
-    """CPU model (``lscpu``'s model name), core count and memory of this machine."""
-    info = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "cpu_model": None}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")]
-        info["cpu_model"] = names[0] if names else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    if info["cpu_model"] is None:
-        info["cpu_model"] = platform.processor() or platform.machine()
-    try:
-        with open("/proc/meminfo") as f:
-            info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return info
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("ppvae", "torch", "pyro-ppl", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def _pm(s: dict, sign: str = "") -> str:
     return f"{s['mean']:{sign}.2f}" + ("" if s["sd"] is None else f" ± {s['sd']:.2f}")
 
@@ -374,10 +340,10 @@ def markdown(result: dict) -> str:
 
 
 def _write(path: Path, result: dict) -> None:
-    from ppvae.runs.atomic import atomic_write_text
+    from ppvae.runs.atomic import atomic_write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    atomic_write_json(path, result)
 
 
 def _load_average() -> list[float]:
@@ -447,6 +413,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     threadpool_limits(limits=args.threads)
     sys.path.insert(0, str(HERE))
+    from suite import machine, versions  # the benchmark suite's description of the machine
+
     out = args.out or DEFAULT_OUT
     say = lambda msg: print(f"[quality {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     command = "python bench/quality.py" + (" " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")

@@ -246,6 +246,9 @@ def fit(
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=classes))
     if cfg.train.log == "tensorboard":
         require_tensorboard()  # before anything is written
+    # A folder this call creates goes again if training fails before writing anything into
+    # it (a model too large for memory, a device that will not start).
+    created = resume is None and not rank and not folder.path.exists()
     if resume is None and not rank:
         folder.prepare_new(force=force)
 
@@ -284,6 +287,10 @@ def fit(
             on_epoch=on_epoch,
             stop_after_steps=stop_after_steps,
         )
+    except BaseException:
+        if created:
+            folder.remove_if_empty()
+        raise
     finally:
         if board is not None:
             board.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ppvae.cli import cli
+from ppvae.cli import app, cli
 from ppvae.cli.fit import fit, worker_arguments
 from ppvae.spec.config import parse_override
 
@@ -118,3 +118,33 @@ def test_format_overrides_round_trips_through_parse_override(value):
     parsed = dict(parse_override(t) for t in texts)
     expected = {"k.inner.deep": [1.5]} if isinstance(value, dict) else {"k": value}
     assert parsed == expected
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")],
+    ids=["numpy", "torch"],
+)
+def test_running_out_of_memory_is_one_line_and_leaves_no_empty_run_folder(tmp_path, monkeypatch, failure):
+    from ppvae.backends.pyro import trainer
+
+    def too_large(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", too_large)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["fit", "--epochs", "1", "--out", str(out), "-q"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [f"Error: {app.OUT_OF_MEMORY}"]
+    assert not out.exists()
+
+
+def test_other_runtime_errors_still_surface_as_bugs(tmp_path, monkeypatch):
+    from ppvae.backends.pyro import trainer
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", bug)
+    result = CliRunner().invoke(cli, ["fit", "--epochs", "1", "--out", str(tmp_path / "run"), "-q"])
+    assert isinstance(result.exception, RuntimeError) and "shapes" in str(result.exception)

@@ -2,7 +2,9 @@
 
 User errors (every :class:`ppvae.errors.PPVAEError`, raised while options are parsed or a
 command runs) become one line on stderr and the error's exit code (2 for usage errors);
-Ctrl-C becomes "Interrupted." and 130. Never a traceback.
+Ctrl-C becomes "Interrupted." and 130; running out of memory (a model or batch too large
+for the machine: numpy's MemoryError, or a framework's failed allocation) becomes one line
+and 1. Never a traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +36,25 @@ class Commands(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError) and not _is_allocation_failure(exc):
+                raise
+            click.echo(f"Error: {OUT_OF_MEMORY}", err=True)
+            sys.exit(1)
+
+
+#: The one line for a failed allocation.
+OUT_OF_MEMORY = (
+    "out of memory: the model or a batch does not fit on this machine; use a smaller latent_dim, "
+    "smaller hidden sizes or latent_layers, a smaller --batch-size, or fewer --num-samples"
+)
+
+
+def _is_allocation_failure(exc: RuntimeError) -> bool:
+    # torch reports a failed CPU allocation as a plain RuntimeError, and CUDA's as its subclass
+    # OutOfMemoryError; the command line imports no framework, so it reads the message.
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 @click.group(cls=Commands, context_settings=CONTEXT)

@@ -23,6 +23,7 @@ INIT_BIAS_DECODERS = ("mlp", "linear")
 
 # Keeps the log-odds of a feature that is always 0 (or 1) in the training data finite.
 _MARGIN = 1e-3
+_STREAMED = "train.init_decoder_bias reads the training split's mean, which data.stream = true does not hold in memory"
 
 
 def init_bias_refusal(likelihood: str, decoder: str, stream: bool) -> str | None:
@@ -34,11 +35,7 @@ def init_bias_refusal(likelihood: str, decoder: str, stream: bool) -> str | None
         )
     if decoder not in INIT_BIAS_DECODERS:
         return f'train.init_decoder_bias needs a decoder with one output bias per value (mlp or linear), not model.decoder = "{decoder}"'
-    if stream:
-        return (
-            "train.init_decoder_bias reads the training split's mean, which data.stream = true does not hold in memory"
-        )
-    return None
+    return _STREAMED if stream else None
 
 
 def decoder_output_bias(train, likelihood: str) -> np.ndarray:
@@ -46,13 +43,15 @@ def decoder_output_bias(train, likelihood: str) -> np.ndarray:
 
     Parameters
     ----------
-    train : array, shape (n, *event_shape)
-        The training split (values in [0, 1] for a Bernoulli likelihood).
+    train : numpy.ndarray, shape (n, *event_shape)
+        The training split in memory (values in [0, 1] for a Bernoulli likelihood); streamed
+        rows are refused.
     likelihood : str
         The model's likelihood (one of :data:`INIT_BIAS_LIKELIHOODS`).
     """
+    if not isinstance(train, np.ndarray):  # data.stream = "auto" chose to stream
+        raise UsageError(_STREAMED)
     if likelihood not in INIT_BIAS_LIKELIHOODS:
-        raise UsageError(init_bias_refusal(likelihood, "mlp", False))
-    train = np.asarray(train)
+        raise UsageError(init_bias_refusal(likelihood, INIT_BIAS_DECODERS[0], stream=False))
     mean = np.clip(train.reshape(len(train), -1).mean(axis=0, dtype=np.float64), _MARGIN, 1 - _MARGIN)
     return np.log(mean / (1 - mean)).astype(np.float32)

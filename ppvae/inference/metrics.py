@@ -6,7 +6,14 @@ import math
 
 import numpy as np
 
-__all__ = ["active_units", "evaluation_summary", "linear_probe_accuracy", "COLLAPSE_KL", "collapse_warning"]
+__all__ = [
+    "active_units",
+    "layer_records",
+    "evaluation_summary",
+    "linear_probe_accuracy",
+    "COLLAPSE_KL",
+    "collapse_warning",
+]
 
 #: Training points of the linear probe at most (a seeded subset beyond): bounds its cost.
 PROBE_MAX_TRAIN = 10_000
@@ -115,6 +122,20 @@ def linear_probe_accuracy(
         "num_test": int(len(test_loc)),
         "num_classes": int(len(classes)),
     }
+
+
+def layer_records(split: str, terms: dict) -> dict[str, float]:
+    """A hierarchical VAE's per-layer entries of an epoch record, from either backend's ELBO terms.
+
+    ``terms["kl_sites"]`` (each latent site's KL per point) gives ``<split>_kl_<site>``, and
+    ``terms["loc_sites"]`` (the codes of the layers above z_1) gives
+    ``<split>_active_units_<site>``: a collapsed top layer hides behind an active z_1. Empty
+    for a one-layer VAE.
+    """
+    record = {f"{split}_kl_{site}": float(np.mean(kl)) for site, kl in terms.get("kl_sites", {}).items()}
+    for site, loc in terms.get("loc_sites", {}).items():
+        record[f"{split}_active_units_{site}"] = active_units(np.asarray(loc))
+    return record
 
 
 #: A KL below this many nats per datapoint in the last epoch means a collapsed posterior.

@@ -16,6 +16,8 @@ Every file is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import time
@@ -80,6 +82,11 @@ class RunFolder:
             for name in (CONFIG, DATA, METRICS, SUMMARY, CHECKPOINT, BEST_CHECKPOINT, *PICTURES):
                 self.file(name).unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def remove_if_empty(self) -> None:
+        """Remove the folder if nothing was written into it (a run that failed before its first file)."""
+        with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+            self.path.rmdir()
 
     def check_exists(self) -> None:
         """Raise a clear error unless this looks like a ppvae run folder."""

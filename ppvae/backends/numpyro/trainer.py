@@ -31,8 +31,8 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import UsageError
 from ppvae.inference.checkpoints import checkpoint_file
-from ppvae.inference.initialization import decoder_output_bias, init_bias_refusal
-from ppvae.inference.metrics import active_units
+from ppvae.inference.initialization import decoder_output_bias
+from ppvae.inference.metrics import active_units, layer_records
 from ppvae.inference.schedules import beta_at, lr_at, lr_table
 from ppvae.inference.selection import is_new_best, should_stop
 from ppvae.inference.training import (
@@ -84,8 +84,6 @@ def step_keys(key) -> tuple[jax.Array, LossKeys]:
 
 def start_output_bias(params: dict, vae, train, likelihood: str) -> dict:
     """``params`` with the decoder's output bias at the training data's log-odds (``train.init_decoder_bias``)."""
-    if not isinstance(train, np.ndarray):
-        raise UsageError(init_bias_refusal(likelihood, "mlp", stream=True))
     where = output_bias(vae.modules["decoder"])
     decoder = params["decoder$params"]
     bias = jnp.asarray(decoder_output_bias(train, likelihood)).reshape(where(decoder).shape)
@@ -267,18 +265,13 @@ class Trainer:
         )
         rec, kl = float(t["reconstruction"].mean()), float(t["kl"].mean())
         split = self.monitor
-        record = {
+        return {
             f"{split}_elbo": -(rec + kl),
             f"{split}_reconstruction": rec,
             f"{split}_kl": kl,
             f"{split}_active_units": active_units(t["loc"]),
+            **layer_records(split, t),
         }
-        # A hierarchical VAE: each layer's KL and, above z_1, its active units (as the Pyro backend records).
-        for site, site_kl in t.get("kl_sites", {}).items():
-            record[f"{split}_kl_{site}"] = float(site_kl.mean())
-        for site, loc in t.get("loc_sites", {}).items():
-            record[f"{split}_active_units_{site}"] = active_units(loc)
-        return record
 
     def _check_finite(self, values: np.ndarray) -> None:
         bad = ~np.isfinite(values[:, 0])

@@ -85,10 +85,12 @@ def elbo_terms(
     Returns float64 tensors: ``reconstruction`` (n,), ``kl`` (n,), ``kl_per_dim`` (n, Z) where
     the KL factorizes over dimensions (else NaN), and ``loc`` (n, Z), the posterior means
     (for a flow guide, the means of the Normal it transforms). A hierarchical VAE adds
-    ``kl_sites``: each latent site's part of the KL, ``{"z1": (n,), ...}``.
+    ``kl_sites``, each latent site's part of the KL (``{"z1": (n,), ...}``), and
+    ``loc_sites``, the codes of the layers above z_1 (``{"z2": (n, Z2), ...}``).
     """
     recs, kls, kl_dims, locs = [], [], [], []
     kl_sites: dict[str, list] = {}
+    loc_sites: dict[str, list] = {}
     for sl in _batches(x.shape[0], batch_size):
         xb = x[sl]
         yb = None if y is None else y[sl]
@@ -100,7 +102,10 @@ def elbo_terms(
             kls.append(kl.double())
             for site, site_kl in by_site.items():
                 kl_sites.setdefault(site, []).append(site_kl.double())
-            loc = vae.encode_layers(xb)[0][0]
+            layers = vae.encode_layers(xb)
+            loc = layers[0][0]
+            for site, (layer_loc, _) in zip(vae.sites[1:], layers[1:]):
+                loc_sites.setdefault(site, []).append(layer_loc.double())
             kl_dims.append(torch.full(loc.shape, math.nan, dtype=torch.float64, device=x.device))
             locs.append(loc.double())
             continue
@@ -127,6 +132,7 @@ def elbo_terms(
         "kl_per_dim": torch.cat(kl_dims),
         "loc": torch.cat(locs),
         **({"kl_sites": {site: torch.cat(parts) for site, parts in kl_sites.items()}} if kl_sites else {}),
+        **({"loc_sites": {site: torch.cat(parts) for site, parts in loc_sites.items()}} if loc_sites else {}),
     }
 
 

@@ -203,7 +203,8 @@ class VAE(nn.Module, LabelledInputs):
                     pyro.module("ppvae_down", self.down)
         with self._plate(x):
             if self.hierarchical and self.inference == "ladder":
-                return self._ladder_guide(x, y, beta)
+                with poutine.scale(scale=beta):
+                    return self._ladder_layers(x, y, pyro.sample)[1]
             q = self.posterior(x, y)
             with poutine.scale(scale=beta):
                 z = first = pyro.sample(self.sites[0], q)
@@ -220,12 +221,12 @@ class VAE(nn.Module, LabelledInputs):
             out.append((loc, scale))
         return out
 
-    def _ladder_layers(self, x: torch.Tensor, y=None, site=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _ladder_layers(self, x: torch.Tensor, y=None, site=None) -> tuple[list, torch.Tensor]:
         """The ladder guide's layers top-down: z_L from the bottom-up pass, then each z_l from the
         precision-weighted combination of its bottom-up Normal with p(z_l|z_{l+1}).
 
         ``site(name, distribution)`` draws a layer (``pyro.sample`` in the guide); without it
-        each layer is taken at its loc. Returns every layer's (loc, scale), z_1 first.
+        each layer is taken at its loc. Returns every layer's (loc, scale), z_1 first, and z_1.
         """
         estimates = self._bottom_up_pass(x, y)
         loc, scale = estimates[-1]
@@ -236,18 +237,7 @@ class VAE(nn.Module, LabelledInputs):
             loc, scale = precision_weighted(*estimates[i], prior_loc, prior_scale, torch.sqrt)
             layers.insert(0, (loc, scale))
             z = site(self.sites[i], dist.Normal(loc, scale).to_event(1)) if site else loc
-        return layers
-
-    def _ladder_guide(self, x, y, beta) -> torch.Tensor:
-        with poutine.scale(scale=beta):
-            draws = {}
-
-            def site(name, fn):
-                draws[name] = pyro.sample(name, fn)
-                return draws[name]
-
-            self._ladder_layers(x, y, site)
-        return draws[self.sites[0]]
+        return layers, z
 
     # -- everyday uses -----------------------------------------------------------------------
     @torch.no_grad()
@@ -269,7 +259,7 @@ class VAE(nn.Module, LabelledInputs):
         """
         self.check_labels(y)
         if self.hierarchical and self.inference == "ladder":
-            return self._ladder_layers(x, y)
+            return self._ladder_layers(x, y)[0]
         return self._bottom_up_pass(x, y)
 
     @torch.no_grad()

@@ -85,11 +85,12 @@ def _site_log_prob(site) -> torch.Tensor:
     return site["fn"].log_prob(site["value"])
 
 
-def latent_site_names(trace, include_observed: bool = False) -> list[str]:
-    """The latent sample sites of a trace, in the order they were sampled (``"x"`` and plates left out).
+def latent_site_names(trace) -> list[str]:
+    """The sample sites of a trace other than ``"x"``, in the order they were sampled (plates left out).
 
-    ``include_observed`` keeps sites whose value was given (a guide under
-    ``poutine.condition`` still defines q at the fixed z).
+    Of a guide's trace, these are the latent sites. A site conditioned on a value
+    (``poutine.condition``, as when two backends are compared on one draw of z) is observed
+    in the trace but stays a latent site of the objective.
     """
     names = []
     for name, site in trace.nodes.items():
@@ -97,15 +98,13 @@ def latent_site_names(trace, include_observed: bool = False) -> list[str]:
             continue
         if "type" in site and site_is_subsample(site):  # a plate's subsample site
             continue
-        if site.get("is_observed", False) and not include_observed:
-            continue
         names.append(name)
     return names
 
 
 def _latent_sites(model_tr, guide_tr) -> list[str]:
     """The guide's latent sites, checked against the model's; the contract's error where one is missing."""
-    names = latent_site_names(guide_tr, include_observed=True)
+    names = latent_site_names(guide_tr)
     if "x" not in model_tr.nodes:
         raise UsageError("the model/guide pair has no sample site 'x'; ppvae needs sites 'z' and 'x'")
     if not names:

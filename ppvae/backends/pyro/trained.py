@@ -178,10 +178,10 @@ class TrainedVAE:
         mean of p(x|z) for the first ``predictive_draws`` draws. ``y``: labels if conditional.
         """
         xt, yt = self._tensor(x), self._labels(y, len(x))
-        devices = [self.device] if self.device.type == "cuda" else []
-        outs: dict[str, list] = {"z": [], "log_lik": [], "log_prior": [], "log_q": [], "x_mean": []}
         if self.vae.hierarchical:
             return self._layered_draws(xt, num_draws, seed, predictive_draws, x.shape)
+        devices = [self.device] if self.device.type == "cuda" else []
+        outs: dict[str, list] = {"z": [], "log_lik": [], "log_prior": [], "log_q": [], "x_mean": []}
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             q = self.vae.posterior(xt, yt)

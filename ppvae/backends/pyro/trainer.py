@@ -28,8 +28,8 @@ from ppvae.spec.config import Config
 from ppvae.data import Dataset
 from ppvae.errors import TrainingError, UsageError
 from ppvae.inference.checkpoints import checkpoint_file
-from ppvae.inference.initialization import decoder_output_bias, init_bias_refusal
-from ppvae.inference.metrics import active_units
+from ppvae.inference.initialization import decoder_output_bias
+from ppvae.inference.metrics import active_units, layer_records
 from ppvae.inference.schedules import beta_at, lr_at
 from ppvae.inference.selection import is_new_best, should_stop
 from ppvae.inference.training import (
@@ -81,26 +81,21 @@ def monitor_elbo(vae: VAE, x: torch.Tensor, y: torch.Tensor | None = None, split
         torch.manual_seed(HELDOUT_NOISE_SEED)
         t = elbo_terms(vae, x, y=y)
     rec, kl = t["reconstruction"].mean().item(), t["kl"].mean().item()
-    record = {
+    layers = {
+        key: {site: v.cpu().numpy() for site, v in t[key].items()} for key in ("kl_sites", "loc_sites") if key in t
+    }
+    return {
         f"{split}_elbo": -(rec + kl),
         f"{split}_reconstruction": rec,
         f"{split}_kl": kl,
         f"{split}_active_units": active_units(t["loc"].cpu().numpy()),
+        **layer_records(split, layers),
     }
-    # A hierarchical VAE: each layer's KL and, above z_1, its active units (a collapsed top
-    # layer hides behind an active z_1).
-    for site, site_kl in t.get("kl_sites", {}).items():
-        record[f"{split}_kl_{site}"] = site_kl.mean().item()
-    for site, (loc, _) in list(zip(vae.sites, vae.encode_layers(x, y)))[1:]:
-        record[f"{split}_active_units_{site}"] = active_units(loc.cpu().numpy())
-    return record
 
 
 @torch.no_grad()
 def start_output_bias(vae: VAE, train, likelihood: str) -> None:
     """Set the decoder's output bias to the training data's log-odds (``train.init_decoder_bias``)."""
-    if not isinstance(train, np.ndarray):
-        raise UsageError(init_bias_refusal(likelihood, "mlp", stream=True))
     bias = output_bias(vae.decoder)
     bias.copy_(torch.as_tensor(decoder_output_bias(train, likelihood), device=bias.device).reshape(bias.shape))
 
